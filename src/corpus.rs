@@ -1,0 +1,334 @@
+//! The corpus on disk: markdown documents with a small front-matter header.
+//!
+//! Front matter is a `---` fenced block of `key: value` lines. Values are JSON
+//! (strings, arrays) so that titles with colons, quotes or Chinese punctuation
+//! round-trip exactly; a bare value such as `title: My notes` is read as a plain
+//! string so hand-written notes need no quoting. The block is valid YAML.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Metadata carried at the top of every corpus document. All fields are optional
+/// because users drop plain markdown files in `corpus/` too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrontMatter {
+    pub title: Option<String>,
+    /// The URL the roadmap links to.
+    pub url: Option<String>,
+    /// Where that URL ended up after redirects.
+    pub final_url: Option<String>,
+    /// Every roadmap section path that links this resource, e.g. `阶段2：RAG应用开发工程 › RAG › 学习资源`.
+    pub sections: Vec<String>,
+    pub fetched_at: Option<String>,
+    pub edited_at: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// sha256 of the body, set by the crawler to detect changes without re-reading pages.
+    pub content_hash: Option<String>,
+    /// Crawl outcome, e.g. `ok`.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontMatterError {
+    #[error("front matter opened with `---` is never closed")]
+    Unclosed,
+    #[error("front matter line {line}: expected `key: value`")]
+    BadLine { line: usize },
+    #[error("front matter key `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
+}
+
+const FENCE: &str = "---";
+
+/// Splits `text` into its front matter and body. Text without a leading `---`
+/// line has empty front matter and is all body.
+pub fn parse(text: &str) -> Result<(FrontMatter, &str), FrontMatterError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(rest) = strip_fence_line(text) else {
+        return Ok((FrontMatter::default(), text));
+    };
+    let mut front = FrontMatter::default();
+    let mut offset = 0;
+    for (n, raw_line) in rest.split_inclusive('\n').enumerate() {
+        offset += raw_line.len();
+        let line = raw_line.trim_end_matches(['\n', '\r']);
+        if line.trim_end() == FENCE {
+            return Ok((front, &rest[offset..]));
+        }
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once(':')
+            .ok_or(FrontMatterError::BadLine { line: n + 2 })?;
+        set_field(&mut front, key.trim(), value.trim())?;
+    }
+    Err(FrontMatterError::Unclosed)
+}
+
+fn strip_fence_line(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(FENCE)?;
+    let rest = rest.trim_start_matches([' ', '\t']);
+    rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n'))
+}
+
+fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), FrontMatterError> {
+    let bad = |reason: String| FrontMatterError::BadValue {
+        key: key.to_string(),
+        reason,
+    };
+    let slot = match key {
+        "title" => &mut front.title,
+        "url" => &mut front.url,
+        "final_url" => &mut front.final_url,
+        "fetched_at" => &mut front.fetched_at,
+        "edited_at" => &mut front.edited_at,
+        "etag" => &mut front.etag,
+        "last_modified" => &mut front.last_modified,
+        "content_hash" => &mut front.content_hash,
+        "status" => &mut front.status,
+        "sections" => {
+            front.sections = if value.starts_with('[') {
+                serde_json::from_str(value).map_err(|e| bad(format!("not a JSON list of strings: {e}")))?
+            } else if value.is_empty() {
+                Vec::new()
+            } else {
+                vec![unquote(value).map_err(bad)?]
+            };
+            return Ok(());
+        }
+        // Unknown keys are kept out of the way rather than rejected: users may
+        // bring notes written for other tools.
+        _ => return Ok(()),
+    };
+    *slot = if value.is_empty() || value == "null" {
+        None
+    } else {
+        Some(unquote(value).map_err(bad)?)
+    };
+    Ok(())
+}
+
+fn unquote(value: &str) -> Result<String, String> {
+    if value.starts_with('"') {
+        serde_json::from_str::<String>(value).map_err(|e| format!("bad quoted string: {e}"))
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+/// Renders a document with its front matter. Inverse of [`parse`].
+pub fn render(front: &FrontMatter, body: &str) -> String {
+    let mut out = String::from("---\n");
+    let mut field = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            out.push_str(key);
+            out.push_str(": ");
+            out.push_str(&serde_json::to_string(v).expect("strings always serialise"));
+            out.push('\n');
+        }
+    };
+    field("title", &front.title);
+    field("url", &front.url);
+    field("final_url", &front.final_url);
+    field("fetched_at", &front.fetched_at);
+    field("edited_at", &front.edited_at);
+    field("etag", &front.etag);
+    field("last_modified", &front.last_modified);
+    field("content_hash", &front.content_hash);
+    field("status", &front.status);
+    if !front.sections.is_empty() {
+        out.push_str("sections: ");
+        out.push_str(&serde_json::to_string(&front.sections).expect("strings always serialise"));
+        out.push('\n');
+    }
+    out.push_str("---\n");
+    out.push_str(body);
+    if !body.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// Hex sha256 of some bytes; the identity used for change detection everywhere.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A corpus document as read from disk.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Path relative to the corpus root, with `/` separators: the document's stable id.
+    pub rel_path: String,
+    pub front: FrontMatter,
+    pub body: String,
+    /// sha256 of the whole file (front matter included: a new title must reach the index).
+    pub hash: String,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl Document {
+    /// Title for display: front matter title, else the first heading, else the file name.
+    pub fn display_title(&self) -> String {
+        if let Some(t) = self.front.title.as_deref().filter(|t| !t.trim().is_empty()) {
+            return t.trim().to_string();
+        }
+        self.body
+            .lines()
+            .find_map(|l| {
+                let t = l.trim_start();
+                t.starts_with('#')
+                    .then(|| t.trim_start_matches('#').trim().to_string())
+            })
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.rel_path.clone())
+    }
+
+    /// Where a reader can find the original: the URL if any, else the corpus path.
+    pub fn source(&self) -> String {
+        self.front
+            .final_url
+            .clone()
+            .or_else(|| self.front.url.clone())
+            .unwrap_or_else(|| format!("corpus/{}", self.rel_path))
+    }
+}
+
+/// A corpus file that could not be read; the rest of the corpus still is.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub rel_path: String,
+    pub reason: String,
+}
+
+/// Everything under `root` that is a `.md` file, sorted for stable output.
+pub fn list_markdown(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not a directory", root.display()),
+        ));
+    }
+    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x.eq_ignore_ascii_case("md"))
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+pub fn rel_path(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Reads one corpus file. Non-UTF-8 content and broken front matter are errors
+/// the caller reports and skips.
+pub fn read_document(root: &Path, path: &Path) -> Result<Document, Skipped> {
+    let rel_path = rel_path(root, path);
+    let skip = |reason: String| Skipped {
+        rel_path: rel_path.clone(),
+        reason,
+    };
+    let bytes = fs::read(path).map_err(|e| skip(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| skip(format!("not UTF-8 (first bad byte at offset {}); convert it to UTF-8", e.utf8_error().valid_up_to())))?;
+    let (front, body) = parse(&text).map_err(|e| skip(format!("{e}; fix the header or remove it")))?;
+    let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok(Document {
+        hash: content_hash(text.as_bytes()),
+        body: body.to_string(),
+        front,
+        rel_path,
+        modified,
+    })
+}
+
+/// Writes `contents` to `path` atomically: a crash leaves the old file or the
+/// new one, never half of either.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".partial")
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_front_matter_with_awkward_values() {
+        let front = FrontMatter {
+            title: Some("RAG: \"检索增强生成\" — 入门".into()),
+            url: Some("https://example.com/a b(1)?x=%E4".into()),
+            sections: vec!["阶段2：RAG应用开发工程 › RAG › 学习资源".into(), "x".into()],
+            status: Some("ok".into()),
+            ..Default::default()
+        };
+        let text = render(&front, "# Body\n\ntext");
+        let (parsed, body) = parse(&text).unwrap();
+        assert_eq!(parsed, front);
+        assert_eq!(body, "# Body\n\ntext\n");
+    }
+
+    #[test]
+    fn plain_markdown_has_no_front_matter() {
+        let (front, body) = parse("# Title\n---\nmore").unwrap();
+        assert_eq!(front, FrontMatter::default());
+        assert_eq!(body, "# Title\n---\nmore");
+    }
+
+    #[test]
+    fn bare_values_and_unknown_keys_are_accepted() {
+        let (front, body) = parse("---\r\ntitle: My notes: part 2\r\ntags: [a]\r\n---\r\nhi").unwrap();
+        assert_eq!(front.title.as_deref(), Some("My notes: part 2"));
+        assert_eq!(body, "hi");
+    }
+
+    #[test]
+    fn broken_front_matter_is_an_error_not_a_panic() {
+        assert!(matches!(parse("---\ntitle: x\n"), Err(FrontMatterError::Unclosed)));
+        assert!(matches!(parse("---\nno colon here\n---\n"), Err(FrontMatterError::BadLine { line: 2 })));
+        assert!(matches!(
+            parse("---\nsections: [1, 2\n---\n"),
+            Err(FrontMatterError::BadValue { .. })
+        ));
+        assert!(matches!(parse("---\ntitle: \"unterminated\n---\n"), Err(FrontMatterError::BadValue { .. })));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/doc.md");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files left behind");
+    }
+}
