@@ -5,3 +5,5 @@
 
 pub mod config;
 pub mod corpus;
+pub mod llm;
+pub mod term;
