@@ -276,10 +276,16 @@ impl Config {
         if let Some(v) = var("RAGMAP_ORT_DYLIB") {
             self.embed.ort_dylib = Some(v.into());
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_URL").ok().filter(|v| !v.is_empty()) {
+        if let Some(v) = std::env::var("RAGMAP_LLM_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
             self.llm.base_url = Some(v);
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_MODEL").ok().filter(|v| !v.is_empty()) {
+        if let Some(v) = std::env::var("RAGMAP_LLM_MODEL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
             self.llm.model = v;
         }
         if let Some(v) = std::env::var("RAGMAP_LLM_PROVIDER").ok() {
@@ -387,7 +393,8 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_and_matches_defaults() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let c: Config = toml::from_str(&text).unwrap();
         let d = Config::default();
         assert_eq!(c.chunk.max_tokens, d.chunk.max_tokens);
@@ -402,7 +409,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "[chunk]\nmax_tokenz = 3\n").unwrap();
         let err = Config::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("config.toml") && err.contains("max_tokenz"), "{err}");
+        assert!(
+            err.contains("config.toml") && err.contains("max_tokenz"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "{err}");
     }
 
@@ -411,6 +421,9 @@ mod tests {
         assert_eq!(ollama_host_url(None), "http://127.0.0.1:11434");
         assert_eq!(ollama_host_url(Some("0.0.0.0")), "http://0.0.0.0:11434");
         assert_eq!(ollama_host_url(Some("example:1234")), "http://example:1234");
-        assert_eq!(ollama_host_url(Some("https://h.example/")), "https://h.example:11434");
+        assert_eq!(
+            ollama_host_url(Some("https://h.example/")),
+            "https://h.example:11434"
+        );
     }
 }

@@ -3,7 +3,12 @@
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → retrieve → prompt → llm.
 
+pub mod chunk;
 pub mod config;
 pub mod corpus;
+pub mod embed;
+pub mod index;
 pub mod llm;
+pub mod prompt;
+pub mod retrieve;
 pub mod term;
