@@ -166,3 +166,23 @@ async fn a_cancelled_answer_frees_the_server_for_the_next_question() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_wrong_base_url_is_not_mistaken_for_an_unknown_model() {
+    let Some(url) = server_url() else { return };
+    // llama-server answers unknown paths with a JSON 404 ("File Not Found").
+    let wrong = format!("{}/api", url.trim_end_matches('/').trim_end_matches("/v1"));
+    let mut sink = |_: &str| {};
+    let err = backend(&wrong)
+        .chat(
+            &[ChatMessage::user("hi")],
+            &options("smollm2", 4),
+            &mut sink,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Http { status: 404, message, .. } if message.contains("base URL")),
+        "{err:?}"
+    );
+}

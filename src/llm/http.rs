@@ -223,7 +223,6 @@ pub(crate) struct ErrorInfo {
     /// `error.type` / `error.code` when the body was JSON.
     pub kind: Option<String>,
     pub code: Option<String>,
-    pub is_json: bool,
     pub prompt_tokens: Option<u64>,
     pub context_tokens: Option<u64>,
 }
@@ -238,10 +237,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorInfo {
             ..Default::default()
         };
     };
-    let mut info = ErrorInfo {
-        is_json: true,
-        ..Default::default()
-    };
+    let mut info = ErrorInfo::default();
     let err = v.get("error").unwrap_or(&v);
     let str_of = |v: Option<&Value>| match v {
         Some(Value::String(s)) => Some(s.clone()),
@@ -284,12 +280,16 @@ pub(crate) fn status_error(url: &str, status: u16, info: ErrorInfo, model: &str)
             context_tokens: info.context_tokens,
         };
     }
+    // Only a message about the model counts: llama.cpp answers a wrong path with a JSON
+    // 404 too ("File Not Found"), which is a base URL problem, not a model problem.
+    let mentions_model = lower.contains("model");
     let says_unknown_model = is("model_not_found")
-        || (lower.contains("model")
-            && (lower.contains("not found") || lower.contains("does not exist")));
-    // A 404 with a JSON error body comes from the API (the model is unknown); a bare
-    // 404 page means the URL itself is wrong.
-    if says_unknown_model || (status == 404 && info.is_json) {
+        || (mentions_model
+            && (lower.contains("not found")
+                || lower.contains("does not exist")
+                || lower.contains("unknown")
+                || status == 404));
+    if says_unknown_model {
         return LlmError::UnknownModel {
             model: model.to_string(),
             message,
@@ -417,7 +417,7 @@ mod tests {
         );
         assert_eq!(parse_error_body(br#"{"detail":"nope"}"#).message, "nope");
         let plain = parse_error_body(b"<html>\n<h1>502 Bad Gateway</h1>\n</html>");
-        assert!(!plain.is_json);
+        assert_eq!(plain.kind, None);
         assert_eq!(plain.message, "<html> <h1>502 Bad Gateway</h1> </html>");
         let long = "x".repeat(1000);
         assert!(parse_error_body(long.as_bytes()).message.chars().count() <= MAX_MESSAGE_CHARS + 1);
