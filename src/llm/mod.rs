@@ -254,6 +254,8 @@ pub trait ChatBackend: Send + Sync + std::fmt::Debug {
 
     /// Cheap liveness check, bounded by `timeout`: `Ok` when an HTTP server answers at
     /// the base URL (any status below 500 except 401/403, which mean chats would fail).
+    /// Errors are those of `chat`; a server that accepts the connection but does not
+    /// answer within `timeout` gives `FirstTokenTimeout` (`after` = `timeout`).
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>>;
 }
 
