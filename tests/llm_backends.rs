@@ -528,6 +528,13 @@ async fn connection_refused_is_reported_fast() {
         matches!(ping, LlmError::ConnectionRefused { .. }),
         "{ping:?}"
     );
+
+    // Credentials in the base URL stay out of messages too.
+    let backend = openai(&format!("http://me:hunter2@{addr}"), timeouts());
+    assert!(!backend.base_url().contains("hunter2"));
+    assert!(!format!("{backend:?}").contains("hunter2"));
+    let err = chat(&backend).await.0.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
 
 #[tokio::test]

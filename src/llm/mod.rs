@@ -240,7 +240,7 @@ pub type TokenSink<'a> = dyn FnMut(&str) + Send + 'a;
 pub trait ChatBackend: Send + Sync + std::fmt::Debug {
     fn provider(&self) -> Provider;
 
-    /// The base URL requests go to (no trailing slash).
+    /// The base URL requests go to (no trailing slash; any user:password hidden).
     fn base_url(&self) -> &str;
 
     /// Streams an answer: `on_token` gets every non-empty content delta in order.
