@@ -72,9 +72,10 @@ pub struct Crawl {
     pub block_private: BlockPrivate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockPrivate {
+    #[default]
     Auto,
     Always,
     Never,
@@ -94,17 +95,19 @@ pub struct Retrieve {
     pub dedup_threshold: f32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieveMode {
+    #[default]
     Hybrid,
     Vector,
     Lexical,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    #[default]
     Openai,
     Ollama,
 }
@@ -187,12 +190,6 @@ impl Default for Crawl {
     }
 }
 
-impl Default for BlockPrivate {
-    fn default() -> Self {
-        BlockPrivate::Auto
-    }
-}
-
 impl Default for Retrieve {
     fn default() -> Self {
         Retrieve {
@@ -206,18 +203,6 @@ impl Default for Retrieve {
             neighbours: 0,
             dedup_threshold: 0.92,
         }
-    }
-}
-
-impl Default for RetrieveMode {
-    fn default() -> Self {
-        RetrieveMode::Hybrid
-    }
-}
-
-impl Default for Provider {
-    fn default() -> Self {
-        Provider::Openai
     }
 }
 
@@ -288,7 +273,7 @@ impl Config {
         {
             self.llm.model = v;
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_PROVIDER").ok() {
+        if let Ok(v) = std::env::var("RAGMAP_LLM_PROVIDER") {
             match v.to_ascii_lowercase().as_str() {
                 "ollama" => self.llm.provider = Provider::Ollama,
                 "openai" => self.llm.provider = Provider::Openai,
