@@ -3,6 +3,7 @@
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → retrieve → prompt → llm.
 
+pub mod answer;
 pub mod chunk;
 pub mod config;
 pub mod corpus;

@@ -13,11 +13,21 @@ use ragmap::index::{self, BuildOptions, Index, IndexError};
 use ragmap::retrieve::{self, Hit, RetrieveError};
 use ragmap::term::sanitize;
 
+mod cli {
+    pub mod ask;
+}
+use cli::ask;
+
 /// Exit codes (documented in the README).
 mod exit {
     pub const FAILURE: u8 = 1;
     pub const SETUP: u8 = 3;
     pub const INDEX: u8 = 4;
+    /// No chat endpoint answered; the retrieved passages were printed instead.
+    pub const LLM_UNREACHABLE: u8 = 5;
+    /// The endpoint answered with an error, or the answer broke off (what arrived stays printed).
+    pub const LLM_FAILED: u8 = 6;
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser)]
@@ -62,11 +72,80 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer a question from the indexed resources, with cited sources.
+    Ask {
+        question: String,
+        /// Passages given to the model.
+        #[arg(short, long)]
+        k: Option<usize>,
+        #[arg(long, value_enum)]
+        mode: Option<RetrieveMode>,
+        /// Print the exact prompt and stop; no model is called.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not translate the question for cross-language retrieval.
+        #[arg(long)]
+        no_rewrite: bool,
+        /// Print answer, sources and timings as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
+    /// Ask follow-up questions in a conversation (/sources, /reset, /exit).
+    Chat {
+        #[arg(short, long)]
+        k: Option<usize>,
+        #[arg(long, value_enum)]
+        mode: Option<RetrieveMode>,
+        #[arg(long)]
+        no_rewrite: bool,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
     /// Show what is indexed and what changed since.
     Status {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Overrides of `[llm]` in config.toml.
+#[derive(clap::Args)]
+struct LlmFlags {
+    /// openai (any OpenAI-compatible server) or ollama.
+    #[arg(long, value_enum)]
+    provider: Option<ragmap::config::Provider>,
+    /// Base URL, e.g. http://127.0.0.1:8080/v1 or http://127.0.0.1:11434.
+    #[arg(long)]
+    base_url: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// The model's context window in tokens.
+    #[arg(long)]
+    context_tokens: Option<usize>,
+}
+
+impl LlmFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(p) = self.provider {
+            config.llm.provider = p;
+        }
+        if let Some(u) = &self.base_url {
+            config.llm.base_url = Some(u.clone());
+        }
+        if let Some(m) = &self.model {
+            config.llm.model = m.clone();
+        }
+        if let Some(t) = self.temperature {
+            config.llm.temperature = t;
+        }
+        if let Some(c) = self.context_tokens {
+            config.llm.context_tokens = c;
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -123,8 +202,29 @@ fn is_setup_error(e: &EmbedError) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let config = Config::load(&cli.workspace)?;
+    let mut config = Config::load(&cli.workspace)?;
     match cli.command {
+        Command::Ask {
+            question,
+            k,
+            mode,
+            dry_run,
+            no_rewrite,
+            json,
+            llm,
+        } => {
+            llm.apply(&mut config);
+            ask::run(&config, &question, k, mode, dry_run, !no_rewrite, json)
+        }
+        Command::Chat {
+            k,
+            mode,
+            no_rewrite,
+            llm,
+        } => {
+            llm.apply(&mut config);
+            ask::chat(&config, k, mode, !no_rewrite)
+        }
         Command::Index { rebuild, json } => cmd_index(&config, rebuild, json),
         Command::Search {
             question,
@@ -214,7 +314,7 @@ fn cmd_search(
     Ok(0)
 }
 
-fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
+pub(crate) fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if hits.is_empty() {
         writeln!(out, "no matching passages")?;
@@ -232,7 +332,7 @@ fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn snippet(text: &str, max_chars: usize) -> String {
+pub(crate) fn snippet(text: &str, max_chars: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max_chars {
         flat

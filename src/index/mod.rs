@@ -17,7 +17,7 @@ use crate::chunk::{self, Chunker};
 use crate::config::Config;
 use crate::corpus::{self, Document, Skipped};
 use crate::embed::{self, EmbedError, Embedder};
-use store::{NewChunk, Store};
+use store::{NewChunk, NewDocument, Store};
 use vectors::Vectors;
 
 pub use store::ChunkRow;
@@ -223,11 +223,13 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
 
     let current_vectors = store.meta("vectors_file").map_err(|e| corrupt(&db, e))?;
     let nothing_to_do = pending.is_empty() && deleted.is_empty() && !full_rebuild;
-    if nothing_to_do && current_vectors.is_some() && stored_identity.is_some() {
-        if vectors_usable(&index_dir, &store) {
-            report.total_seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
-        }
+    if nothing_to_do
+        && current_vectors.is_some()
+        && stored_identity.is_some()
+        && vectors_usable(&index_dir, &store)
+    {
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
     }
 
     // Chunk first, then embed: the chunker's tokenizer is dropped before the
@@ -297,15 +299,15 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
                 .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64);
             let doc_id = store
-                .insert_document(
-                    &doc.rel_path,
-                    &doc.hash,
-                    &doc.display_title(),
-                    &doc.source(),
-                    &doc.front.sections,
+                .insert_document(&NewDocument {
+                    path: &doc.rel_path,
+                    hash: &doc.hash,
+                    title: &doc.display_title(),
+                    source: &doc.source(),
+                    sections: &doc.front.sections,
                     modified,
-                    &now,
-                )
+                    indexed_at: &now,
+                })
                 .map_err(|e| write_err(&e))?;
             for c in &p.chunks {
                 let vector = next_vector
@@ -340,7 +342,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         // from the catalogue's vectors (no re-embedding needed).
         let (_, total_chunks, _) = store.counts().map_err(|e| write_err(&e))?;
         let previous = (!full_rebuild)
-            .then(|| current_vectors.as_deref())
+            .then_some(current_vectors.as_deref())
             .flatten()
             .and_then(|name| {
                 let expected: usize = store.meta("vectors_count").ok()??.parse().ok()?;

@@ -75,6 +75,17 @@ pub struct ChunkRow {
     pub path: String,
 }
 
+pub struct NewDocument<'a> {
+    pub path: &'a str,
+    pub hash: &'a str,
+    pub title: &'a str,
+    pub source: &'a str,
+    pub sections: &'a [String],
+    /// Seconds since the Unix epoch.
+    pub modified: Option<i64>,
+    pub indexed_at: &'a str,
+}
+
 pub struct NewChunk<'a> {
     pub ordinal: usize,
     pub start: usize,
@@ -117,19 +128,6 @@ impl Store {
             found => Err(StoreError::Schema {
                 found: found.unwrap_or_else(|| "missing".into()),
             }),
-        }
-    }
-
-    /// Runs SQLite's own consistency check (cheap at our sizes).
-    pub fn quick_check(&self) -> Result<(), StoreError> {
-        let result: String = self
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if result == "ok" {
-            Ok(())
-        } else {
-            Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery))
-                .map_err(|_| StoreError::Schema { found: result })
         }
     }
 
@@ -215,19 +213,18 @@ impl Store {
         Ok(())
     }
 
-    pub fn insert_document(
-        &self,
-        path: &str,
-        hash: &str,
-        title: &str,
-        source: &str,
-        sections: &[String],
-        modified: Option<i64>,
-        indexed_at: &str,
-    ) -> Result<i64, StoreError> {
+    pub fn insert_document(&self, doc: &NewDocument) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO documents(path, hash, title, source, sections, modified, indexed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![path, hash, title, source, serde_json::to_string(sections).unwrap_or_default(), modified, indexed_at],
+            params![
+                doc.path,
+                doc.hash,
+                doc.title,
+                doc.source,
+                serde_json::to_string(doc.sections).unwrap_or_default(),
+                doc.modified,
+                doc.indexed_at
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
