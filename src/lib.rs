@@ -7,6 +7,7 @@ pub mod chunk;
 pub mod config;
 pub mod corpus;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod prompt;
 pub mod retrieve;
