@@ -6,3 +6,4 @@
 pub mod config;
 pub mod corpus;
 pub mod roadmap;
+pub mod crawl;

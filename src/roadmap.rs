@@ -95,8 +95,9 @@ pub fn parse(markdown: &str) -> Roadmap {
     let mut image_depth = 0usize;
     // Text of the current leaf block before the link (a label such as `课程：`).
     let mut block_text = String::new();
-    // Text of the previous paragraph when it had no link (a numbered label such as `1）…`).
-    let mut prev_paragraph = String::new();
+    // The last link-free paragraph when it is a numbered label (`1）Some course`); it names
+    // the bare-URL links of the paragraphs that follow, up to the next prose or heading.
+    let mut numbered_label: Option<String> = None;
     let mut paragraph_had_link = false;
 
     for event in events {
@@ -119,7 +120,7 @@ pub fn parse(markdown: &str) -> Roadmap {
                     map.headings.push(Heading { level, text });
                     stack.push((level, map.headings.len() - 1));
                 }
-                prev_paragraph.clear();
+                numbered_label = None;
                 block_text.clear();
             }
             Event::Start(Tag::Link {
@@ -161,7 +162,7 @@ pub fn parse(markdown: &str) -> Roadmap {
                 paragraph_had_link = true;
                 let text = normalise_space(&open.text);
                 let title = if looks_like_url(&text) || text.is_empty() {
-                    fallback_title(&block_text, &prev_paragraph).unwrap_or(text)
+                    fallback_title(&block_text, numbered_label.as_deref()).unwrap_or(text)
                 } else {
                     text
                 };
@@ -231,11 +232,10 @@ pub fn parse(markdown: &str) -> Roadmap {
                 paragraph_had_link = false;
             }
             Event::End(TagEnd::Paragraph) => {
-                prev_paragraph = if paragraph_had_link {
-                    String::new()
-                } else {
-                    normalise_space(&block_text)
-                };
+                if !paragraph_had_link {
+                    numbered_label = strip_numbering(&normalise_space(&block_text))
+                        .filter(|t| t.chars().count() <= 80);
+                }
                 block_text.clear();
             }
             Event::End(TagEnd::Item) | Event::End(TagEnd::TableCell) => block_text.clear(),
@@ -271,9 +271,9 @@ fn looks_like_url(text: &str) -> bool {
 }
 
 /// For a link whose text is its own URL, the label written next to it: the text
-/// before it on the same line (`课程：`) and/or a preceding numbered paragraph
-/// (`1）Some course`).
-fn fallback_title(before: &str, prev_paragraph: &str) -> Option<String> {
+/// before it on the same line (`课程：`) and/or the numbered paragraph naming
+/// the resource (`1）Some course`).
+fn fallback_title(before: &str, numbered: Option<&str>) -> Option<String> {
     let label = normalise_space(before)
         .trim_end_matches([':', '：', '-', '—', ' '])
         .trim()
@@ -283,8 +283,7 @@ fn fallback_title(before: &str, prev_paragraph: &str) -> Option<String> {
     } else {
         label
     };
-    let numbered = strip_numbering(prev_paragraph).filter(|t| t.chars().count() <= 80);
-    match (numbered, label.is_empty()) {
+    match (numbered.map(str::to_string), label.is_empty()) {
         (Some(n), true) => Some(n),
         (Some(n), false) => Some(format!("{n} · {label}")),
         (None, false) => Some(label),
@@ -366,12 +365,13 @@ pub fn resource_list_markdown(map: &Roadmap) -> String {
 /// plus [`resource_list_markdown`].
 pub fn build_resource_list(markdown: &str) -> String {
     let map = parse(markdown);
+    // Every section path that holds links, in document order.
     let mut sections: Vec<String> = Vec::new();
-    for r in &map.resources {
-        for s in &r.sections {
-            if !sections.contains(s) {
-                sections.push(s.clone());
-            }
+    for (h, _) in &map.occurrences {
+        let Some(h) = *h else { continue };
+        let path = section_path(&map.headings, h);
+        if !sections.contains(&path) {
+            sections.push(path);
         }
     }
     let front = FrontMatter {
@@ -380,6 +380,20 @@ pub fn build_resource_list(markdown: &str) -> String {
         ..Default::default()
     };
     corpus::render(&front, &resource_list_markdown(&map))
+}
+
+/// The path of heading `i`: its ancestors and itself, joined.
+fn section_path(headings: &[Heading], i: usize) -> String {
+    let mut parts = vec![headings[i].text.as_str()];
+    let mut level = headings[i].level;
+    for h in headings[..i].iter().rev() {
+        if h.level < level {
+            parts.push(&h.text);
+            level = h.level;
+        }
+    }
+    parts.reverse();
+    parts.join(SECTION_SEPARATOR)
 }
 
 /// Backslash-escapes what markdown would otherwise read as syntax. Every ASCII
@@ -488,10 +502,14 @@ mod tests {
     #[test]
     fn bare_url_links_take_their_label() {
         let md = "## R\n\n1）Some Course\n\n课程：[https://c.example/](https://c.example/)\n\n\
-                  2）Other\n\n[https://o.example/](https://o.example/)\n\n[https://n.example/](https://n.example/)\n";
+                  视频：[https://v.example/](https://v.example/)\n\n\
+                  2）Other\n\n[https://o.example/](https://o.example/)\n\nSome prose.\n\n[https://n.example/](https://n.example/)\n";
         let m = parse(md);
         let titles: Vec<&str> = m.resources.iter().map(|r| r.title.as_str()).collect();
-        assert_eq!(titles, vec!["Some Course · 课程", "Other", "https://n.example/"]);
+        assert_eq!(
+            titles,
+            vec!["Some Course · 课程", "Some Course · 视频", "Other", "https://n.example/"]
+        );
     }
 
     #[test]
