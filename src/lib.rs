@@ -5,5 +5,5 @@
 
 pub mod config;
 pub mod corpus;
-pub mod roadmap;
 pub mod crawl;
+pub mod roadmap;

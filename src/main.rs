@@ -52,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(&cli.workspace)?;
     match cli.command {
         Command::Roadmap { src, out } => {
-            let text = std::fs::read_to_string(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            let text = std::fs::read_to_string(&src)
+                .with_context(|| format!("cannot read {}", src.display()))?;
             let out = out.unwrap_or_else(|| config.corpus_dir().join("roadmap.md"));
             let doc = ragmap::roadmap::build_resource_list(&text);
             ragmap::corpus::write_atomic(&out, doc.as_bytes())

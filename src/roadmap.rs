@@ -166,7 +166,11 @@ pub fn parse(markdown: &str) -> Roadmap {
                 } else {
                     text
                 };
-                let title = if title.is_empty() { open.url.clone() } else { title };
+                let title = if title.is_empty() {
+                    open.url.clone()
+                } else {
+                    title
+                };
                 let section_path: Vec<&str> = stack
                     .iter()
                     .map(|(_, i)| map.headings[*i].text.as_str())
@@ -227,7 +231,9 @@ pub fn parse(markdown: &str) -> Roadmap {
                     block_text.push(' ');
                 }
             }
-            Event::Start(Tag::Paragraph) | Event::Start(Tag::Item) | Event::Start(Tag::TableCell) => {
+            Event::Start(Tag::Paragraph)
+            | Event::Start(Tag::Item)
+            | Event::Start(Tag::TableCell) => {
                 block_text.clear();
                 paragraph_had_link = false;
             }
@@ -263,7 +269,8 @@ fn normalise_space(s: &str) -> String {
 /// `http://` or `https://`, case-insensitively, with something after it.
 pub fn is_http_url(url: &str) -> bool {
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    (lower.starts_with("http://") && url.len() > 7) || (lower.starts_with("https://") && url.len() > 8)
+    (lower.starts_with("http://") && url.len() > 7)
+        || (lower.starts_with("https://") && url.len() > 8)
 }
 
 fn looks_like_url(text: &str) -> bool {
@@ -403,7 +410,21 @@ fn escape_inline(text: &str) -> String {
     for c in text.chars() {
         if matches!(
             c,
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '|' | '~' | '&' | '$' | '(' | ')'
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '#'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+                | '$'
+                | '('
+                | ')'
         ) {
             out.push('\\');
         }
@@ -508,7 +529,12 @@ mod tests {
         let titles: Vec<&str> = m.resources.iter().map(|r| r.title.as_str()).collect();
         assert_eq!(
             titles,
-            vec!["Some Course · 课程", "Some Course · 视频", "Other", "https://n.example/"]
+            vec![
+                "Some Course · 课程",
+                "Some Course · 视频",
+                "Other",
+                "https://n.example/"
+            ]
         );
     }
 
@@ -525,8 +551,14 @@ mod tests {
 
     #[test]
     fn escape_makes_text_literal() {
-        for s in ["1. x", "2) y", "- z", "+ w", "= v", "a|b", "# h", "**b**", "100", "1.5 x"] {
-            let md = format!("## {}\n\n- [{}](https://e.example/)\n", escape_inline(s), escape_inline(s));
+        for s in [
+            "1. x", "2) y", "- z", "+ w", "= v", "a|b", "# h", "**b**", "100", "1.5 x",
+        ] {
+            let md = format!(
+                "## {}\n\n- [{}](https://e.example/)\n",
+                escape_inline(s),
+                escape_inline(s)
+            );
             let m = parse(&md);
             assert_eq!(m.headings[0].text, s, "{md}");
             assert_eq!(m.resources[0].title, s, "{md}");

@@ -26,7 +26,11 @@ fn seed() -> Option<String> {
 fn seed_resources_have_sections_and_intact_urls() {
     let Some(text) = seed() else { return };
     let map = parse(&text);
-    assert!(map.title.as_deref().is_some_and(|t| t.contains("AI大模型")), "{:?}", map.title);
+    assert!(
+        map.title.as_deref().is_some_and(|t| t.contains("AI大模型")),
+        "{:?}",
+        map.title
+    );
     assert!(map.resources.len() > 150, "{}", map.resources.len());
     // Every markdown link to http(s) outside headings is found: count `](http` occurrences
     // whose line is not a heading, then compare with distinct URLs seen.
@@ -34,17 +38,32 @@ fn seed_resources_have_sections_and_intact_urls() {
         assert!(roadmap::is_http_url(&r.url), "{}", r.url);
         assert!(!r.title.is_empty());
         for s in &r.sections {
-            assert!(!s.contains(map.title.as_deref().unwrap()), "title must not be in paths: {s}");
+            assert!(
+                !s.contains(map.title.as_deref().unwrap()),
+                "title must not be in paths: {s}"
+            );
         }
         // URLs appear verbatim in the seed.
         assert!(text.contains(&r.url), "URL changed: {}", r.url);
     }
-    let zh = map.resources.iter().find(|r| r.url.contains("大型语言模型")).expect("Chinese URL kept");
-    assert!(zh.sections.len() >= 2, "linked from several sections: {:?}", zh.sections);
+    let zh = map
+        .resources
+        .iter()
+        .find(|r| r.url.contains("大型语言模型"))
+        .expect("Chinese URL kept");
+    assert!(
+        zh.sections.len() >= 2,
+        "linked from several sections: {:?}",
+        zh.sections
+    );
     let rag = map
         .resources
         .iter()
-        .filter(|r| r.sections.iter().any(|s| s.contains("阶段2：RAG应用开发工程 › RAG（15天） › 学习资源")))
+        .filter(|r| {
+            r.sections
+                .iter()
+                .any(|s| s.contains("阶段2：RAG应用开发工程 › RAG（15天） › 学习资源"))
+        })
         .count();
     assert!(rag > 0);
     // Links inside headings (the interview-question bank) are not resources of those sections.
@@ -76,8 +95,13 @@ fn resource_list_parses_back_to_the_same_resources() {
 #[test]
 fn shipped_corpus_roadmap_is_current() {
     let Some(text) = seed() else { return };
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/roadmap.md")).unwrap();
-    assert_eq!(shipped, build_resource_list(&text), "regenerate with `ragmap roadmap ../shared/seed/roadmap.md`");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/roadmap.md")).unwrap();
+    assert_eq!(
+        shipped,
+        build_resource_list(&text),
+        "regenerate with `ragmap roadmap ../shared/seed/roadmap.md`"
+    );
 }
 
 #[test]
@@ -87,7 +111,11 @@ fn mirror_roadmap_keeps_every_seed_section() {
     let seed = std::fs::read_to_string(dir.join("seed/roadmap.md")).unwrap();
     let (m, s) = (parse(&mirror), parse(&seed));
     let secs = |x: &roadmap::Roadmap| {
-        let mut v: Vec<String> = x.resources.iter().flat_map(|r| r.sections.clone()).collect();
+        let mut v: Vec<String> = x
+            .resources
+            .iter()
+            .flat_map(|r| r.sections.clone())
+            .collect();
         v.sort();
         v.dedup();
         v

@@ -54,6 +54,7 @@ pub fn html_to_markdown(html: &str, base: &Url) -> Extracted {
 }
 
 pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
+    let html = &close_self_closed(html);
     let mut doc = Html::parse_document(html);
     let title = page_title(&doc);
     let content_html = match method {
@@ -72,6 +73,57 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
         title,
         markdown: to_markdown(&content_html, base),
     }
+}
+
+/// `<iframe … />` is not self-closing in HTML: a parser (and a browser) reads
+/// the rest of the page as the iframe's fallback text. Pages rendered from MDX
+/// often contain it, so such tags get an explicit end tag.
+pub fn close_self_closed(html: &str) -> String {
+    const TAGS: &[&str] = &["iframe", "video", "audio", "script", "textarea"];
+    let bytes = html.as_bytes();
+    let mut out = String::with_capacity(html.len() + 64);
+    let mut last = 0;
+    let mut i = 0;
+    while let Some(off) = html[i..].find('<') {
+        let start = i + off;
+        i = start + 1;
+        let Some(tag) = TAGS.iter().find(|t| {
+            let end = start + 1 + t.len();
+            end < bytes.len()
+                && html.is_char_boundary(end)
+                && html[start + 1..end].eq_ignore_ascii_case(t)
+                && (bytes[end].is_ascii_whitespace() || bytes[end] == b'/')
+        }) else {
+            continue;
+        };
+        // Find the tag's closing `>`, skipping quoted attribute values.
+        let mut j = start + 1 + tag.len();
+        let mut quote: Option<u8> = None;
+        while j < bytes.len() {
+            let b = bytes[j];
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'"' || b == b'\'' => quote = Some(b),
+                None if b == b'>' => break,
+                None => {}
+            }
+            j += 1;
+        }
+        if j >= bytes.len() {
+            break;
+        }
+        if bytes[j - 1] == b'/' {
+            out.push_str(&html[last..=j]);
+            out.push_str("</");
+            out.push_str(tag);
+            out.push('>');
+            last = j + 1;
+        }
+        i = j + 1;
+    }
+    out.push_str(&html[last..]);
+    out
 }
 
 fn readability(html: &str, base: &Url) -> Option<String> {
@@ -102,19 +154,64 @@ fn page_title(doc: &Html) -> Option<String> {
 }
 
 const CHROME_TAGS: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "iframe", "form", "button", "input", "select", "textarea",
-    "nav", "footer", "aside", "dialog", "canvas", "object", "embed", "link", "meta", "label",
+    "script", "style", "noscript", "template", "svg", "iframe", "form", "button", "input",
+    "select", "textarea", "nav", "footer", "aside", "dialog", "canvas", "object", "embed", "link",
+    "meta", "label",
 ];
 const CHROME_ROLES: &[&str] = &[
-    "navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alertdialog", "menu", "menubar",
-    "toolbar", "tablist",
+    "navigation",
+    "banner",
+    "contentinfo",
+    "complementary",
+    "search",
+    "dialog",
+    "alertdialog",
+    "menu",
+    "menubar",
+    "toolbar",
+    "tablist",
 ];
 /// Words in class/id attributes that mark page furniture.
 const CHROME_WORDS: &[&str] = &[
-    "cookie", "cookies", "consent", "gdpr", "sidebar", "toc", "breadcrumb", "breadcrumbs", "navbar", "nav",
-    "navigation", "menu", "footer", "pagination", "pager", "share", "sharing", "social", "ads", "advert",
-    "advertisement", "popup", "modal", "newsletter", "subscribe", "feedback", "skip", "search", "locale",
-    "toolbar", "sr", "visually", "related", "clipboard",
+    "cookie",
+    "cookies",
+    "consent",
+    "gdpr",
+    "sidebar",
+    "toc",
+    "breadcrumb",
+    "breadcrumbs",
+    "navbar",
+    "nav",
+    "navigation",
+    "menu",
+    "footer",
+    "pagination",
+    "pager",
+    "share",
+    "sharing",
+    "social",
+    "ads",
+    "advert",
+    "advertisement",
+    "popup",
+    "modal",
+    "newsletter",
+    "subscribe",
+    "feedback",
+    "skip",
+    "search",
+    "locale",
+    "toolbar",
+    "sr",
+    "visually",
+    "related",
+    "clipboard",
+    "ad",
+    "comment",
+    "comments",
+    "disqus",
+    "preloader",
 ];
 const CONTAINERS: &[&str] = &[
     ".markdown-body",
@@ -127,6 +224,12 @@ const CONTAINERS: &[&str] = &[
     ".post",
     ".entry-content",
     ".entry",
+    ".post-content",
+    ".post-body",
+    ".blogpost-body",
+    ".article-content",
+    ".article-body",
+    ".page__content",
     "#write",
     ".prose",
     "#main",
@@ -134,34 +237,43 @@ const CONTAINERS: &[&str] = &[
 
 fn words(attr: &str) -> impl Iterator<Item = String> + '_ {
     // Split on non-alphanumerics and on camelCase boundaries: `cookieTip` → cookie, tip.
-    attr.split(|c: char| !c.is_ascii_alphanumeric()).flat_map(|token| {
-        let mut parts = Vec::new();
-        let mut cur = String::new();
-        let mut prev_lower = false;
-        for c in token.chars() {
-            if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
-                parts.push(std::mem::take(&mut cur));
+    attr.split(|c: char| !c.is_ascii_alphanumeric())
+        .flat_map(|token| {
+            let mut parts = Vec::new();
+            let mut cur = String::new();
+            let mut prev_lower = false;
+            for c in token.chars() {
+                if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+                    parts.push(std::mem::take(&mut cur));
+                }
+                prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+                cur.push(c.to_ascii_lowercase());
             }
-            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-            cur.push(c.to_ascii_lowercase());
-        }
-        if !cur.is_empty() {
-            parts.push(cur);
-        }
-        parts
-    })
+            if !cur.is_empty() {
+                parts.push(cur);
+            }
+            parts
+        })
 }
 
 fn is_chrome(el: ElementRef) -> bool {
     let v = el.value();
     let name = v.name();
-    if matches!(name, "html" | "body" | "main" | "article" | "head" | "title") {
+    if matches!(
+        name,
+        "html" | "body" | "main" | "article" | "head" | "title"
+    ) {
         return false;
     }
     if CHROME_TAGS.contains(&name) {
         return true;
     }
-    if name == "header" && !el.ancestors().filter_map(ElementRef::wrap).any(|a| matches!(a.value().name(), "main" | "article")) {
+    if name == "header"
+        && !el
+            .ancestors()
+            .filter_map(ElementRef::wrap)
+            .any(|a| matches!(a.value().name(), "main" | "article"))
+    {
         return true;
     }
     if v.attr("hidden").is_some() || v.attr("aria-hidden") == Some("true") {
@@ -173,7 +285,10 @@ fn is_chrome(el: ElementRef) -> bool {
         }
     }
     // Never judge code by its class names.
-    if matches!(name, "pre" | "code" | "table" | "thead" | "tbody" | "tr" | "td" | "th") {
+    if matches!(
+        name,
+        "pre" | "code" | "table" | "thead" | "tbody" | "tr" | "td" | "th"
+    ) {
         return false;
     }
     let attrs = [v.attr("class").unwrap_or(""), v.attr("id").unwrap_or("")];
@@ -196,7 +311,10 @@ fn remove_chrome(doc: &mut Html) {
                 inside.insert(node.id());
                 doomed.push(node.id());
             }
-        } else if matches!(node.value(), Node::Comment(_) | Node::ProcessingInstruction(_)) {
+        } else if matches!(
+            node.value(),
+            Node::Comment(_) | Node::ProcessingInstruction(_)
+        ) {
             doomed.push(node.id());
         }
     }
@@ -208,16 +326,23 @@ fn remove_chrome(doc: &mut Html) {
 }
 
 fn text_len(el: ElementRef) -> usize {
-    el.text().flat_map(str::chars).filter(|c| c.is_alphanumeric()).count()
+    el.text()
+        .flat_map(str::chars)
+        .filter(|c| c.is_alphanumeric())
+        .count()
 }
 
 /// The innermost container holding most of the text; the body when none does.
 fn content_container(doc: &Html) -> ElementRef<'_> {
-    let body = Selector::parse("body").ok().and_then(|s| doc.select(&s).next());
+    let body = Selector::parse("body")
+        .ok()
+        .and_then(|s| doc.select(&s).next());
     let fallback = body.unwrap_or_else(|| doc.root_element());
     let mut candidates: Vec<(ElementRef, usize, usize)> = Vec::new();
     for sel in CONTAINERS {
-        let Ok(s) = Selector::parse(sel) else { continue };
+        let Ok(s) = Selector::parse(sel) else {
+            continue;
+        };
         for el in doc.select(&s) {
             if candidates.iter().any(|(c, _, _)| c.id() == el.id()) {
                 continue;
@@ -244,35 +369,41 @@ fn to_markdown(html: &str, base: &Url) -> String {
     let base = base.clone();
     let converter = HtmlToMarkdown::builder()
         .skip_tags(vec![
-            "script", "style", "noscript", "template", "svg", "iframe", "img", "picture", "video", "audio", "source",
-            "canvas", "button", "input", "select", "textarea", "form", "head",
+            "script", "style", "noscript", "template", "svg", "iframe", "img", "picture", "video",
+            "audio", "source", "canvas", "button", "input", "select", "textarea", "form", "head",
         ])
-        .add_handler(vec!["a"], move |handlers: &dyn Handlers, el: Element| -> Option<HandlerResult> {
-            let content = handlers.walk_children(el.node).content;
-            let text = content.trim();
-            if text.is_empty() {
-                return Some("".into());
-            }
-            let href = el
-                .attrs
-                .iter()
-                .find(|a| &*a.name.local == "href")
-                .map(|a| a.value.to_string());
-            let Some(href) = href else {
-                return Some(content.into());
-            };
-            let href = href.trim();
-            if href.starts_with('#') || href.to_ascii_lowercase().starts_with("javascript:") {
-                return Some(text.to_string().into());
-            }
-            let target = base.join(href).map(|u| u.to_string()).unwrap_or_else(|_| href.to_string());
-            let target = if target.contains([' ', '(', ')']) {
-                format!("<{}>", target.replace('<', "%3C").replace('>', "%3E"))
-            } else {
-                target
-            };
-            Some(format!("[{text}]({target})").into())
-        })
+        .add_handler(
+            vec!["a"],
+            move |handlers: &dyn Handlers, el: Element| -> Option<HandlerResult> {
+                let content = handlers.walk_children(el.node).content;
+                let text = content.trim();
+                if text.is_empty() {
+                    return Some("".into());
+                }
+                let href = el
+                    .attrs
+                    .iter()
+                    .find(|a| &*a.name.local == "href")
+                    .map(|a| a.value.to_string());
+                let Some(href) = href else {
+                    return Some(content.into());
+                };
+                let href = href.trim();
+                if href.starts_with('#') || href.to_ascii_lowercase().starts_with("javascript:") {
+                    return Some(text.to_string().into());
+                }
+                let target = base
+                    .join(href)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| href.to_string());
+                let target = if target.contains([' ', '(', ')']) {
+                    format!("<{}>", target.replace('<', "%3C").replace('>', "%3E"))
+                } else {
+                    target
+                };
+                Some(format!("[{text}]({target})").into())
+            },
+        )
         .build();
     let md = converter.convert(html).unwrap_or_default();
     tidy(&md)
@@ -323,18 +454,26 @@ pub fn meaningful_chars(md: &str) -> usize {
 /// The page runs scripts (so empty content means "rendered by JavaScript").
 pub fn has_scripts(html: &str) -> bool {
     let doc = Html::parse_document(html);
-    Selector::parse("script").map(|s| doc.select(&s).next().is_some()).unwrap_or(false)
+    Selector::parse("script")
+        .map(|s| doc.select(&s).next().is_some())
+        .unwrap_or(false)
 }
 
 /// Same-document links of a page, absolute, without fragments, http(s) only.
 pub fn links(html: &str, base: &Url) -> Vec<Url> {
     let doc = Html::parse_document(html);
-    let Ok(sel) = Selector::parse("a[href]") else { return Vec::new() };
+    let Ok(sel) = Selector::parse("a[href]") else {
+        return Vec::new();
+    };
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for a in doc.select(&sel) {
-        let Some(href) = a.value().attr("href") else { continue };
-        let Ok(mut u) = base.join(href.trim()) else { continue };
+        let Some(href) = a.value().attr("href") else {
+            continue;
+        };
+        let Ok(mut u) = base.join(href.trim()) else {
+            continue;
+        };
         if !matches!(u.scheme(), "http" | "https") {
             continue;
         }
@@ -387,7 +526,8 @@ fn pdf_text_to_markdown(text: &str) -> String {
             }
         }
         if !para.is_empty() {
-            let cjk_join = para.chars().last().is_some_and(is_cjk) && l.chars().next().is_some_and(is_cjk);
+            let cjk_join =
+                para.chars().last().is_some_and(is_cjk) && l.chars().next().is_some_and(is_cjk);
             if !cjk_join {
                 para.push(' ');
             }
@@ -404,7 +544,10 @@ fn is_cjk(c: char) -> bool {
 
 /// Markdown or plain text as served: line endings normalised, NULs dropped.
 pub fn text_document(text: &str) -> String {
-    let t = text.replace("\r\n", "\n").replace('\r', "\n").replace('\0', "");
+    let t = text
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\0', "");
     let t = t.trim_matches('\n');
     format!("{t}\n")
 }
@@ -434,10 +577,25 @@ mod tests {
         let e = html_to_markdown(PAGE, &base());
         assert_eq!(e.title.as_deref(), Some("My Page"));
         let md = &e.markdown;
-        for keep in ["# Real Title", "## Code", "```", "fn main() {}", "item one", "| A", "[relative link](https://site.example/docs/other.html)"] {
+        for keep in [
+            "# Real Title",
+            "## Code",
+            "```",
+            "fn main() {}",
+            "item one",
+            "| A",
+            "[relative link](https://site.example/docs/other.html)",
+        ] {
             assert!(md.contains(keep), "missing {keep:?} in\n{md}");
         }
-        for drop in ["SCRIPT-MARKER", "COOKIE-MARKER", "NAV-MARKER", "SIDEBAR-MARKER", "FOOTER-MARKER", "p{}"] {
+        for drop in [
+            "SCRIPT-MARKER",
+            "COOKIE-MARKER",
+            "NAV-MARKER",
+            "SIDEBAR-MARKER",
+            "FOOTER-MARKER",
+            "p{}",
+        ] {
             assert!(!md.contains(drop), "leaked {drop:?} in\n{md}");
         }
     }
@@ -453,14 +611,37 @@ mod tests {
     #[test]
     fn links_are_absolute_and_unique() {
         let html = r##"<a href="a.html#x">1</a><a href="a.html">2</a><a href="mailto:x@y">3</a><a href="https://o.example/">4</a>"##;
-        let l: Vec<String> = links(html, &base()).into_iter().map(|u| u.to_string()).collect();
-        assert_eq!(l, vec!["https://site.example/docs/a.html", "https://o.example/"]);
+        let l: Vec<String> = links(html, &base())
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(
+            l,
+            vec!["https://site.example/docs/a.html", "https://o.example/"]
+        );
     }
 
     #[test]
     fn pdf_lines_become_paragraphs() {
         let md = pdf_text_to_markdown("Deep-\nlearning is\nfun.\n\n\n中文\n文本\n");
         assert_eq!(md, "Deeplearning is fun.\n\n中文文本\n");
+    }
+
+    #[test]
+    fn self_closed_iframes_do_not_swallow_the_page() {
+        let html = r#"<main><h1>T</h1><iframe src="x" allow="a>b" /><p>Body text that must survive the iframe tag.</p></main>"#;
+        let fixed = close_self_closed(html);
+        assert!(fixed.contains(r#"allow="a>b" /></iframe><p>"#), "{fixed}");
+        let e = extract(Method::Structural, html, &base());
+        assert!(
+            e.markdown.contains("Body text that must survive"),
+            "{}",
+            e.markdown
+        );
+        assert_eq!(
+            close_self_closed("<p>不变</p><iframe>"),
+            "<p>不变</p><iframe>"
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    LOCATION, RETRY_AFTER,
+};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 use url::Url;
@@ -35,7 +38,10 @@ const ROBOTS_MAX_REDIRECTS: usize = 5;
 
 /// `ragmap/<version> (+https://github.com/ragmap)`.
 pub fn user_agent() -> String {
-    format!("ragmap/{} (+https://github.com/ragmap)", env!("CARGO_PKG_VERSION"))
+    format!(
+        "ragmap/{} (+https://github.com/ragmap)",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +127,8 @@ enum Attempt {
 }
 
 struct HostState {
-    next_at: Option<Instant>,
+    /// When the last request to the host finished; the next may start `delay` later.
+    last_end: Option<Instant>,
     delay: Duration,
     down: Option<String>,
 }
@@ -237,7 +244,10 @@ impl Fetcher {
                     let next = match url.join(&location) {
                         Ok(n) => n,
                         Err(e) => {
-                            let f = Failure::new(Outcome::HttpError, format!("bad redirect target {location:?}: {e}"));
+                            let f = Failure::new(
+                                Outcome::HttpError,
+                                format!("bad redirect target {location:?}: {e}"),
+                            );
                             return Err(fail(f, &url, &redirects, requests));
                         }
                     };
@@ -271,7 +281,10 @@ impl Fetcher {
     /// Scheme and literal-address checks before any request.
     fn check_url(&self, url: &Url) -> Result<(), Failure> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(Failure::new(Outcome::InvalidUrl, format!("unsupported scheme {}", url.scheme())));
+            return Err(Failure::new(
+                Outcome::InvalidUrl,
+                format!("unsupported scheme {}", url.scheme()),
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(Failure::new(Outcome::InvalidUrl, "no host"));
@@ -279,7 +292,10 @@ impl Fetcher {
         if self.s.block_private && is_private_host(url) {
             return Err(Failure::new(
                 Outcome::BlockedPrivate,
-                format!("{} is a private or loopback address", url.host_str().unwrap_or("")),
+                format!(
+                    "{} is a private or loopback address",
+                    url.host_str().unwrap_or("")
+                ),
             ));
         }
         Ok(())
@@ -299,7 +315,7 @@ impl Fetcher {
             .or_insert_with(|| {
                 Arc::new(Host {
                     gate: tokio::sync::Mutex::new(HostState {
-                        next_at: None,
+                        last_end: None,
                         delay: self.s.host_delay,
                         down: None,
                     }),
@@ -318,18 +334,21 @@ impl Fetcher {
             let attempt = {
                 let mut st = host.gate.lock().await;
                 if let Some(d) = &st.down {
-                    let f = Failure::new(Outcome::Unreachable, format!("host unreachable earlier in this run: {d}"));
+                    let f = Failure::new(
+                        Outcome::Unreachable,
+                        format!("host unreachable earlier in this run: {d}"),
+                    );
                     return (Attempt::Fatal(f), requests);
                 }
-                if let Some(t) = st.next_at {
-                    tokio::time::sleep_until(t).await;
+                if let Some(t) = st.last_end {
+                    tokio::time::sleep_until(t + st.delay).await;
                 }
                 let attempt = {
                     let _permit = self.global.acquire().await;
                     requests += 1;
                     self.attempt(url, cond, cap).await
                 };
-                st.next_at = Some(Instant::now() + st.delay);
+                st.last_end = Some(Instant::now());
                 if let Attempt::Fatal(f) = &attempt {
                     if f.outcome == Outcome::Unreachable {
                         st.down = Some(f.detail.clone());
@@ -345,14 +364,19 @@ impl Fetcher {
                     timeout,
                 } => {
                     let exhausted = attempt_no >= self.s.max_retries;
-                    let wait = retry_after.unwrap_or_else(|| backoff(self.s.retry_base, attempt_no));
+                    let wait =
+                        retry_after.unwrap_or_else(|| backoff(self.s.retry_base, attempt_no));
                     if exhausted || wait > MAX_RETRY_WAIT {
                         let why = if exhausted {
                             format!("{detail} ({} attempts)", attempt_no + 1)
                         } else {
                             format!("{detail}; server asked to wait {}s", wait.as_secs())
                         };
-                        let outcome = if timeout { Outcome::Timeout } else { Outcome::FailedAfterRetries };
+                        let outcome = if timeout {
+                            Outcome::Timeout
+                        } else {
+                            Outcome::FailedAfterRetries
+                        };
                         let mut f = Failure::new(outcome, why);
                         f.status = status;
                         return (Attempt::Fatal(f), requests);
@@ -378,7 +402,12 @@ impl Fetcher {
         }
         let first_wait = self.s.read_timeout.min(self.s.total_timeout);
         let resp = match tokio::time::timeout(first_wait, req.send()).await {
-            Err(_) => return timeout_attempt(format!("no response within {:.1}s", first_wait.as_secs_f64())),
+            Err(_) => {
+                return timeout_attempt(format!(
+                    "no response within {:.1}s",
+                    first_wait.as_secs_f64()
+                ))
+            }
             Ok(Err(e)) => return error_attempt(&e),
             Ok(Ok(r)) => r,
         };
@@ -393,7 +422,13 @@ impl Fetcher {
         if (300..400).contains(&status) && status != 304 {
             return match header(LOCATION) {
                 Some(location) => Attempt::Redirect { location },
-                None => Attempt::Fatal(Failure::new(Outcome::HttpError, format!("HTTP {status} without Location")).status(status)),
+                None => Attempt::Fatal(
+                    Failure::new(
+                        Outcome::HttpError,
+                        format!("HTTP {status} without Location"),
+                    )
+                    .status(status),
+                ),
             };
         }
         if status == 429 || (500..600).contains(&status) && status != 501 {
@@ -405,7 +440,9 @@ impl Fetcher {
             };
         }
         if status == 404 || status == 410 {
-            return Attempt::Fatal(Failure::new(Outcome::NotFound, format!("HTTP {status}")).status(status));
+            return Attempt::Fatal(
+                Failure::new(Outcome::NotFound, format!("HTTP {status}")).status(status),
+            );
         }
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let etag = header(ETAG);
@@ -420,20 +457,28 @@ impl Fetcher {
             };
         }
         if !(200..300).contains(&status) {
-            return Attempt::Fatal(Failure::new(Outcome::HttpError, format!("HTTP {status}")).status(status));
+            return Attempt::Fatal(
+                Failure::new(Outcome::HttpError, format!("HTTP {status}")).status(status),
+            );
         }
         if let Some(len) = resp.content_length() {
             // Content-Length counts encoded bytes; a compressed body may still grow
             // past the cap, which the streaming check below catches.
             if len > cap && headers.get(reqwest::header::CONTENT_ENCODING).is_none() {
                 return Attempt::Fatal(
-                    Failure::new(Outcome::TooLarge, format!("{len} bytes announced, limit {cap}")).status(status),
+                    Failure::new(
+                        Outcome::TooLarge,
+                        format!("{len} bytes announced, limit {cap}"),
+                    )
+                    .status(status),
                 );
             }
         }
         if let Some(media) = sniff::media_type(content_type.as_deref()) {
             if sniff::binary_media_type(&media) {
-                return Attempt::Fatal(Failure::new(Outcome::Binary, format!("content type {media}")).status(status));
+                return Attempt::Fatal(
+                    Failure::new(Outcome::Binary, format!("content type {media}")).status(status),
+                );
             }
         }
         let mut resp = resp;
@@ -449,14 +494,21 @@ impl Fetcher {
             let wait = self.s.read_timeout.min(deadline - now);
             match tokio::time::timeout(wait, resp.chunk()).await {
                 Err(_) => {
-                    return timeout_attempt(format!("body stalled or exceeded the time limit after {} bytes", body.len()))
+                    return timeout_attempt(format!(
+                        "body stalled or exceeded the time limit after {} bytes",
+                        body.len()
+                    ))
                 }
                 Ok(Err(e)) => return error_attempt(&e),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {
                     if body.len() as u64 + chunk.len() as u64 > cap {
                         return Attempt::Fatal(
-                            Failure::new(Outcome::TooLarge, format!("stopped reading at the {cap}-byte limit")).status(status),
+                            Failure::new(
+                                Outcome::TooLarge,
+                                format!("stopped reading at the {cap}-byte limit"),
+                            )
+                            .status(status),
                         );
                     }
                     body.extend_from_slice(&chunk);
@@ -487,7 +539,10 @@ impl Fetcher {
                 if r.allowed(url.as_str()) {
                     Ok(())
                 } else {
-                    Err(Failure::new(Outcome::RobotsDisallowed, "disallowed by robots.txt"))
+                    Err(Failure::new(
+                        Outcome::RobotsDisallowed,
+                        "disallowed by robots.txt",
+                    ))
                 }
             }
             Robots::DisallowAll(why) => Err(Failure::new(Outcome::RobotsDisallowed, why.clone())),
@@ -500,11 +555,15 @@ impl Fetcher {
             return Robots::AllowAll;
         };
         for _ in 0..=ROBOTS_MAX_REDIRECTS {
-            if robots_url.scheme() != url.scheme() && !matches!(robots_url.scheme(), "http" | "https") {
+            if robots_url.scheme() != url.scheme()
+                && !matches!(robots_url.scheme(), "http" | "https")
+            {
                 return Robots::AllowAll;
             }
             self.claim(&robots_url);
-            let (attempt, _) = self.with_retries(&robots_url, &Conditional::default(), ROBOTS_MAX_BYTES).await;
+            let (attempt, _) = self
+                .with_retries(&robots_url, &Conditional::default(), ROBOTS_MAX_BYTES)
+                .await;
             match attempt {
                 Attempt::Done { body, status, .. } => {
                     if status != 200 && body.is_empty() {
@@ -536,7 +595,9 @@ impl Fetcher {
                         Outcome::FailedAfterRetries => {
                             Robots::DisallowAll(format!("robots.txt unavailable: {}", f.detail))
                         }
-                        Outcome::Unreachable | Outcome::BlockedPrivate | Outcome::Timeout => Robots::Failed(f),
+                        Outcome::Unreachable | Outcome::BlockedPrivate | Outcome::Timeout => {
+                            Robots::Failed(f)
+                        }
                         _ => Robots::AllowAll,
                     };
                 }
@@ -576,7 +637,9 @@ fn error_attempt(e: &reqwest::Error) -> Attempt {
     }
 }
 
-fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<T>() {
@@ -617,7 +680,9 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let when = time::PrimitiveDateTime::parse(v, &format).ok()?.assume_utc();
+    let when = time::PrimitiveDateTime::parse(v, &format)
+        .ok()?
+        .assume_utc();
     let now = time::OffsetDateTime::now_utc();
     let secs = (when - now).whole_seconds().max(0);
     Some(Duration::from_secs(secs as u64))
@@ -684,9 +749,12 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| is_private_ip(a.ip())) {
-                return Err(Box::new(PrivateAddress(bad.ip())) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(PrivateAddress(bad.ip())) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -700,7 +768,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(120);
         let fmt = time::macros::format_description!(
             "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -723,11 +794,24 @@ mod tests {
 
     #[test]
     fn private_addresses() {
-        for u in ["http://127.0.0.1:8719/", "http://10.1.2.3/", "http://192.168.0.1/", "http://[::1]/", "http://localhost/",
-                  "http://169.254.169.254/latest", "http://[fd00::1]/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/"] {
+        for u in [
+            "http://127.0.0.1:8719/",
+            "http://10.1.2.3/",
+            "http://192.168.0.1/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://169.254.169.254/latest",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+        ] {
             assert!(is_private_host(&Url::parse(u).unwrap()), "{u}");
         }
-        for u in ["https://github.com/", "http://8.8.8.8/", "http://[2606:4700::1111]/"] {
+        for u in [
+            "https://github.com/",
+            "http://8.8.8.8/",
+            "http://[2606:4700::1111]/",
+        ] {
             assert!(!is_private_host(&Url::parse(u).unwrap()), "{u}");
         }
     }

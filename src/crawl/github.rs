@@ -8,9 +8,32 @@ const RAW_HOST: &str = "https://raw.githubusercontent.com";
 
 /// First path segments that are GitHub pages, not owners.
 const NOT_OWNERS: &[&str] = &[
-    "about", "apps", "collections", "customer-stories", "enterprise", "events", "explore", "features", "login",
-    "marketplace", "orgs", "pricing", "readme", "search", "security", "settings", "site", "sponsors", "team",
-    "topics", "trending", "users", "join", "signup", "notifications", "new",
+    "about",
+    "apps",
+    "collections",
+    "customer-stories",
+    "enterprise",
+    "events",
+    "explore",
+    "features",
+    "login",
+    "marketplace",
+    "orgs",
+    "pricing",
+    "readme",
+    "search",
+    "security",
+    "settings",
+    "site",
+    "sponsors",
+    "team",
+    "topics",
+    "trending",
+    "users",
+    "join",
+    "signup",
+    "notifications",
+    "new",
 ];
 
 /// A raw-markdown URL for a GitHub repository or file link, if there is one:
@@ -29,8 +52,13 @@ pub fn raw_url(url: &Url) -> Option<Url> {
     let repo = segs[1].strip_suffix(".git").unwrap_or(segs[1]);
     let raw = match segs.get(2).copied() {
         None => format!("{RAW_HOST}/{owner}/{repo}/HEAD/README.md"),
-        Some("blob") if segs.len() >= 5 => format!("{RAW_HOST}/{owner}/{repo}/{}", segs[3..].join("/")),
-        Some("tree") if segs.len() >= 4 => format!("{RAW_HOST}/{owner}/{repo}/{}/README.md", segs[3..].join("/")),
+        Some("blob") if segs.len() >= 5 => {
+            format!("{RAW_HOST}/{owner}/{repo}/{}", segs[3..].join("/"))
+        }
+        Some("tree") if segs.len() >= 4 => format!(
+            "{RAW_HOST}/{owner}/{repo}/{}/README.md",
+            segs[3..].join("/")
+        ),
         _ => return None,
     };
     Url::parse(&raw).ok()
@@ -39,7 +67,13 @@ pub fn raw_url(url: &Url) -> Option<Url> {
 /// `owner/repo` of a GitHub URL, for titles.
 pub fn repo_name(url: &Url) -> Option<String> {
     let segs: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
-    (segs.len() >= 2).then(|| format!("{}/{}", segs[0], segs[1].strip_suffix(".git").unwrap_or(segs[1])))
+    (segs.len() >= 2).then(|| {
+        format!(
+            "{}/{}",
+            segs[0],
+            segs[1].strip_suffix(".git").unwrap_or(segs[1])
+        )
+    })
 }
 
 #[cfg(test)]
@@ -76,6 +110,9 @@ mod tests {
         assert_eq!(raw("https://github.com/features/copilot"), None);
         assert_eq!(raw("https://github.com/o"), None);
         assert_eq!(raw("https://gitlab.com/o/r"), None);
-        assert_eq!(repo_name(&Url::parse("https://github.com/o/r.git").unwrap()).as_deref(), Some("o/r"));
+        assert_eq!(
+            repo_name(&Url::parse("https://github.com/o/r.git").unwrap()).as_deref(),
+            Some("o/r")
+        );
     }
 }

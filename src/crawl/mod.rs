@@ -64,15 +64,24 @@ impl Default for CrawlOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum CrawlError {
     #[error("cannot read the roadmap {path}: {source}")]
-    ReadRoadmap { path: PathBuf, source: std::io::Error },
+    ReadRoadmap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot fetch the roadmap {url}: {detail}")]
     FetchRoadmap { url: String, detail: String },
     #[error("the roadmap {0} has no http(s) links")]
     NoLinks(String),
     #[error("cannot create {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the crawl report {path}: {source}")]
-    WriteReport { path: PathBuf, source: std::io::Error },
+    WriteReport {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -131,7 +140,9 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
     let fetcher = Fetcher::new(settings)?;
     let corpus_dir = config.corpus_dir();
     let (label, markdown) = load_roadmap(&corpus_dir, opts.roadmap.as_deref(), &fetcher).await?;
-    let body = corpus::parse(&markdown).map(|(_, b)| b).unwrap_or(&markdown);
+    let body = corpus::parse(&markdown)
+        .map(|(_, b)| b)
+        .unwrap_or(&markdown);
     let map = roadmap::parse(body);
     if map.resources.is_empty() {
         return Err(CrawlError::NoLinks(label));
@@ -162,9 +173,14 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
     for r in &map.resources {
         let index = next_index;
         next_index += 1;
-        let parsed = Url::parse(&r.url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+        let parsed = Url::parse(&r.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
         let Some(u) = parsed else {
-            entries.push((index, simple_entry(&r.url, Outcome::InvalidUrl, "not a valid http(s) URL")));
+            entries.push((
+                index,
+                simple_entry(&r.url, Outcome::InvalidUrl, "not a valid http(s) URL"),
+            ));
             continue;
         };
         let key = fetch::without_fragment(&u);
@@ -199,9 +215,9 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
     let bar = match opts.progress {
         Progress::Bar => {
             let b = indicatif::ProgressBar::new(total as u64);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
-            {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+            ) {
                 b.set_style(style);
             }
             Some(b)
@@ -219,7 +235,10 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
     };
     for job in jobs {
         if let Some(prev) = resumable.get(&job.url) {
-            let doc_exists = prev.document.as_ref().is_some_and(|d| corpus_dir.join(d).is_file());
+            let doc_exists = prev
+                .document
+                .as_ref()
+                .is_some_and(|d| corpus_dir.join(d).is_file());
             if doc_exists {
                 let mut e = prev.clone();
                 e.outcome = Outcome::Kept;
@@ -352,7 +371,13 @@ fn simple_entry(url: &str, outcome: Outcome, detail: &str) -> Entry {
     }
 }
 
-fn show_progress(mode: Progress, bar: Option<&indicatif::ProgressBar>, done: usize, total: usize, e: &Entry) {
+fn show_progress(
+    mode: Progress,
+    bar: Option<&indicatif::ProgressBar>,
+    done: usize,
+    total: usize,
+    e: &Entry,
+) {
     match mode {
         Progress::Bar => {
             if let Some(b) = bar {
@@ -365,7 +390,11 @@ fn show_progress(mode: Progress, bar: Option<&indicatif::ProgressBar>, done: usi
                 (Some(d), false) => format!(" ({d})"),
                 _ => String::new(),
             };
-            eprintln!("[{done}/{total}] {:<18} {}{detail}", e.outcome.as_str(), e.url);
+            eprintln!(
+                "[{done}/{total}] {:<18} {}{detail}",
+                e.outcome.as_str(),
+                e.url
+            );
         }
         Progress::Quiet => {}
     }
@@ -390,9 +419,15 @@ async fn load_roadmap(
             .await
             .map_err(|f| fail(format!("{}: {}", f.outcome, f.detail)))?;
         let host = resp.final_url.host_str().unwrap_or("").to_string();
-        let kind = sniff::classify(resp.content_type.as_deref(), resp.final_url.path(), &resp.body);
+        let kind = sniff::classify(
+            resp.content_type.as_deref(),
+            resp.final_url.path(),
+            &resp.body,
+        );
         let text = match kind {
-            sniff::Kind::Text => sniff::decode(&resp.body, resp.content_type.as_deref(), false, &host).0,
+            sniff::Kind::Text => {
+                sniff::decode(&resp.body, resp.content_type.as_deref(), false, &host).0
+            }
             sniff::Kind::Html => {
                 let html = sniff::decode(&resp.body, resp.content_type.as_deref(), true, &host).0;
                 extract::html_to_markdown(&html, &resp.final_url).markdown
@@ -453,7 +488,11 @@ async fn process(ctx: &Ctx, job: Job) -> Done {
     let mut fetched: Option<Response> = None;
     if let Some(raw) = github::raw_url(&job.fetch) {
         match ctx.fetcher.fetch(&raw, &cond).await {
-            Ok(r) if r.status == 304 || sniff::classify(r.content_type.as_deref(), r.final_url.path(), &r.body) != sniff::Kind::Html => {
+            Ok(r)
+                if r.status == 304
+                    || sniff::classify(r.content_type.as_deref(), r.final_url.path(), &r.body)
+                        != sniff::Kind::Html =>
+            {
                 requests += r.requests;
                 raw_title = github::repo_name(&job.fetch);
                 fetched = Some(r);
@@ -566,7 +605,9 @@ async fn convert(resp: Response, want_links: bool) -> Result<Converted, (Outcome
     match kind {
         sniff::Kind::Binary => Err((Outcome::Binary, format!("binary content ({media})"))),
         sniff::Kind::Pdf => {
-            let text = extract::pdf_to_text(resp.body).await.map_err(|e| (Outcome::ExtractFailed, e))?;
+            let text = extract::pdf_to_text(resp.body)
+                .await
+                .map_err(|e| (Outcome::ExtractFailed, e))?;
             if extract::meaningful_chars(&text) < extract::MIN_MEANINGFUL_CHARS {
                 return Err((Outcome::Empty, "PDF without extractable text".into()));
             }
@@ -588,7 +629,11 @@ async fn convert(resp: Response, want_links: bool) -> Result<Converted, (Outcome
                 let ex = extract::html_to_markdown(&html, &base);
                 let meaningful = extract::meaningful_chars(&ex.markdown);
                 let scripts = extract::has_scripts(&html);
-                let links = if want_links { extract::links(&html, &base) } else { Vec::new() };
+                let links = if want_links {
+                    extract::links(&html, &base)
+                } else {
+                    Vec::new()
+                };
                 (ex, meaningful, scripts, links)
             })
             .await;
@@ -596,9 +641,15 @@ async fn convert(resp: Response, want_links: bool) -> Result<Converted, (Outcome
                 joined.map_err(|e| (Outcome::ExtractFailed, format!("extraction failed: {e}")))?;
             if meaningful < extract::MIN_MEANINGFUL_CHARS {
                 return Err(if scripts {
-                    (Outcome::JsOnly, format!("only {meaningful} characters without JavaScript"))
+                    (
+                        Outcome::JsOnly,
+                        format!("only {meaningful} characters without JavaScript"),
+                    )
                 } else {
-                    (Outcome::Empty, format!("only {meaningful} characters of text"))
+                    (
+                        Outcome::Empty,
+                        format!("only {meaningful} characters of text"),
+                    )
                 });
             }
             Ok((ex.title, ex.markdown, links))

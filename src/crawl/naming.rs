@@ -19,7 +19,11 @@ pub const WEB_DIR: &str = "web";
 pub fn document_path(url: &str) -> String {
     let (host, path) = split_url(url);
     let host = sanitise(&host, MAX_HOST_BYTES);
-    let host = if host.is_empty() { "unknown-host".to_string() } else { host };
+    let host = if host.is_empty() {
+        "unknown-host".to_string()
+    } else {
+        host
+    };
     let host = guard_reserved(host);
     let slug = sanitise(&path, MAX_SLUG_BYTES);
     let hash = &content_hash(url.as_bytes())[..HASH_CHARS];
@@ -177,7 +181,10 @@ mod tests {
         for c in cases {
             let p = document_path(c);
             check_safe(&p);
-            assert!(seen.insert(p.clone()), "distinct URLs must not collide: {c} -> {p}");
+            assert!(
+                seen.insert(p.clone()),
+                "distinct URLs must not collide: {c} -> {p}"
+            );
         }
         assert!(document_path("https://con/aux").starts_with("web/_con/"));
     }

@@ -153,16 +153,27 @@ impl CrawlReport {
 
     /// Entries that ended up somewhere other than where they started.
     pub fn redirected(&self) -> usize {
-        self.entries.iter().filter(|e| !e.redirects.is_empty()).count()
+        self.entries
+            .iter()
+            .filter(|e| !e.redirects.is_empty())
+            .count()
     }
 
     /// A few lines: totals, outcomes by reason, where the report is.
     pub fn summary(&self) -> String {
         let counts = self.counts();
-        let stored = self.entries.iter().filter(|e| e.outcome.has_document()).count();
+        let stored = self
+            .entries
+            .iter()
+            .filter(|e| e.outcome.has_document())
+            .count();
         let mut s = format!(
             "crawl{} {}: {} resources in {:.1}s, {} documents current",
-            if self.interrupted { " (interrupted)" } else { "" },
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
             self.finished_at,
             self.entries.len(),
             self.elapsed_secs,
@@ -203,12 +214,20 @@ pub fn load_report(path: &Path) -> Option<CrawlReport> {
 
 /// One line for `ragmap status`.
 pub fn status_line(report: &CrawlReport) -> String {
-    let stored = report.entries.iter().filter(|e| e.outcome.has_document()).count();
+    let stored = report
+        .entries
+        .iter()
+        .filter(|e| e.outcome.has_document())
+        .count();
     let failed = report.entries.len() - stored;
     format!(
         "last crawl {}{}: {} resources, {} documents, {} not stored",
         report.finished_at,
-        if report.interrupted { " (interrupted)" } else { "" },
+        if report.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        },
         report.entries.len(),
         stored,
         failed
@@ -255,7 +274,11 @@ mod tests {
         report.save(&p).unwrap();
         let back = load_report(&p).unwrap();
         assert_eq!(back, report);
-        assert!(back.summary().contains("ok 2, robots-disallowed 1"), "{}", back.summary());
+        assert!(
+            back.summary().contains("ok 2, robots-disallowed 1"),
+            "{}",
+            back.summary()
+        );
         assert!(status_line(&back).contains("3 resources, 2 documents, 1 not stored"));
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("\"robots-disallowed\""));

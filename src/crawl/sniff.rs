@@ -100,7 +100,10 @@ pub fn classify(content_type: Option<&str>, url_path: &str, body: &[u8]) -> Kind
 fn starts_like_html(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&head[..head.len().min(512)]).to_ascii_lowercase();
     let t = text.trim_start_matches('\u{feff}').trim_start();
-    t.starts_with("<!doctype html") || t.starts_with("<html") || t.starts_with("<head") || t.starts_with("<!--")
+    t.starts_with("<!doctype html")
+        || t.starts_with("<html")
+        || t.starts_with("<head")
+        || t.starts_with("<!--")
 }
 
 /// Binary bytes: well-known magic numbers, NUL bytes, or many control characters
@@ -144,7 +147,12 @@ pub fn looks_binary(body: &[u8]) -> bool {
 
 /// Decodes text. Order: BOM, HTTP charset, `<meta>` (HTML only), valid UTF-8,
 /// chardetng's guess (with the host's top-level domain as a hint).
-pub fn decode(body: &[u8], content_type: Option<&str>, html: bool, host: &str) -> (String, &'static Encoding) {
+pub fn decode(
+    body: &[u8],
+    content_type: Option<&str>,
+    html: bool,
+    host: &str,
+) -> (String, &'static Encoding) {
     if let Some((enc, bom_len)) = Encoding::for_bom(body) {
         let (text, _) = enc.decode_without_bom_handling(&body[bom_len..]);
         return (text.into_owned(), enc);
@@ -181,17 +189,27 @@ pub fn meta_charset(body: &[u8]) -> Option<&'static Encoding> {
     let mut pos = 0;
     while let Some(off) = find(&lower[pos..], b"<meta") {
         let start = pos + off;
-        let end = find(&lower[start..], b">").map(|e| start + e).unwrap_or(lower.len());
+        let end = find(&lower[start..], b">")
+            .map(|e| start + e)
+            .unwrap_or(lower.len());
         let tag = &lower[start..end];
         if let Some(c) = find(tag, b"charset") {
             let mut rest = &tag[c + 7..];
             rest = trim_ascii_start(rest);
             if let Some(r) = rest.strip_prefix(b"=") {
                 let r = trim_ascii_start(r);
-                let r = r.strip_prefix(b"\"").or_else(|| r.strip_prefix(b"'")).unwrap_or(r);
+                let r = r
+                    .strip_prefix(b"\"")
+                    .or_else(|| r.strip_prefix(b"'"))
+                    .unwrap_or(r);
                 let label_end = r
                     .iter()
-                    .position(|&b| matches!(b, b'"' | b'\'' | b';' | b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r'))
+                    .position(|&b| {
+                        matches!(
+                            b,
+                            b'"' | b'\'' | b';' | b' ' | b'/' | b'>' | b'\t' | b'\n' | b'\r'
+                        )
+                    })
                     .unwrap_or(r.len());
                 if let Some(enc) = Encoding::for_label(&r[..label_end]) {
                     return Some(enc);
@@ -221,15 +239,39 @@ mod tests {
 
     #[test]
     fn classifies_by_bytes_and_header() {
-        assert_eq!(classify(Some("text/html; charset=utf-8"), "/a", b"<html>hi</html>"), Kind::Html);
-        assert_eq!(classify(Some("text/html"), "/a", b"\x89PNG\r\n\x1a\n\0\0\0"), Kind::Binary);
-        assert_eq!(classify(Some("application/octet-stream"), "/a", b"%PDF-1.5 ..."), Kind::Pdf);
-        assert_eq!(classify(Some("application/pdf"), "/a.pdf", b"%PDF-1.7"), Kind::Pdf);
-        assert_eq!(classify(Some("text/markdown"), "/r.md", b"# Title\n"), Kind::Text);
-        assert_eq!(classify(Some("text/plain"), "/README.md", b"# Title\n"), Kind::Text);
-        assert_eq!(classify(Some("image/png"), "/x.png", b"whatever"), Kind::Binary);
+        assert_eq!(
+            classify(Some("text/html; charset=utf-8"), "/a", b"<html>hi</html>"),
+            Kind::Html
+        );
+        assert_eq!(
+            classify(Some("text/html"), "/a", b"\x89PNG\r\n\x1a\n\0\0\0"),
+            Kind::Binary
+        );
+        assert_eq!(
+            classify(Some("application/octet-stream"), "/a", b"%PDF-1.5 ..."),
+            Kind::Pdf
+        );
+        assert_eq!(
+            classify(Some("application/pdf"), "/a.pdf", b"%PDF-1.7"),
+            Kind::Pdf
+        );
+        assert_eq!(
+            classify(Some("text/markdown"), "/r.md", b"# Title\n"),
+            Kind::Text
+        );
+        assert_eq!(
+            classify(Some("text/plain"), "/README.md", b"# Title\n"),
+            Kind::Text
+        );
+        assert_eq!(
+            classify(Some("image/png"), "/x.png", b"whatever"),
+            Kind::Binary
+        );
         assert_eq!(classify(None, "/page.html", b"<p>x</p>"), Kind::Html);
-        assert_eq!(classify(Some("application/json"), "/x", b"{\"a\":1}"), Kind::Binary);
+        assert_eq!(
+            classify(Some("application/json"), "/x", b"{\"a\":1}"),
+            Kind::Binary
+        );
         assert_eq!(classify(Some("text/html"), "/a", &[7u8; 200]), Kind::Binary);
     }
 
@@ -247,11 +289,17 @@ mod tests {
         page.extend_from_slice(&gbk);
         assert!(decode(&page, None, true, "x").0.contains("少样本提示"));
         // No declaration at all: chardetng.
-        let long: String = "这是一个关于提示工程的中文页面，包含少样本提示和零样本提示的例子。".repeat(4);
+        let long: String =
+            "这是一个关于提示工程的中文页面，包含少样本提示和零样本提示的例子。".repeat(4);
         let (bytes, _, _) = encoding_rs::GBK.encode(&long);
         assert_eq!(decode(&bytes, None, true, "cn").0, long);
         // BOM wins.
-        let (t, _) = decode("\u{feff}héllo".as_bytes(), Some("text/plain; charset=latin1"), false, "x");
+        let (t, _) = decode(
+            "\u{feff}héllo".as_bytes(),
+            Some("text/plain; charset=latin1"),
+            false,
+            "x",
+        );
         assert_eq!(t, "héllo");
     }
 }
