@@ -74,9 +74,10 @@ pub struct Crawl {
     pub block_private: BlockPrivate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockPrivate {
+    #[default]
     Auto,
     Always,
     Never,
@@ -96,17 +97,19 @@ pub struct Retrieve {
     pub dedup_threshold: f32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieveMode {
+    #[default]
     Hybrid,
     Vector,
     Lexical,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    #[default]
     Openai,
     Ollama,
 }
@@ -190,12 +193,6 @@ impl Default for Crawl {
     }
 }
 
-impl Default for BlockPrivate {
-    fn default() -> Self {
-        BlockPrivate::Auto
-    }
-}
-
 impl Default for Retrieve {
     fn default() -> Self {
         Retrieve {
@@ -209,18 +206,6 @@ impl Default for Retrieve {
             neighbours: 0,
             dedup_threshold: 0.92,
         }
-    }
-}
-
-impl Default for RetrieveMode {
-    fn default() -> Self {
-        RetrieveMode::Hybrid
-    }
-}
-
-impl Default for Provider {
-    fn default() -> Self {
-        Provider::Openai
     }
 }
 
@@ -279,13 +264,19 @@ impl Config {
         if let Some(v) = var("RAGMAP_ORT_DYLIB") {
             self.embed.ort_dylib = Some(v.into());
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_URL").ok().filter(|v| !v.is_empty()) {
+        if let Some(v) = std::env::var("RAGMAP_LLM_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
             self.llm.base_url = Some(v);
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_MODEL").ok().filter(|v| !v.is_empty()) {
+        if let Some(v) = std::env::var("RAGMAP_LLM_MODEL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
             self.llm.model = v;
         }
-        if let Some(v) = std::env::var("RAGMAP_LLM_PROVIDER").ok() {
+        if let Ok(v) = std::env::var("RAGMAP_LLM_PROVIDER") {
             match v.to_ascii_lowercase().as_str() {
                 "ollama" => self.llm.provider = Provider::Ollama,
                 "openai" => self.llm.provider = Provider::Openai,
@@ -390,7 +381,8 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_and_matches_defaults() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let c: Config = toml::from_str(&text).unwrap();
         let d = Config::default();
         assert_eq!(c.chunk.max_tokens, d.chunk.max_tokens);
@@ -405,7 +397,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "[chunk]\nmax_tokenz = 3\n").unwrap();
         let err = Config::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("config.toml") && err.contains("max_tokenz"), "{err}");
+        assert!(
+            err.contains("config.toml") && err.contains("max_tokenz"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "{err}");
     }
 
@@ -414,6 +409,9 @@ mod tests {
         assert_eq!(ollama_host_url(None), "http://127.0.0.1:11434");
         assert_eq!(ollama_host_url(Some("0.0.0.0")), "http://0.0.0.0:11434");
         assert_eq!(ollama_host_url(Some("example:1234")), "http://example:1234");
-        assert_eq!(ollama_host_url(Some("https://h.example/")), "https://h.example:11434");
+        assert_eq!(
+            ollama_host_url(Some("https://h.example/")),
+            "https://h.example:11434"
+        );
     }
 }

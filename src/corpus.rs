@@ -74,7 +74,8 @@ pub fn parse(text: &str) -> Result<(FrontMatter, &str), FrontMatterError> {
 fn strip_fence_line(text: &str) -> Option<&str> {
     let rest = text.strip_prefix(FENCE)?;
     let rest = rest.trim_start_matches([' ', '\t']);
-    rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n'))
+    rest.strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))
 }
 
 fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), FrontMatterError> {
@@ -94,7 +95,8 @@ fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), Fron
         "status" => &mut front.status,
         "sections" => {
             front.sections = if value.starts_with('[') {
-                serde_json::from_str(value).map_err(|e| bad(format!("not a JSON list of strings: {e}")))?
+                serde_json::from_str(value)
+                    .map_err(|e| bad(format!("not a JSON list of strings: {e}")))?
             } else if value.is_empty() {
                 Vec::new()
             } else {
@@ -217,9 +219,12 @@ pub fn list_markdown(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .follow_links(true)
         .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
+        .filter_map(|entry| match entry {
+            Ok(e) => e.file_type().is_file().then(|| e.into_path()),
+            // A broken link or unreadable entry is kept so that reading it
+            // reports the problem by name instead of it vanishing silently.
+            Err(e) => e.path().map(Path::to_path_buf),
+        })
         .filter(|p| {
             p.extension().is_some_and(|x| x.eq_ignore_ascii_case("md"))
                 && !p
@@ -249,9 +254,14 @@ pub fn read_document(root: &Path, path: &Path) -> Result<Document, Skipped> {
         reason,
     };
     let bytes = fs::read(path).map_err(|e| skip(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| skip(format!("not UTF-8 (first bad byte at offset {}); convert it to UTF-8", e.utf8_error().valid_up_to())))?;
-    let (front, body) = parse(&text).map_err(|e| skip(format!("{e}; fix the header or remove it")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        skip(format!(
+            "not UTF-8 (first bad byte at offset {}); convert it to UTF-8",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let (front, body) =
+        parse(&text).map_err(|e| skip(format!("{e}; fix the header or remove it")))?;
     let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
     Ok(Document {
         hash: content_hash(text.as_bytes()),
@@ -305,20 +315,30 @@ mod tests {
 
     #[test]
     fn bare_values_and_unknown_keys_are_accepted() {
-        let (front, body) = parse("---\r\ntitle: My notes: part 2\r\ntags: [a]\r\n---\r\nhi").unwrap();
+        let (front, body) =
+            parse("---\r\ntitle: My notes: part 2\r\ntags: [a]\r\n---\r\nhi").unwrap();
         assert_eq!(front.title.as_deref(), Some("My notes: part 2"));
         assert_eq!(body, "hi");
     }
 
     #[test]
     fn broken_front_matter_is_an_error_not_a_panic() {
-        assert!(matches!(parse("---\ntitle: x\n"), Err(FrontMatterError::Unclosed)));
-        assert!(matches!(parse("---\nno colon here\n---\n"), Err(FrontMatterError::BadLine { line: 2 })));
+        assert!(matches!(
+            parse("---\ntitle: x\n"),
+            Err(FrontMatterError::Unclosed)
+        ));
+        assert!(matches!(
+            parse("---\nno colon here\n---\n"),
+            Err(FrontMatterError::BadLine { line: 2 })
+        ));
         assert!(matches!(
             parse("---\nsections: [1, 2\n---\n"),
             Err(FrontMatterError::BadValue { .. })
         ));
-        assert!(matches!(parse("---\ntitle: \"unterminated\n---\n"), Err(FrontMatterError::BadValue { .. })));
+        assert!(matches!(
+            parse("---\ntitle: \"unterminated\n---\n"),
+            Err(FrontMatterError::BadValue { .. })
+        ));
     }
 
     #[test]

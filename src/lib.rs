@@ -3,7 +3,15 @@
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → retrieve → prompt → llm.
 
+pub mod answer;
+pub mod chunk;
 pub mod config;
 pub mod corpus;
 pub mod crawl;
+pub mod embed;
+pub mod index;
+pub mod llm;
+pub mod prompt;
+pub mod retrieve;
 pub mod roadmap;
+pub mod term;

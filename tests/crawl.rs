@@ -138,8 +138,10 @@ struct Workspace {
 impl Workspace {
     fn new(links: &[(&str, String)]) -> Workspace {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.workspace = dir.path().to_path_buf();
+        let mut config = Config {
+            workspace: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let c = &mut config.crawl;
         c.per_host_delay_ms = 100;
         c.connect_timeout_secs = 2.0;
@@ -653,6 +655,9 @@ fn unreachable_hosts_fail_fast() {
 
 // ---------------------------------------------------------------- in-process server
 
+/// Requests seen by the in-process server: (path, arrival time).
+type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
+
 type Handler = dyn Fn(&str, &HashMap<String, String>, usize) -> (u16, Vec<(String, String)>, Vec<u8>)
     + Send
     + Sync;
@@ -661,15 +666,12 @@ type Handler = dyn Fn(&str, &HashMap<String, String>, usize) -> (u16, Vec<(Strin
 /// the path, the lower-cased request headers and the request count for that
 /// path (1 for the first), and returns status, headers and body. Every
 /// request is recorded as (path, time).
-fn mini_server(
-    rt: &tokio::runtime::Runtime,
-    handler: Arc<Handler>,
-) -> (u16, Arc<Mutex<Vec<(String, Instant)>>>) {
+fn mini_server(rt: &tokio::runtime::Runtime, handler: Arc<Handler>) -> (u16, Seen) {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let seen2 = seen.clone();
     rt.spawn(async move {
         loop {

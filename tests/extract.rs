@@ -12,7 +12,7 @@
 //! crawler's extractor to them.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ragmap::crawl::extract::{self, Method};
 use ragmap::crawl::sniff;
@@ -45,7 +45,7 @@ struct Page {
     html: String,
 }
 
-fn pages(dir: &PathBuf) -> Vec<Page> {
+fn pages(dir: &Path) -> Vec<Page> {
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
     let mut out = Vec::new();
     for line in manifest.lines().skip(1) {

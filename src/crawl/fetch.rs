@@ -83,7 +83,7 @@ pub struct Failure {
     pub outcome: Outcome,
     pub detail: String,
     pub status: Option<u16>,
-    pub final_url: Option<Url>,
+    pub final_url: Option<String>,
     pub redirects: Vec<String>,
     pub requests: u32,
 }
@@ -200,7 +200,7 @@ impl Fetcher {
         let mut seen: HashSet<String> = HashSet::from([without_fragment(&url)]);
         let mut requests = 0u32;
         let fail = |mut f: Failure, url: &Url, redirects: &[String], requests: u32| {
-            f.final_url = Some(url.clone());
+            f.final_url = Some(url.to_string());
             f.redirects = redirects.to_vec();
             f.requests += requests;
             f

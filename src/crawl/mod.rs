@@ -517,7 +517,7 @@ async fn process(ctx: &Ctx, job: Job) -> Done {
                 entry.outcome = outcome;
                 entry.detail = Some(detail);
                 entry.http_status = status;
-                entry.final_url = final_url.map(|u| u.to_string());
+                entry.final_url = final_url;
                 entry.redirects = redirects;
                 entry.requests = requests + n;
                 return finish(entry, Vec::new());

@@ -1,0 +1,354 @@
+//! The index catalogue in SQLite: documents, chunks (with their vectors, so the
+//! HNSW graph can always be rebuilt without re-embedding), the BM25 full-text
+//! table, and the identity of the settings the index was built with.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+pub const DB_FILE: &str = "catalog.sqlite";
+const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL,
+    title TEXT NOT NULL,
+    source TEXT NOT NULL,
+    sections TEXT NOT NULL,
+    modified INTEGER,
+    indexed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    heading TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 2');
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("index schema version {found} is not {SCHEMA_VERSION}")]
+    Schema { found: String },
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// A document row as the index knows it.
+#[derive(Debug, Clone)]
+pub struct DocRow {
+    pub id: i64,
+    pub path: String,
+    pub hash: String,
+    pub title: String,
+    pub source: String,
+    pub sections: Vec<String>,
+}
+
+/// A chunk row joined with its document, as retrieval returns it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChunkRow {
+    pub id: i64,
+    pub doc_id: i64,
+    pub ordinal: i64,
+    pub start: i64,
+    pub end: i64,
+    pub heading: String,
+    pub text: String,
+    pub title: String,
+    pub source: String,
+    pub path: String,
+}
+
+pub struct NewDocument<'a> {
+    pub path: &'a str,
+    pub hash: &'a str,
+    pub title: &'a str,
+    pub source: &'a str,
+    pub sections: &'a [String],
+    /// Seconds since the Unix epoch.
+    pub modified: Option<i64>,
+    pub indexed_at: &'a str,
+}
+
+pub struct NewChunk<'a> {
+    pub ordinal: usize,
+    pub start: usize,
+    pub end: usize,
+    pub heading: &'a str,
+    pub text: &'a str,
+    pub tokens: usize,
+    pub terms: &'a str,
+    pub vector: &'a [f32],
+}
+
+impl Store {
+    /// Opens or creates the catalogue for writing.
+    pub fn open_rw(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let store = Store { conn };
+        match store.meta("schema_version")? {
+            None => store.set_meta("schema_version", SCHEMA_VERSION)?,
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(found) => return Err(StoreError::Schema { found }),
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing catalogue for reading only.
+    pub fn open_ro(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let store = Store { conn };
+        match store.meta("schema_version")? {
+            Some(v) if v == SCHEMA_VERSION => Ok(store),
+            found => Err(StoreError::Schema {
+                found: found.unwrap_or_else(|| "missing".into()),
+            }),
+        }
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub fn rollback(&self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    pub fn documents(&self) -> Result<HashMap<String, DocRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, path, hash, title, source, sections FROM documents")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DocRow {
+                id: r.get(0)?,
+                path: r.get(1)?,
+                hash: r.get(2)?,
+                title: r.get(3)?,
+                source: r.get(4)?,
+                sections: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+            })
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.path.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// Chunk ids of a document, for removing its vectors.
+    pub fn chunk_ids_of(&self, doc_id: i64) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM chunks WHERE doc_id = ?1")?;
+        let ids = stmt
+            .query_map([doc_id], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Removes a document with its chunks and their full-text rows.
+    pub fn delete_document(&self, doc_id: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM chunk_terms WHERE rowid IN (SELECT id FROM chunks WHERE doc_id = ?1)",
+            [doc_id],
+        )?;
+        self.conn
+            .execute("DELETE FROM chunks WHERE doc_id = ?1", [doc_id])?;
+        self.conn
+            .execute("DELETE FROM documents WHERE id = ?1", [doc_id])?;
+        Ok(())
+    }
+
+    /// Drops everything indexed (for a rebuild), keeping the schema.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("DELETE FROM chunk_terms; DELETE FROM chunks; DELETE FROM documents;")?;
+        Ok(())
+    }
+
+    pub fn insert_document(&self, doc: &NewDocument) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO documents(path, hash, title, source, sections, modified, indexed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                doc.path,
+                doc.hash,
+                doc.title,
+                doc.source,
+                serde_json::to_string(doc.sections).unwrap_or_default(),
+                doc.modified,
+                doc.indexed_at
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn insert_chunk(&self, doc_id: i64, chunk: &NewChunk) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO chunks(doc_id, ordinal, start, end, heading, text, tokens, vector) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        stmt.execute(params![
+            doc_id,
+            chunk.ordinal as i64,
+            chunk.start as i64,
+            chunk.end as i64,
+            chunk.heading,
+            chunk.text,
+            chunk.tokens as i64,
+            vector_to_blob(chunk.vector)
+        ])?;
+        let id = self.conn.last_insert_rowid();
+        let mut fts = self
+            .conn
+            .prepare_cached("INSERT INTO chunk_terms(rowid, terms) VALUES (?1, ?2)")?;
+        fts.execute(params![id, chunk.terms])?;
+        Ok(id)
+    }
+
+    /// Every stored vector, for rebuilding the HNSW graph.
+    pub fn for_each_vector(&self, mut f: impl FnMut(i64, &[f32])) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, vector FROM chunks")?;
+        let mut rows = stmt.query([])?;
+        let mut buf = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            blob_to_vector(blob, &mut buf);
+            f(id, &buf);
+        }
+        Ok(())
+    }
+
+    pub fn chunks_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, ChunkRow>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.heading, c.text, d.title, d.source, d.path
+             FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1",
+        )?;
+        for &id in ids {
+            if let Some(row) = stmt.query_row([id], chunk_row).optional()? {
+                out.insert(id, row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chunks right before and after `ordinal` in a document.
+    pub fn neighbours(
+        &self,
+        doc_id: i64,
+        ordinal: i64,
+        radius: i64,
+    ) -> Result<Vec<ChunkRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.heading, c.text, d.title, d.source, d.path
+             FROM chunks c JOIN documents d ON d.id = c.doc_id
+             WHERE c.doc_id = ?1 AND c.ordinal BETWEEN ?2 AND ?3 ORDER BY c.ordinal",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![doc_id, ordinal - radius, ordinal + radius],
+                chunk_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// BM25 search over segmented chunk text; best first, as (chunk id, score).
+    pub fn lexical_search(
+        &self,
+        match_expr: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, bm25(chunk_terms) AS score FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY score LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![match_expr, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, -r.get::<_, f64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks), (SELECT coalesce(sum(tokens), 0) FROM chunks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+}
+
+fn chunk_row(r: &rusqlite::Row) -> rusqlite::Result<ChunkRow> {
+    Ok(ChunkRow {
+        id: r.get(0)?,
+        doc_id: r.get(1)?,
+        ordinal: r.get(2)?,
+        start: r.get(3)?,
+        end: r.get(4)?,
+        heading: r.get(5)?,
+        text: r.get(6)?,
+        title: r.get(7)?,
+        source: r.get(8)?,
+        path: r.get(9)?,
+    })
+}
+
+fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_to_vector(blob: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(
+        blob.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    );
+}

@@ -1,0 +1,132 @@
+//! The HNSW vector index (usearch, cosine, f16). It is derived data: the
+//! catalogue holds every vector, so a lost or stale file is rebuilt, never fatal.
+
+use std::path::Path;
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+pub const DIMENSIONS: usize = 384;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VectorError(String);
+
+fn native(e: impl std::fmt::Display) -> VectorError {
+    VectorError(e.to_string())
+}
+
+pub struct Vectors {
+    index: Index,
+}
+
+fn options() -> IndexOptions {
+    IndexOptions {
+        dimensions: DIMENSIONS,
+        metric: MetricKind::Cos,
+        quantization: ScalarKind::F16,
+        connectivity: 16,
+        expansion_add: 128,
+        expansion_search: 64,
+        multi: false,
+    }
+}
+
+impl Vectors {
+    pub fn new(capacity: usize) -> Result<Vectors, VectorError> {
+        let index = Index::new(&options()).map_err(native)?;
+        index.reserve(capacity.max(16)).map_err(native)?;
+        Ok(Vectors { index })
+    }
+
+    /// Loads a saved index into memory for modification. `expected` is the
+    /// vector count the catalogue recorded; any mismatch means the file is stale or damaged.
+    pub fn load(path: &Path, expected: usize) -> Result<Vectors, VectorError> {
+        let vectors = Self::checked(path, expected, |index, p| index.load(p))?;
+        Ok(vectors)
+    }
+
+    /// Memory-maps a saved index read-only: opening is nearly free.
+    pub fn view(path: &Path, expected: usize) -> Result<Vectors, VectorError> {
+        Self::checked(path, expected, |index, p| index.view(p))
+    }
+
+    fn checked<E: std::fmt::Display>(
+        path: &Path,
+        expected: usize,
+        open: impl FnOnce(&Index, &str) -> Result<(), E>,
+    ) -> Result<Vectors, VectorError> {
+        let p = path
+            .to_str()
+            .ok_or_else(|| VectorError(format!("{} is not a UTF-8 path", path.display())))?;
+        // Read the header first: usearch trusts the file it maps, so a damaged
+        // one must be caught before it is opened.
+        let meta = Index::metadata(p).map_err(native)?;
+        if meta.dimensions as usize != DIMENSIONS || meta.count_present as usize != expected {
+            return Err(VectorError(format!(
+                "holds {} vectors of {} dimensions, expected {expected} of {DIMENSIONS}",
+                meta.count_present, meta.dimensions
+            )));
+        }
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| VectorError(e.to_string()))?
+            .len() as usize;
+        let index = Index::new(&options()).map_err(native)?;
+        let min_len = expected * DIMENSIONS * 2;
+        if file_len < min_len {
+            return Err(VectorError(format!("is truncated ({file_len} bytes)")));
+        }
+        open(&index, p).map_err(native)?;
+        if index.size() != expected || index.dimensions() != DIMENSIONS {
+            return Err(VectorError(format!(
+                "holds {} vectors, expected {expected}",
+                index.size()
+            )));
+        }
+        Ok(Vectors { index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn add(&mut self, key: i64, vector: &[f32]) -> Result<(), VectorError> {
+        if self.index.size() + 1 > self.index.capacity() {
+            self.index
+                .reserve((self.index.capacity() * 2).max(1024))
+                .map_err(native)?;
+        }
+        self.index.add(key as u64, vector).map_err(native)?;
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: i64) -> Result<(), VectorError> {
+        self.index.remove(key as u64).map_err(native)?;
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), VectorError> {
+        let p = path
+            .to_str()
+            .ok_or_else(|| VectorError(format!("{} is not a UTF-8 path", path.display())))?;
+        self.index.save(p).map_err(native)?;
+        Ok(())
+    }
+
+    /// Nearest chunks to `query`, as (chunk id, cosine similarity), best first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f32)>, VectorError> {
+        if self.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let found = self.index.search(query, k).map_err(native)?;
+        Ok(found
+            .keys
+            .into_iter()
+            .zip(found.distances)
+            .map(|(key, distance)| (key as i64, 1.0 - distance))
+            .collect())
+    }
+}

@@ -1,0 +1,361 @@
+//! The chat-model client layer: one streaming interface, two wire protocols.
+//!
+//! - [`openai`]: any OpenAI-compatible server (`POST {base}/chat/completions`, Server-Sent
+//!   Events) — llama.cpp's `llama-server`, vLLM, LM Studio, Ollama's `/v1`, OpenAI itself.
+//! - [`ollama`]: Ollama's native `POST {base}/api/chat` (newline-delimited JSON).
+//!
+//! [`backend_from_config`] picks one from `[llm]` in config.toml. [`ChatBackend::chat`]
+//! calls a token callback as deltas arrive and returns a [`ChatOutcome`]; every failure is
+//! a typed [`LlmError`] the caller can branch on (fall back when the server is
+//! unreachable, show the partial answer when the stream was cut, …).
+//!
+//! Timeouts (all from config): `connect_timeout_secs` for the TCP/TLS connection;
+//! `first_token_timeout_secs` from sending the request to the first content token
+//! (covers the response headers, prompt processing and keep-alive comments);
+//! `idle_timeout_secs` for silence between stream events once tokens flow.
+//!
+//! Cancellation (Ctrl-C): the future returned by `chat` may be dropped at any await
+//! point; dropping it closes the connection, which makes the server stop generating.
+//! Tokens already delivered to the callback stay delivered. Typical use:
+//!
+//! ```no_run
+//! # async fn demo(backend: &dyn ragmap::llm::ChatBackend, msgs: &[ragmap::llm::ChatMessage], opts: &ragmap::llm::ChatOptions) {
+//! let mut print = |t: &str| print!("{t}");
+//! tokio::select! {
+//!     res = backend.chat(msgs, opts, &mut print) => { let _ = res; }
+//!     _ = tokio::signal::ctrl_c() => eprintln!("\n(interrupted)"),
+//! }
+//! # }
+//! ```
+//!
+//! Model output is untrusted: pass it through [`crate::term::StreamSanitizer`] before
+//! printing. The API key is read from the environment variable named by
+//! `api_key_env`, sent only as an `Authorization: Bearer` header by the OpenAI
+//! backend, redacted from server messages, and never shown by `Debug`.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::config::{Config, Provider};
+
+mod http;
+pub mod ollama;
+pub mod openai;
+pub mod stream;
+
+pub use ollama::OllamaBackend;
+pub use openai::OpenAiBackend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+}
+
+/// Per-request options. `None` leaves the server's default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatOptions {
+    pub model: String,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    /// Context window to request. Only Ollama takes it (`num_ctx`; its default is
+    /// small and silently truncates long prompts); OpenAI-compatible servers fix it.
+    pub context_tokens: Option<u32>,
+}
+
+impl ChatOptions {
+    pub fn from_config(config: &Config) -> Self {
+        let llm = &config.llm;
+        ChatOptions {
+            model: llm.model.clone(),
+            temperature: Some(llm.temperature),
+            max_tokens: u32::try_from(llm.max_answer_tokens).ok().filter(|&n| n > 0),
+            context_tokens: u32::try_from(llm.context_tokens).ok().filter(|&n| n > 0),
+        }
+    }
+}
+
+/// Network time limits; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_token: Duration,
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    pub fn from_config(config: &Config) -> Self {
+        let secs = |s: f64, default: f64| {
+            Duration::try_from_secs_f64(if s > 0.0 { s } else { default })
+                .unwrap_or(Duration::from_secs(default as u64))
+        };
+        let llm = &config.llm;
+        Timeouts {
+            connect: secs(llm.connect_timeout_secs, 5.0),
+            first_token: secs(llm.first_token_timeout_secs, 120.0),
+            idle: secs(llm.idle_timeout_secs, 60.0),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::from_config(&Config::default())
+    }
+}
+
+/// Token counts as reported by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+/// A completed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatOutcome {
+    /// Everything the callback received, concatenated (unsanitized).
+    pub text: String,
+    /// `stop`, `length` (cut by max_tokens), …, when the server says.
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    /// From sending the request to the first non-empty content delta.
+    pub time_to_first_token: Option<Duration>,
+    pub elapsed: Duration,
+    /// Number of non-empty content deltas.
+    pub deltas: usize,
+}
+
+impl ChatOutcome {
+    /// The answer stopped at the token limit rather than naturally.
+    pub fn truncated(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+}
+
+/// Why a chat failed. Display is one line; the API key never appears in it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    #[error("invalid LLM base URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot connect to {url}: connection refused (is the server running?)")]
+    ConnectionRefused { url: String },
+    #[error("cannot connect to {url}: unknown host {host:?}")]
+    UnknownHost { url: String, host: String },
+    #[error("cannot connect to {url}: no connection within {:.1} s", .after.as_secs_f64())]
+    ConnectTimeout { url: String, after: Duration },
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("no answer from {url} within {:.1} s (first-token timeout)", .after.as_secs_f64())]
+    FirstTokenTimeout { url: String, after: Duration },
+    #[error("the answer stalled: nothing received for {:.1} s ({} characters received)", .after.as_secs_f64(), .partial.chars().count())]
+    Stalled { after: Duration, partial: String },
+    #[error("{url} answered HTTP {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("unknown model {model:?}: {message}")]
+    UnknownModel { model: String, message: String },
+    #[error("the prompt is too long for the model's context: {message}")]
+    ContextExceeded {
+        message: String,
+        prompt_tokens: Option<u64>,
+        context_tokens: Option<u64>,
+    },
+    #[error("the server reported an error mid-answer: {message} ({} characters received)", .partial.chars().count())]
+    Server { message: String, partial: String },
+    #[error("malformed response from the server: {reason} ({} characters received)", .partial.chars().count())]
+    Malformed { reason: String, partial: String },
+    #[error("the answer was cut off: {reason} ({} characters received)", .partial.chars().count())]
+    Cut { reason: String, partial: String },
+}
+
+impl LlmError {
+    /// The text received before a mid-stream failure (already passed to the callback).
+    pub fn partial_text(&self) -> Option<&str> {
+        match self {
+            LlmError::Stalled { partial, .. }
+            | LlmError::Server { partial, .. }
+            | LlmError::Malformed { partial, .. }
+            | LlmError::Cut { partial, .. } => Some(partial),
+            _ => None,
+        }
+    }
+
+    /// Nothing answers at the configured address: the caller may fall back to
+    /// printing the retrieved passages.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::ConnectionRefused { .. }
+                | LlmError::UnknownHost { .. }
+                | LlmError::ConnectTimeout { .. }
+                | LlmError::Connect { .. }
+        )
+    }
+
+    /// HTTP status, when the server answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            LlmError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Receives each content delta as it arrives.
+pub type TokenSink<'a> = dyn FnMut(&str) + Send + 'a;
+
+/// A chat model server speaking one protocol.
+pub trait ChatBackend: Send + Sync + std::fmt::Debug {
+    fn provider(&self) -> Provider;
+
+    /// The base URL requests go to (no trailing slash; any user:password hidden).
+    fn base_url(&self) -> &str;
+
+    /// Streams an answer: `on_token` gets every non-empty content delta in order.
+    /// Dropping the future cancels the request (see the module docs).
+    fn chat<'a>(
+        &'a self,
+        messages: &'a [ChatMessage],
+        options: &'a ChatOptions,
+        on_token: &'a mut TokenSink<'_>,
+    ) -> BoxFuture<'a, Result<ChatOutcome, LlmError>>;
+
+    /// Cheap liveness check, bounded by `timeout`: `Ok` when an HTTP server answers at
+    /// the base URL (any status below 500 except 401/403, which mean chats would fail).
+    /// Errors are those of `chat`; a server that accepts the connection but does not
+    /// answer within `timeout` gives `FirstTokenTimeout` (`after` = `timeout`).
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>>;
+}
+
+/// The backend `[llm]` configures: provider, base URL (`Config::llm_base_url`, which
+/// honours `RAGMAP_LLM_URL` and `OLLAMA_HOST`), timeouts and, for OpenAI-compatible
+/// servers, the API key from the environment variable named by `api_key_env`.
+pub fn backend_from_config(config: &Config) -> Result<Box<dyn ChatBackend>, LlmError> {
+    let base = config.llm_base_url();
+    let timeouts = Timeouts::from_config(config);
+    Ok(match config.llm.provider {
+        Provider::Openai => {
+            let key = std::env::var(&config.llm.api_key_env)
+                .ok()
+                .filter(|k| !k.trim().is_empty());
+            Box::new(OpenAiBackend::new(&base, key, timeouts)?)
+        }
+        Provider::Ollama => Box::new(OllamaBackend::new(&base, timeouts)?),
+    })
+}
+
+/// Bookkeeping shared by both backends while one answer streams in.
+pub(crate) struct Run<'a, 'b> {
+    on_token: &'a mut TokenSink<'b>,
+    start: Instant,
+    last_event: Instant,
+    text: String,
+    deltas: usize,
+    first_token: Option<Duration>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl<'a, 'b> Run<'a, 'b> {
+    pub(crate) fn new(on_token: &'a mut TokenSink<'b>) -> Self {
+        let now = Instant::now();
+        Run {
+            on_token,
+            start: now,
+            last_event: now,
+            text: String::new(),
+            deltas: 0,
+            first_token: None,
+            finish_reason: None,
+            usage: None,
+        }
+    }
+
+    /// A protocol event (not a keep-alive) arrived: the idle timer restarts.
+    pub(crate) fn event(&mut self) {
+        self.last_event = Instant::now();
+    }
+
+    pub(crate) fn token(&mut self, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        if self.first_token.is_none() {
+            self.first_token = Some(self.start.elapsed());
+        }
+        self.deltas += 1;
+        self.text.push_str(delta);
+        (self.on_token)(delta);
+    }
+
+    pub(crate) fn finish_reason(&mut self, reason: Option<String>) {
+        if let Some(r) = reason.filter(|r| !r.is_empty()) {
+            self.finish_reason = Some(r);
+        }
+    }
+
+    pub(crate) fn has_finish_reason(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+
+    pub(crate) fn usage(&mut self, usage: Usage) {
+        if usage != Usage::default() {
+            self.usage = Some(usage);
+        }
+    }
+
+    pub(crate) fn progress(&self) -> http::Progress<'_> {
+        http::Progress {
+            got_token: self.first_token.is_some(),
+            last_event: self.last_event,
+            text: &self.text,
+        }
+    }
+
+    pub(crate) fn partial(&self) -> String {
+        self.text.clone()
+    }
+
+    pub(crate) fn outcome(self) -> ChatOutcome {
+        ChatOutcome {
+            text: self.text,
+            finish_reason: self.finish_reason,
+            usage: self.usage,
+            time_to_first_token: self.first_token,
+            elapsed: self.start.elapsed(),
+            deltas: self.deltas,
+        }
+    }
+}

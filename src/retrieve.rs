@@ -1,0 +1,272 @@
+//! Retrieval: vector (HNSW), lexical (BM25 over segmented text) or both fused
+//! by reciprocal rank fusion, then near-duplicates removed and each document
+//! capped so one long page cannot fill every slot.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::{Retrieve, RetrieveMode};
+use crate::embed::{EmbedError, Embedder};
+use crate::index::{terms, ChunkRow, Index};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("searching the index failed: {0}; run `ragmap index --rebuild` if this persists")]
+    Index(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hit {
+    #[serde(flatten)]
+    pub chunk: ChunkRow,
+    /// Fused score (RRF in hybrid mode, cosine in vector mode, BM25 in lexical mode).
+    pub score: f32,
+    /// Cosine similarity to the (best) query, when the vector side found it.
+    pub similarity: Option<f32>,
+    pub vector_rank: Option<usize>,
+    pub lexical_rank: Option<usize>,
+}
+
+/// One ranked list from one retriever for one query form.
+struct Ranked {
+    ids: Vec<(i64, f32)>,
+    weight: f32,
+    vector: bool,
+}
+
+/// Retrieves for one or more forms of a question (e.g. the original and its
+/// translation), fusing every ranked list into one.
+pub fn retrieve(
+    index: &Index,
+    embedder: Option<&mut Embedder>,
+    queries: &[String],
+    mode: RetrieveMode,
+    settings: &Retrieve,
+    k: usize,
+) -> Result<Vec<Hit>, RetrieveError> {
+    let candidates = settings.candidates.max(k * 3);
+    let mut lists = Vec::new();
+    if mode != RetrieveMode::Lexical {
+        let embedder = embedder.ok_or_else(|| {
+            RetrieveError::Index("vector search needs the embedding model".into())
+        })?;
+        for q in queries {
+            let v = embedder.embed_query(q)?;
+            let ids = index
+                .vectors
+                .search(&v, candidates)
+                .map_err(|e| RetrieveError::Index(e.to_string()))?;
+            lists.push(Ranked {
+                ids,
+                weight: settings.vector_weight,
+                vector: true,
+            });
+        }
+    }
+    if mode != RetrieveMode::Vector {
+        for q in queries {
+            let Some(expr) = terms::match_query(q) else {
+                continue;
+            };
+            let ids = index
+                .store
+                .lexical_search(&expr, candidates)
+                .map_err(|e| RetrieveError::Index(e.to_string()))?
+                .into_iter()
+                .map(|(id, s)| (id, s as f32))
+                .collect();
+            lists.push(Ranked {
+                ids,
+                weight: settings.lexical_weight,
+                vector: false,
+            });
+        }
+    }
+    let fused = fuse(&lists, mode, settings.rrf_k);
+    let ids: Vec<i64> = fused.iter().map(|f| f.id).collect();
+    let mut rows = index
+        .store
+        .chunks_by_ids(&ids)
+        .map_err(|e| RetrieveError::Index(e.to_string()))?;
+    let candidates: Vec<Hit> = fused
+        .into_iter()
+        .filter_map(|f| {
+            rows.remove(&f.id).map(|chunk| Hit {
+                chunk,
+                score: f.score,
+                similarity: f.similarity,
+                vector_rank: f.vector_rank,
+                lexical_rank: f.lexical_rank,
+            })
+        })
+        .collect();
+    Ok(select(
+        candidates,
+        k,
+        settings.max_chunks_per_doc,
+        settings.dedup_threshold,
+    ))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Fused {
+    id: i64,
+    score: f32,
+    similarity: Option<f32>,
+    vector_rank: Option<usize>,
+    lexical_rank: Option<usize>,
+}
+
+/// Reciprocal rank fusion: each list adds `weight / (rrf_k + rank)` (rank from 1).
+/// With a single retriever the scores of that retriever are kept instead, so
+/// they stay meaningful to a reader.
+fn fuse(lists: &[Ranked], mode: RetrieveMode, rrf_k: f32) -> Vec<Fused> {
+    let mut by_id: HashMap<i64, Fused> = HashMap::new();
+    for list in lists {
+        for (rank0, &(id, raw)) in list.ids.iter().enumerate() {
+            let entry = by_id.entry(id).or_insert(Fused {
+                id,
+                score: 0.0,
+                similarity: None,
+                vector_rank: None,
+                lexical_rank: None,
+            });
+            let rank = rank0 + 1;
+            match mode {
+                RetrieveMode::Hybrid => entry.score += list.weight / (rrf_k + rank as f32),
+                _ => entry.score = entry.score.max(raw),
+            }
+            if list.vector {
+                entry.similarity = Some(entry.similarity.map_or(raw, |s| s.max(raw)));
+                entry.vector_rank = Some(entry.vector_rank.map_or(rank, |r| r.min(rank)));
+            } else {
+                entry.lexical_rank = Some(entry.lexical_rank.map_or(rank, |r| r.min(rank)));
+            }
+        }
+    }
+    let mut fused: Vec<Fused> = by_id.into_values().collect();
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    fused
+}
+
+/// Takes the best hits in order, skipping near-duplicates of a hit already
+/// taken and hits from documents that already have `per_doc` slots.
+fn select(candidates: Vec<Hit>, k: usize, per_doc: usize, dedup_threshold: f32) -> Vec<Hit> {
+    let per_doc = per_doc.max(1);
+    let mut taken: Vec<Hit> = Vec::with_capacity(k);
+    let mut taken_terms: Vec<HashSet<String>> = Vec::with_capacity(k);
+    let mut per_doc_count: HashMap<i64, usize> = HashMap::new();
+    for hit in candidates {
+        if taken.len() >= k {
+            break;
+        }
+        if per_doc_count.get(&hit.chunk.doc_id).copied().unwrap_or(0) >= per_doc {
+            continue;
+        }
+        let hit_terms: HashSet<String> = terms::terms(&hit.chunk.text).into_iter().collect();
+        if taken_terms
+            .iter()
+            .any(|t| jaccard(t, &hit_terms) >= dedup_threshold)
+        {
+            continue;
+        }
+        *per_doc_count.entry(hit.chunk.doc_id).or_default() += 1;
+        taken_terms.push(hit_terms);
+        taken.push(hit);
+    }
+    taken
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let inter = a.intersection(b).count();
+    inter as f32 / (a.len() + b.len() - inter) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, doc_id: i64, text: &str) -> ChunkRow {
+        ChunkRow {
+            id,
+            doc_id,
+            ordinal: 0,
+            start: 0,
+            end: text.len() as i64,
+            heading: String::new(),
+            text: text.into(),
+            title: String::new(),
+            source: String::new(),
+            path: String::new(),
+        }
+    }
+
+    fn hit(id: i64, doc_id: i64, text: &str) -> Hit {
+        Hit {
+            chunk: row(id, doc_id, text),
+            score: 0.0,
+            similarity: None,
+            vector_rank: None,
+            lexical_rank: None,
+        }
+    }
+
+    #[test]
+    fn rrf_rewards_agreement_between_lists() {
+        let lists = [
+            Ranked {
+                ids: vec![(1, 0.9), (2, 0.8), (3, 0.7)],
+                weight: 1.0,
+                vector: true,
+            },
+            Ranked {
+                ids: vec![(3, 5.0), (2, 4.0)],
+                weight: 1.0,
+                vector: false,
+            },
+        ];
+        let fused = fuse(&lists, RetrieveMode::Hybrid, 60.0);
+        let order: Vec<i64> = fused.iter().map(|f| f.id).collect();
+        // 2: 1/62 + 1/62; 3: 1/63 + 1/61; 1: 1/61
+        assert_eq!(order, vec![3, 2, 1]);
+        assert_eq!(fused[0].vector_rank, Some(3));
+        assert_eq!(fused[0].lexical_rank, Some(1));
+        assert!((fused[2].score - 1.0 / 61.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weights_shift_the_fusion() {
+        let lists = [
+            Ranked {
+                ids: vec![(1, 0.9), (2, 0.8)],
+                weight: 0.1,
+                vector: true,
+            },
+            Ranked {
+                ids: vec![(2, 5.0), (1, 4.0)],
+                weight: 1.0,
+                vector: false,
+            },
+        ];
+        assert_eq!(fuse(&lists, RetrieveMode::Hybrid, 60.0)[0].id, 2);
+    }
+
+    #[test]
+    fn select_caps_documents_and_drops_duplicates() {
+        let candidates = vec![
+            hit(1, 10, "retrieval augmented generation basics"),
+            hit(2, 10, "retrieval augmented generation basics"),
+            hit(3, 10, "chunking strategies for long documents"),
+            hit(4, 10, "vector databases compared"),
+            hit(5, 20, "retrieval augmented generation basics"),
+            hit(6, 30, "prompt engineering tips"),
+        ];
+        let out = select(candidates, 4, 2, 0.9);
+        let ids: Vec<i64> = out.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(ids, vec![1, 3, 6]);
+    }
+}

@@ -1,0 +1,108 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ragmap::config::Config;
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// True when the embedding assets from `scripts/setup` are installed. Locally a
+/// missing install skips the test with a message; in CI it fails the test.
+pub fn model_available(test: &str) -> bool {
+    let config = Config::default();
+    match ragmap::embed::check_assets(&config) {
+        Ok(()) => true,
+        Err(e) if in_ci() => panic!("{test}: embedding assets missing in CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIP {test}: {e}");
+            false
+        }
+    }
+}
+
+/// `../shared` beside the project, when present (skips locally, fails in CI).
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!("{test}: ../shared is missing in CI");
+    }
+    eprintln!("SKIP {test}: ../shared is absent");
+    None
+}
+
+/// A scratch workspace with an empty corpus/ and the given config.toml text.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(config_toml: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("corpus")).unwrap();
+        std::fs::write(dir.path().join("config.toml"), config_toml).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn corpus(&self) -> PathBuf {
+        self.dir.path().join("corpus")
+    }
+
+    pub fn write_doc(&self, rel: &str, text: &str) {
+        let p = self.corpus().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(self.path()).unwrap()
+    }
+
+    /// Runs the real binary in this workspace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragmap"));
+        cmd.arg("-C").arg(self.path()).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A user-facing failure: the given exit code, one line on stderr, no panic.
+pub fn assert_clean_failure(o: &Output, code: i32, must_mention: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line, got: {err}"
+    );
+    assert!(
+        err.contains(must_mention),
+        "expected {must_mention:?} in: {err}"
+    );
+}
