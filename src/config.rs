@@ -66,6 +66,8 @@ pub struct Crawl {
     pub read_timeout_secs: f64,
     pub total_timeout_secs: f64,
     pub max_retries: u32,
+    /// First retry waits about this long (doubling each time, plus jitter).
+    pub retry_base_delay_ms: u64,
     pub max_bytes: u64,
     pub max_redirects: usize,
     pub max_pages_per_host: usize,
@@ -184,6 +186,7 @@ impl Default for Crawl {
             read_timeout_secs: 15.0,
             total_timeout_secs: 60.0,
             max_retries: 3,
+            retry_base_delay_ms: 500,
             max_bytes: 8 * 1024 * 1024,
             max_redirects: 10,
             max_pages_per_host: 50,

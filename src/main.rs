@@ -123,6 +123,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the roadmap's resource list (headings and links only) to corpus/roadmap.md.
+    Roadmap {
+        /// The roadmap article (markdown).
+        src: PathBuf,
+        /// Output file; default <corpus>/roadmap.md.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Fetch every roadmap resource into corpus/web/ (incremental; Ctrl-C keeps finished pages).
+    Crawl {
+        /// Markdown file or http(s) URL; default <corpus>/roadmap.md.
+        #[arg(long)]
+        roadmap: Option<String>,
+        /// Follow same-host links this many hops.
+        #[arg(long, default_value_t = 0)]
+        depth: u32,
+        /// Plain progress lines instead of a bar.
+        #[arg(long)]
+        plain: bool,
+        /// Override crawl.block_private.
+        #[arg(long, value_parser = ["auto", "always", "never"])]
+        block_private: Option<String>,
+    },
 }
 
 /// Overrides of `[llm]` in config.toml.
@@ -254,7 +277,62 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             mode,
             json,
         } => cmd_eval(&config, &questions, compare, mode, json),
+        Command::Roadmap { src, out } => cmd_roadmap(&config, &src, out),
+        Command::Crawl {
+            roadmap,
+            depth,
+            plain,
+            block_private,
+        } => cmd_crawl(&config, roadmap, depth, plain, block_private),
     }
+}
+
+fn cmd_roadmap(config: &Config, src: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<u8> {
+    let text =
+        std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let out = out.unwrap_or_else(|| config.corpus_dir().join("roadmap.md"));
+    let doc = ragmap::roadmap::build_resource_list(&text);
+    ragmap::corpus::write_atomic(&out, doc.as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let n = ragmap::roadmap::parse(&text).resources.len();
+    println!("wrote {} ({n} resources)", out.display());
+    Ok(0)
+}
+
+fn cmd_crawl(
+    config: &Config,
+    roadmap: Option<String>,
+    depth: u32,
+    plain: bool,
+    block_private: Option<String>,
+) -> anyhow::Result<u8> {
+    use ragmap::config::BlockPrivate;
+    use ragmap::crawl::{self, CrawlOptions, Progress};
+    let block_private = block_private.map(|b| match b.as_str() {
+        "always" => BlockPrivate::Always,
+        "never" => BlockPrivate::Never,
+        _ => BlockPrivate::Auto,
+    });
+    let progress = if plain || !std::io::stderr().is_terminal() {
+        Progress::Lines
+    } else {
+        Progress::Bar
+    };
+    let opts = CrawlOptions {
+        roadmap,
+        depth,
+        progress,
+        block_private,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(crawl::crawl(config, &opts))?;
+    println!("{}", sanitize(&report.summary()));
+    println!("report: {}", crawl::report_path(config).display());
+    Ok(if report.interrupted {
+        exit::INTERRUPTED
+    } else {
+        0
+    })
 }
 
 fn cmd_index(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {

@@ -1,0 +1,567 @@
+//! The roadmap: a markdown article whose links are the resources to crawl.
+//!
+//! [`parse`] walks the markdown with pulldown-cmark and returns every http(s)
+//! link with the heading path it sits under. [`resource_list_markdown`] renders
+//! just those headings and links (no prose) — the shipped `corpus/roadmap.md`,
+//! which parses back to the same resources.
+
+use pulldown_cmark::{Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd};
+
+use crate::corpus::{self, FrontMatter};
+
+/// Joins the headings of a section path.
+pub const SECTION_SEPARATOR: &str = " › ";
+
+/// One linked resource of the roadmap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// The link destination exactly as written (Chinese characters, spaces and
+    /// percent-escapes are kept; only markdown escapes are resolved).
+    pub url: String,
+    /// The link text of its first appearance (or, for a bare URL, the label
+    /// written next to it).
+    pub title: String,
+    /// Every heading path that links it, in order of appearance, without duplicates.
+    pub sections: Vec<String>,
+}
+
+/// One heading below the article title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heading {
+    /// 1–6, as written.
+    pub level: u8,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roadmap {
+    /// The article's title: its only level-1 heading, when it opens the document.
+    pub title: Option<String>,
+    /// Every heading except the title, in document order.
+    pub headings: Vec<Heading>,
+    /// Resources in order of first appearance, one per URL.
+    pub resources: Vec<Resource>,
+    /// Where each link appeared: (index into `headings` of the enclosing heading, or
+    /// `None` before the first one; index into `resources`). Keeps the document
+    /// order so that the resource list can be rendered faithfully.
+    pub occurrences: Vec<(Option<usize>, usize)>,
+}
+
+fn options() -> Options {
+    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
+}
+
+/// Parses a roadmap article. Never fails: anything that is not an http(s) link
+/// is ignored.
+pub fn parse(markdown: &str) -> Roadmap {
+    let events: Vec<Event> = Parser::new_ext(markdown, options()).collect();
+    let h1_count = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Start(Tag::Heading {
+                    level: HeadingLevel::H1,
+                    ..
+                })
+            )
+        })
+        .count();
+    let first_heading_is_h1 = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Start(Tag::Heading { level, .. }) => Some(*level == HeadingLevel::H1),
+            _ => None,
+        })
+        .unwrap_or(false);
+    let title_is_first_h1 = h1_count == 1 && first_heading_is_h1;
+
+    let mut map = Roadmap::default();
+    let mut by_url: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Stack of (level, index into map.headings) for the current section path.
+    let mut stack: Vec<(u8, usize)> = Vec::new();
+
+    let mut in_heading: Option<u8> = None;
+    let mut heading_text = String::new();
+    let mut link_depth_in_heading = 0usize;
+
+    // The link being read, if any.
+    struct OpenLink {
+        url: String,
+        text: String,
+        in_image: usize,
+    }
+    let mut link: Option<OpenLink> = None;
+    let mut image_depth = 0usize;
+    // Text of the current leaf block before the link (a label such as `课程：`).
+    let mut block_text = String::new();
+    // The last link-free paragraph when it is a numbered label (`1）Some course`); it names
+    // the bare-URL links of the paragraphs that follow, up to the next prose or heading.
+    let mut numbered_label: Option<String> = None;
+    let mut paragraph_had_link = false;
+
+    for event in events {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => {
+                in_heading = Some(heading_level(level));
+                heading_text.clear();
+                link_depth_in_heading = 0;
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                let level = in_heading.take().unwrap_or(1);
+                let text = normalise_space(&heading_text);
+                if level == 1 && title_is_first_h1 && map.title.is_none() {
+                    map.title = Some(text);
+                    stack.clear();
+                } else {
+                    while stack.last().is_some_and(|(l, _)| *l >= level) {
+                        stack.pop();
+                    }
+                    map.headings.push(Heading { level, text });
+                    stack.push((level, map.headings.len() - 1));
+                }
+                numbered_label = None;
+                block_text.clear();
+            }
+            Event::Start(Tag::Link {
+                link_type,
+                dest_url,
+                ..
+            }) => {
+                if in_heading.is_some() {
+                    // Links inside headings (e.g. "more questions") are not resources,
+                    // and their text is not part of the heading's name.
+                    link_depth_in_heading += 1;
+                    continue;
+                }
+                let url = dest_url.trim().to_string();
+                let wanted = matches!(
+                    link_type,
+                    LinkType::Inline
+                        | LinkType::Reference
+                        | LinkType::ReferenceUnknown
+                        | LinkType::Collapsed
+                        | LinkType::CollapsedUnknown
+                        | LinkType::Shortcut
+                        | LinkType::ShortcutUnknown
+                        | LinkType::Autolink
+                ) && is_http_url(&url)
+                    && image_depth == 0;
+                link = wanted.then(|| OpenLink {
+                    url,
+                    text: String::new(),
+                    in_image: 0,
+                });
+            }
+            Event::End(TagEnd::Link) => {
+                if in_heading.is_some() {
+                    link_depth_in_heading = link_depth_in_heading.saturating_sub(1);
+                    continue;
+                }
+                let Some(open) = link.take() else { continue };
+                paragraph_had_link = true;
+                let text = normalise_space(&open.text);
+                let title = if looks_like_url(&text) || text.is_empty() {
+                    fallback_title(&block_text, numbered_label.as_deref()).unwrap_or(text)
+                } else {
+                    text
+                };
+                let title = if title.is_empty() {
+                    open.url.clone()
+                } else {
+                    title
+                };
+                let section_path: Vec<&str> = stack
+                    .iter()
+                    .map(|(_, i)| map.headings[*i].text.as_str())
+                    .collect();
+                let section = section_path.join(SECTION_SEPARATOR);
+                let idx = match by_url.get(&open.url) {
+                    Some(&i) => i,
+                    None => {
+                        map.resources.push(Resource {
+                            url: open.url.clone(),
+                            title,
+                            sections: Vec::new(),
+                        });
+                        by_url.insert(open.url.clone(), map.resources.len() - 1);
+                        map.resources.len() - 1
+                    }
+                };
+                let res = &mut map.resources[idx];
+                if !section.is_empty() && !res.sections.contains(&section) {
+                    res.sections.push(section);
+                }
+                map.occurrences.push((stack.last().map(|(_, i)| *i), idx));
+                // Text after the link belongs to a new label.
+                block_text.clear();
+            }
+            Event::Start(Tag::Image { .. }) => {
+                image_depth += 1;
+                if let Some(l) = link.as_mut() {
+                    l.in_image += 1;
+                }
+            }
+            Event::End(TagEnd::Image) => {
+                image_depth = image_depth.saturating_sub(1);
+                if let Some(l) = link.as_mut() {
+                    l.in_image = l.in_image.saturating_sub(1);
+                }
+            }
+            Event::Text(t) | Event::Code(t) => {
+                if in_heading.is_some() {
+                    if link_depth_in_heading == 0 && image_depth == 0 {
+                        heading_text.push_str(&t);
+                    }
+                } else if let Some(l) = link.as_mut() {
+                    if l.in_image == 0 || l.text.is_empty() {
+                        l.text.push_str(&t);
+                    }
+                } else if image_depth == 0 {
+                    block_text.push_str(&t);
+                }
+            }
+            Event::SoftBreak | Event::HardBreak => {
+                if in_heading.is_some() {
+                    heading_text.push(' ');
+                } else if let Some(l) = link.as_mut() {
+                    l.text.push(' ');
+                } else {
+                    // A line break separates labels: `课程：[url](url)` then `视频：[url](url)`.
+                    block_text.push(' ');
+                }
+            }
+            Event::Start(Tag::Paragraph)
+            | Event::Start(Tag::Item)
+            | Event::Start(Tag::TableCell) => {
+                block_text.clear();
+                paragraph_had_link = false;
+            }
+            Event::End(TagEnd::Paragraph) => {
+                if !paragraph_had_link {
+                    numbered_label = strip_numbering(&normalise_space(&block_text))
+                        .filter(|t| t.chars().count() <= 80);
+                }
+                block_text.clear();
+            }
+            Event::End(TagEnd::Item) | Event::End(TagEnd::TableCell) => block_text.clear(),
+            _ => {}
+        }
+    }
+    map
+}
+
+fn heading_level(level: HeadingLevel) -> u8 {
+    match level {
+        HeadingLevel::H1 => 1,
+        HeadingLevel::H2 => 2,
+        HeadingLevel::H3 => 3,
+        HeadingLevel::H4 => 4,
+        HeadingLevel::H5 => 5,
+        HeadingLevel::H6 => 6,
+    }
+}
+
+fn normalise_space(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `http://` or `https://`, case-insensitively, with something after it.
+pub fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    (lower.starts_with("http://") && url.len() > 7)
+        || (lower.starts_with("https://") && url.len() > 8)
+}
+
+fn looks_like_url(text: &str) -> bool {
+    is_http_url(text) || text.starts_with("www.")
+}
+
+/// For a link whose text is its own URL, the label written next to it: the text
+/// before it on the same line (`课程：`) and/or the numbered paragraph naming
+/// the resource (`1）Some course`).
+fn fallback_title(before: &str, numbered: Option<&str>) -> Option<String> {
+    let label = normalise_space(before)
+        .trim_end_matches([':', '：', '-', '—', ' '])
+        .trim()
+        .to_string();
+    let label = if label.chars().count() > 40 || looks_like_url(&label) {
+        String::new()
+    } else {
+        label
+    };
+    match (numbered.map(str::to_string), label.is_empty()) {
+        (Some(n), true) => Some(n),
+        (Some(n), false) => Some(format!("{n} · {label}")),
+        (None, false) => Some(label),
+        (None, true) => None,
+    }
+}
+
+/// `1）Name`, `12) Name`, `3. Name`, `4、Name` → `Name`.
+fn strip_numbering(text: &str) -> Option<String> {
+    let t = text.trim();
+    let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 3 {
+        return None;
+    }
+    let rest = &t[digits..];
+    let rest = ["）", ")", ".", "、", "．"]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))?;
+    let rest = rest.trim();
+    (!rest.is_empty()).then(|| rest.to_string())
+}
+
+/// Renders the roadmap's headings and links, nothing else: each heading that
+/// has links under it (and its ancestors), each link as a list item. Parsing
+/// the result gives back the same resources, titles and sections.
+pub fn resource_list_markdown(map: &Roadmap) -> String {
+    let mut out = String::new();
+    if let Some(t) = &map.title {
+        out.push_str("# ");
+        out.push_str(&escape_inline(t));
+        out.push_str("\n\n");
+    }
+    // Which headings must be written: those with a link directly under them, and their ancestors.
+    let mut needed = vec![false; map.headings.len()];
+    for (h, _) in &map.occurrences {
+        if let Some(h) = *h {
+            let mut level = map.headings[h].level + 1;
+            for i in (0..=h).rev() {
+                if map.headings[i].level < level {
+                    needed[i] = true;
+                    level = map.headings[i].level;
+                }
+            }
+        }
+    }
+    let mut occ = map.occurrences.iter().peekable();
+    let mut write_links = |out: &mut String, heading: Option<usize>| {
+        let mut any = false;
+        while let Some((_, r)) = occ.next_if(|(h, _)| *h == heading) {
+            let res = &map.resources[*r];
+            out.push_str("- [");
+            out.push_str(&escape_inline(&res.title));
+            out.push_str("](");
+            out.push_str(&link_destination(&res.url));
+            out.push_str(")\n");
+            any = true;
+        }
+        if any {
+            out.push('\n');
+        }
+    };
+    write_links(&mut out, None);
+    for (i, h) in map.headings.iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
+        for _ in 0..h.level {
+            out.push('#');
+        }
+        out.push(' ');
+        out.push_str(&escape_inline(&h.text));
+        out.push_str("\n\n");
+        write_links(&mut out, Some(i));
+    }
+    out
+}
+
+/// The shipped `corpus/roadmap.md`: front matter (title, every section path)
+/// plus [`resource_list_markdown`].
+pub fn build_resource_list(markdown: &str) -> String {
+    let map = parse(markdown);
+    // Every section path that holds links, in document order.
+    let mut sections: Vec<String> = Vec::new();
+    for (h, _) in &map.occurrences {
+        let Some(h) = *h else { continue };
+        let path = section_path(&map.headings, h);
+        if !sections.contains(&path) {
+            sections.push(path);
+        }
+    }
+    let front = FrontMatter {
+        title: map.title.clone(),
+        sections,
+        ..Default::default()
+    };
+    corpus::render(&front, &resource_list_markdown(&map))
+}
+
+/// The path of heading `i`: its ancestors and itself, joined.
+fn section_path(headings: &[Heading], i: usize) -> String {
+    let mut parts = vec![headings[i].text.as_str()];
+    let mut level = headings[i].level;
+    for h in headings[..i].iter().rev() {
+        if h.level < level {
+            parts.push(&h.text);
+            level = h.level;
+        }
+    }
+    parts.reverse();
+    parts.join(SECTION_SEPARATOR)
+}
+
+/// Backslash-escapes what markdown would otherwise read as syntax. Every ASCII
+/// punctuation character may be escaped in CommonMark, so over-escaping is safe.
+fn escape_inline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '#'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+                | '$'
+                | '('
+                | ')'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    // A leading list/heading marker or trailing `#` run would change the block.
+    if out.starts_with(['-', '+', '=']) || out.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        // Digits followed by `.`/`)` start an ordered list only at line start; `\` is
+        // not an escape before a digit, so protect via an HTML-free zero-effect trick:
+        // escape the first punctuation after the digits instead.
+        if let Some(pos) = out.find(['.', ')', '-', '+', '=']) {
+            if out[..pos].chars().all(|c| c.is_ascii_digit()) {
+                out.insert(pos, '\\');
+            }
+        }
+    }
+    out
+}
+
+/// A link destination in `<…>` form so spaces and parentheses survive; the few
+/// characters that form cannot hold are escaped.
+fn link_destination(url: &str) -> String {
+    let mut out = String::from("<");
+    for c in url.chars() {
+        match c {
+            '<' => out.push_str("%3C"),
+            '>' => out.push_str("%3E"),
+            '\n' | '\r' => {}
+            '\\' => out.push_str("\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push('>');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_follow_headings_and_skip_the_title() {
+        let md = "# Title\n\n## A\n\n### B\n\n- [one](https://x.example/1)\n\n## C\n\n[two](http://y.example/2)\n";
+        let m = parse(md);
+        assert_eq!(m.title.as_deref(), Some("Title"));
+        assert_eq!(m.resources.len(), 2);
+        assert_eq!(m.resources[0].sections, vec!["A › B".to_string()]);
+        assert_eq!(m.resources[1].sections, vec!["C".to_string()]);
+    }
+
+    #[test]
+    fn setext_headings_count() {
+        let md = "# T\n\nIntro\n--\n\n[x](https://a.example/)\n";
+        let m = parse(md);
+        assert_eq!(m.resources[0].sections, vec!["Intro".to_string()]);
+    }
+
+    #[test]
+    fn awkward_urls_survive_intact() {
+        let md = "## S\n\n[zh](https://zh.wikipedia.org/wiki/大型语言模型)\n[pct](https://zh.wikipedia.org/wiki/%E5%A4%9A)\n\
+                  [paren](https://en.wikipedia.org/wiki/Rust_(language))\n[sp](<https://h.example/a b/c d.md>)\n\
+                  [q](https://link.zhihu.com/?target=https%3A//gemini.google.com/)\n";
+        let urls: Vec<String> = parse(md).resources.into_iter().map(|r| r.url).collect();
+        assert_eq!(
+            urls,
+            vec![
+                "https://zh.wikipedia.org/wiki/大型语言模型",
+                "https://zh.wikipedia.org/wiki/%E5%A4%9A",
+                "https://en.wikipedia.org/wiki/Rust_(language)",
+                "https://h.example/a b/c d.md",
+                "https://link.zhihu.com/?target=https%3A//gemini.google.com/",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_keep_first_title_and_all_sections() {
+        let md = "## A\n\n[first](https://x.example/)\n\n## B\n\n[second](https://x.example/)\n\n## A2\n\n[again](https://x.example/)\n";
+        let m = parse(md);
+        assert_eq!(m.resources.len(), 1);
+        assert_eq!(m.resources[0].title, "first");
+        assert_eq!(m.resources[0].sections, vec!["A", "B", "A2"]);
+    }
+
+    #[test]
+    fn skips_images_other_schemes_and_links_in_headings() {
+        let md = "## Q[(more)](https://q.example/)\n\n![img](https://i.example/a.png)\n<img src=\"https://i.example/b.png\">\n\
+                  [mail](mailto:a@b.c) [rel](/local) [ftp](ftp://f.example/)\n[ok](https://ok.example/)\n";
+        let m = parse(md);
+        assert_eq!(m.headings[0].text, "Q");
+        assert_eq!(m.resources.len(), 1);
+        assert_eq!(m.resources[0].url, "https://ok.example/");
+        assert_eq!(m.resources[0].sections, vec!["Q"]);
+    }
+
+    #[test]
+    fn bare_url_links_take_their_label() {
+        let md = "## R\n\n1）Some Course\n\n课程：[https://c.example/](https://c.example/)\n\n\
+                  视频：[https://v.example/](https://v.example/)\n\n\
+                  2）Other\n\n[https://o.example/](https://o.example/)\n\nSome prose.\n\n[https://n.example/](https://n.example/)\n";
+        let m = parse(md);
+        let titles: Vec<&str> = m.resources.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            vec![
+                "Some Course · 课程",
+                "Some Course · 视频",
+                "Other",
+                "https://n.example/"
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_list_round_trips_awkward_text() {
+        let md = "# T *x*\n\n## 1. A_b [c] <d> #e\n\n- [t*i_t`l`e] \\ (x)](https://h.example/a b(1)?q=<>&r=\\)\n\
+                  - [-lead](https://h.example/2)\n\n### 2) sub\n\n- [3. num](https://h.example/3)\n";
+        let a = parse(md);
+        let out = resource_list_markdown(&a);
+        let b = parse(&out);
+        assert_eq!(a.title, b.title);
+        assert_eq!(a.resources, b.resources, "{out}");
+    }
+
+    #[test]
+    fn escape_makes_text_literal() {
+        for s in [
+            "1. x", "2) y", "- z", "+ w", "= v", "a|b", "# h", "**b**", "100", "1.5 x",
+        ] {
+            let md = format!(
+                "## {}\n\n- [{}](https://e.example/)\n",
+                escape_inline(s),
+                escape_inline(s)
+            );
+            let m = parse(&md);
+            assert_eq!(m.headings[0].text, s, "{md}");
+            assert_eq!(m.resources[0].title, s, "{md}");
+        }
+    }
+}
