@@ -12,6 +12,7 @@ pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod llm;
+pub mod lock;
 pub mod prompt;
 pub mod retrieve;
 pub mod roadmap;

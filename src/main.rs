@@ -324,6 +324,10 @@ fn cmd_crawl(
         progress,
         block_private,
     };
+    let corpus = config.corpus_dir();
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("cannot create {}", corpus.display()))?;
+    let _lock = ragmap::lock::Lock::acquire(&corpus, ".crawl.lock", "crawl")?;
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(crawl::crawl(config, &opts))?;
     println!("{}", sanitize(&report.summary()));
@@ -472,10 +476,27 @@ fn cmd_eval(
 }
 
 fn cmd_status(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let crawl = ragmap::crawl::load_report(&ragmap::crawl::report_path(config));
     let status = index::status(config)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut value = serde_json::to_value(&status)?;
+        value["crawl"] = match &crawl {
+            Some(report) => serde_json::json!({
+                "finished_at": report.finished_at,
+                "interrupted": report.interrupted,
+                "outcomes": report.counts().iter().map(|(k, v)| (k.as_str().to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            }),
+            None => serde_json::Value::Null,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(0);
+    }
+    match &crawl {
+        Some(report) => println!(
+            "crawl:     {}",
+            sanitize(&ragmap::crawl::status_line(report))
+        ),
+        None => println!("crawl:     none yet (ragmap crawl)"),
     }
     println!("index:     {}", config.index_dir().display());
     println!("documents: {}", status.documents);

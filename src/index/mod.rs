@@ -38,8 +38,8 @@ pub enum IndexError {
     EmptyCorpus(PathBuf),
     #[error("corpus folder {0} does not exist; create it or set [paths] corpus in config.toml")]
     NoCorpus(PathBuf),
-    #[error("another `ragmap index` is running on {0}; wait for it to finish")]
-    Locked(PathBuf),
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
     #[error(transparent)]
@@ -81,35 +81,10 @@ pub struct BuildReport {
     pub rebuilt: Option<String>,
     #[serde(skip)]
     pub skipped: Vec<Skipped>,
+    /// Loading the embedding sessions (not counted in `embed_seconds`).
+    pub model_load_seconds: f64,
     pub embed_seconds: f64,
     pub total_seconds: f64,
-}
-
-/// Holds `index/.lock` for the life of a build. The OS releases it when the
-/// holder dies, so a crashed run never blocks the next one.
-struct BuildLock {
-    _file: std::fs::File,
-}
-
-impl BuildLock {
-    fn acquire(dir: &Path) -> Result<BuildLock, IndexError> {
-        use fs4::fs_std::FileExt;
-        let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| IndexError::Io {
-                what: "cannot create lock file",
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock_exclusive() {
-            Ok(true) => Ok(BuildLock { _file: file }),
-            _ => Err(IndexError::Locked(dir.to_path_buf())),
-        }
-    }
 }
 
 fn db_path(dir: &Path) -> PathBuf {
@@ -142,7 +117,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         path: index_dir.clone(),
         source,
     })?;
-    let _lock = BuildLock::acquire(&index_dir)?;
+    let _lock = crate::lock::Lock::acquire(&index_dir, LOCK_FILE, "index")?;
 
     let mut report = BuildReport::default();
     let paths = corpus::list_markdown(&corpus_dir).map_err(|source| IndexError::Io {
@@ -256,11 +231,13 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         .map(|c| c.tokens)
         .sum();
 
-    let embed_started = Instant::now();
+    let mut embed_started = Instant::now();
     let embedded = if texts.is_empty() {
         Vec::new()
     } else {
         let mut embedder = Embedder::load_for_indexing(config)?;
+        report.model_load_seconds = embed_started.elapsed().as_secs_f64();
+        embed_started = Instant::now();
         let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
         let vectors = embedder.embed_passages(&texts, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
