@@ -475,6 +475,36 @@ fn slow_page_times_out_within_the_configured_limits() {
 }
 
 #[test]
+fn a_redirect_onto_a_page_another_link_fetched_is_not_fetched_twice() {
+    let Some(m) = Mirror::start() else { return };
+    let ws = Workspace::new(&[
+        (
+            "direct",
+            m.url("/huggingface.co/learn/llm-course/en/chapter1/1.html"),
+        ),
+        (
+            "old name",
+            m.url("/huggingface.co/learn/nlp-course/chapter1/1"),
+        ),
+    ]);
+    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    assert_eq!(report.entries[0].outcome, Outcome::Ok);
+    let dup = &report.entries[1];
+    assert_eq!(dup.outcome, Outcome::Duplicate, "{dup:?}");
+    assert!(dup
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("/en/chapter1/1.html"));
+    let hits = m
+        .requests()
+        .iter()
+        .filter(|l| l.path.ends_with("/en/chapter1/1.html"))
+        .count();
+    assert_eq!(hits, 1);
+}
+
+#[test]
 fn size_cap_applies_while_streaming_decoded_bytes() {
     let Some(m) = Mirror::start() else { return };
     let mut ws = Workspace::new(&[("gzip", m.url("/github.com/microsoft/graphrag/index.html"))]);
