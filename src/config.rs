@@ -47,6 +47,7 @@ pub struct Embed {
     pub ort_dylib: Option<PathBuf>,
     pub batch_size: usize,
     pub threads: usize,
+    pub sessions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +163,7 @@ impl Default for Embed {
             ort_dylib: None,
             batch_size: 8,
             threads: 1,
+            sessions: 2,
         }
     }
 }

@@ -7,6 +7,8 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -97,12 +99,24 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 pub struct Embedder {
-    model: TextEmbedding,
+    /// One ONNX Runtime session per worker: on few cores, independent
+    /// single-threaded sessions use the CPU better than one multi-threaded one.
+    sessions: Vec<TextEmbedding>,
     batch_size: usize,
 }
 
 impl Embedder {
+    /// Loads one session: enough for queries.
     pub fn load(config: &Config) -> Result<Embedder, EmbedError> {
+        Self::load_sessions(config, 1)
+    }
+
+    /// Loads `[embed] sessions` parallel sessions, for indexing.
+    pub fn load_for_indexing(config: &Config) -> Result<Embedder, EmbedError> {
+        Self::load_sessions(config, config.embed.sessions)
+    }
+
+    fn load_sessions(config: &Config, sessions: usize) -> Result<Embedder, EmbedError> {
         check_assets(config)?;
         let dylib = config.ort_dylib();
         ort::init_from(&dylib).map_err(|e| EmbedError::BadRuntime {
@@ -117,45 +131,27 @@ impl Embedder {
                 message: e.to_string(),
             })
         };
-        let tokenizer_files = TokenizerFiles {
-            tokenizer_file: read("tokenizer.json")?,
-            config_file: read("config.json")?,
-            special_tokens_map_file: read("special_tokens_map.json")?,
-            tokenizer_config_file: read("tokenizer_config.json")?,
-        };
-        let model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer_files)
-            .with_pooling(Pooling::Mean);
-        let options = InitOptionsUserDefined::new()
-            .with_max_length(512)
-            .with_intra_threads(config.embed.threads.max(1));
-        // fastembed and ort may panic on inputs they do not expect; a bad model
-        // file must still end in a message, not a backtrace.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            TextEmbedding::try_new_from_user_defined(model, options)
-        }));
-        let model = match loaded {
-            Ok(Ok(model)) => model,
-            Ok(Err(e)) => {
-                return Err(EmbedError::BadModel {
-                    path: dir,
-                    message: first_line(&e.to_string()),
-                })
-            }
-            Err(_) => {
-                return Err(EmbedError::BadModel {
-                    path: dir,
-                    message: "the model loader crashed".into(),
-                })
-            }
-        };
+        let model = UserDefinedEmbeddingModel::new(
+            read("model.onnx")?,
+            TokenizerFiles {
+                tokenizer_file: read("tokenizer.json")?,
+                config_file: read("config.json")?,
+                special_tokens_map_file: read("special_tokens_map.json")?,
+                tokenizer_config_file: read("tokenizer_config.json")?,
+            },
+        )
+        .with_pooling(Pooling::Mean);
+        let sessions = (0..sessions.max(1))
+            .map(|_| load_session(&dir, model.clone(), config.embed.threads))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Embedder {
-            model,
+            sessions,
             batch_size: config.embed.batch_size.max(1),
         })
     }
 
     pub fn embed_query(&mut self, query: &str) -> Result<Vec<f32>, EmbedError> {
-        let mut out = self.run(&[format!("{QUERY_PREFIX}{query}")])?;
+        let mut out = run(&mut self.sessions[0], &[format!("{QUERY_PREFIX}{query}")])?;
         out.pop()
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
@@ -169,35 +165,97 @@ impl Embedder {
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
-        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(self.batch_size) {
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let embed_batch = |session: &mut TextEmbedding, batch: &[usize]| {
             let inputs: Vec<String> = batch
                 .iter()
                 .map(|&i| format!("{PASSAGE_PREFIX}{}", texts[i]))
                 .collect();
-            for (&i, v) in batch.iter().zip(self.run(&inputs)?) {
+            run(session, &inputs)
+        };
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut store = |b: usize, batch_vectors: Vec<Vec<f32>>| {
+            for (&i, v) in batches[b].iter().zip(batch_vectors) {
                 vectors[i] = v;
             }
-            on_batch(batch.len());
+            on_batch(batches[b].len());
+        };
+        if self.sessions.len() == 1 {
+            for (b, batch) in batches.iter().enumerate() {
+                store(b, embed_batch(&mut self.sessions[0], batch)?);
+            }
+        } else {
+            // Workers take the next batch from a shared counter, so a slow batch
+            // never leaves another session idle; results come back by channel.
+            let next = AtomicUsize::new(0);
+            let (tx, rx) = mpsc::channel();
+            std::thread::scope(|scope| -> Result<(), EmbedError> {
+                for session in self.sessions.iter_mut() {
+                    let tx = tx.clone();
+                    let (next, batches, embed_batch) = (&next, &batches, &embed_batch);
+                    scope.spawn(move || loop {
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(batch) = batches.get(b) else { break };
+                        let result = embed_batch(session, batch).map(|v| (b, v));
+                        let failed = result.is_err();
+                        if tx.send(result).is_err() || failed {
+                            next.store(batches.len(), Ordering::Relaxed);
+                            break;
+                        }
+                    });
+                }
+                drop(tx);
+                for result in rx {
+                    let (b, batch_vectors) = result?;
+                    store(b, batch_vectors);
+                }
+                Ok(())
+            })?;
         }
         Ok(vectors)
     }
+}
 
-    fn run(&mut self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let n = inputs.len();
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.model.embed(inputs, Some(n))
-        }))
-        .map_err(|_| EmbedError::Run("the embedding runtime crashed".into()))?
-        .map_err(|e| EmbedError::Run(first_line(&e.to_string())))?;
-        if out.len() != n {
-            return Err(EmbedError::Run(format!(
-                "expected {n} vectors, got {}",
-                out.len()
-            )));
-        }
-        Ok(out)
+fn load_session(
+    dir: &Path,
+    model: UserDefinedEmbeddingModel,
+    threads: usize,
+) -> Result<TextEmbedding, EmbedError> {
+    let options = InitOptionsUserDefined::new()
+        .with_max_length(512)
+        .with_intra_threads(threads.max(1));
+    // fastembed and ort may panic on inputs they do not expect; a bad model
+    // file must still end in a message, not a backtrace.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        TextEmbedding::try_new_from_user_defined(model, options)
+    }));
+    match loaded {
+        Ok(Ok(model)) => Ok(model),
+        Ok(Err(e)) => Err(EmbedError::BadModel {
+            path: dir.to_path_buf(),
+            message: first_line(&e.to_string()),
+        }),
+        Err(_) => Err(EmbedError::BadModel {
+            path: dir.to_path_buf(),
+            message: "the model loader crashed".into(),
+        }),
     }
+}
+
+fn run(session: &mut TextEmbedding, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let n = inputs.len();
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        session.embed(inputs, Some(n))
+    }))
+    .map_err(|_| EmbedError::Run("the embedding runtime crashed".into()))?
+    .map_err(|e| EmbedError::Run(first_line(&e.to_string())))?;
+    if out.len() != n {
+        return Err(EmbedError::Run(format!(
+            "expected {n} vectors, got {}",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 fn first_line(s: &str) -> String {

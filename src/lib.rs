@@ -9,6 +9,7 @@ pub mod config;
 pub mod corpus;
 pub mod crawl;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod llm;
 pub mod prompt;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragmap::config::{Config, RetrieveMode};
 use ragmap::embed::{EmbedError, Embedder};
+use ragmap::eval;
 use ragmap::index::{self, BuildOptions, Index, IndexError};
 use ragmap::retrieve::{self, Hit, RetrieveError};
 use ragmap::term::sanitize;
@@ -102,6 +103,20 @@ enum Command {
         no_rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+    },
+    /// Score retrieval against a question file with gold documents (JSON lines).
+    Eval {
+        /// Questions: one JSON object a line with id, question, gold (URLs or corpus paths).
+        questions: PathBuf,
+        /// Configurations side by side, e.g. `hybrid,vector,lexical,hybrid:lexical_weight=0.5:rrf_k=30`.
+        #[arg(long, conflicts_with = "mode")]
+        compare: Option<String>,
+        /// Evaluate one mode (default: the configured mode).
+        #[arg(long, value_enum)]
+        mode: Option<RetrieveMode>,
+        /// Print the full report (metrics and every question's ranking) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what is indexed and what changed since.
     Status {
@@ -256,6 +271,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         } => cmd_search(&config, &question, k, mode, json),
         Command::Status { json } => cmd_status(&config, json),
+        Command::Eval {
+            questions,
+            compare,
+            mode,
+            json,
+        } => cmd_eval(&config, &questions, compare, mode, json),
         Command::Roadmap { src, out } => cmd_roadmap(&config, &src, out),
         Command::Crawl {
             roadmap,
@@ -419,6 +440,35 @@ pub(crate) fn snippet(text: &str, max_chars: usize) -> String {
         s.push('…');
         s
     }
+}
+
+fn cmd_eval(
+    config: &Config,
+    questions: &std::path::Path,
+    compare: Option<String>,
+    mode: Option<RetrieveMode>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let questions = eval::load_questions(questions)?;
+    let spec = match (compare, mode) {
+        (Some(spec), _) => spec,
+        (None, Some(mode)) => eval::mode_name(mode).to_string(),
+        (None, None) => eval::mode_name(config.retrieve.mode).to_string(),
+    };
+    let variants = eval::parse_variants(&spec, &config.retrieve)?;
+    let index = Index::open(config)?;
+    let mut embedder = if variants.iter().all(|v| v.mode == RetrieveMode::Lexical) {
+        None
+    } else {
+        Some(Embedder::load(config)?)
+    };
+    let report = eval::run(&index, embedder.as_mut(), &questions, &variants)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sanitize(&eval::render(&report)));
+    }
+    Ok(0)
 }
 
 fn cmd_status(config: &Config, json: bool) -> anyhow::Result<u8> {

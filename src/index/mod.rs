@@ -260,7 +260,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     let embedded = if texts.is_empty() {
         Vec::new()
     } else {
-        let mut embedder = Embedder::load(config)?;
+        let mut embedder = Embedder::load_for_indexing(config)?;
         let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
         let vectors = embedder.embed_passages(&texts, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();

@@ -1,0 +1,228 @@
+//! `ragmap eval` end to end: a tiny corpus, a tiny question file, and the
+//! numbers the CLI reports for it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn corpus(ws: &Workspace) {
+    ws.write_doc(
+        "web/rag.md",
+        "---\ntitle: Retrieval-augmented generation\nurl: \"http://127.0.0.1:9/example.com/rag/index.html\"\n---\n# How RAG works\n\nRetrieval-augmented generation retrieves relevant passages from a document store and gives them to the language model as context, so answers are grounded in sources.\n",
+    );
+    ws.write_doc(
+        "zh/cooking.md",
+        "# 红烧肉做法\n\n五花肉切块焯水，加冰糖炒出糖色，再放入生抽、老抽和八角，小火慢炖一个小时即可出锅。\n",
+    );
+    ws.write_doc(
+        "en/garden.md",
+        "# Growing tomatoes\n\nPlant tomato seedlings in full sun, water them deeply twice a week and stake the stems once they start to flower.\n",
+    );
+    ws.write_doc(
+        "en/finetune.md",
+        "# Fine-tuning with LoRA\n\nLoRA freezes the pretrained weights and trains small low-rank adapter matrices, which cuts the memory needed to fine-tune a large model.\n",
+    );
+}
+
+/// Every gold document is first, except one gold of q4 that is not in the corpus.
+const QUESTIONS: &str = r#"{"id":"q1","question":"How does retrieval-augmented generation ground answers in sources?","gold":["example.com/rag/index.html"]}
+{"id":"q2","question":"红烧肉怎么做？需要放冰糖吗？","gold":["zh/cooking.md"],"answer_keywords":["冰糖"]}
+{"id":"q3","question":"How often should I water tomato seedlings?","gold":["corpus/en/garden.md"],"cross_language":true}
+{"id":"q4","question":"How does LoRA reduce the memory needed for fine-tuning with low-rank adapters?","gold":["en/finetune.md","notes/not-in-corpus.md"],"lang":"en"}
+"#;
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new("");
+    corpus(&ws);
+    std::fs::write(ws.path().join("q.jsonl"), QUESTIONS).unwrap();
+    let out = ws.run(&["index"]);
+    assert!(out.status.success(), "index failed: {}", stderr(&out));
+    ws
+}
+
+fn close(v: &Value, expected: f64) -> bool {
+    v.as_f64().is_some_and(|x| (x - expected).abs() < 1e-3)
+}
+
+#[test]
+fn eval_reports_exact_metrics_for_a_clear_cut_corpus() {
+    if !model_available("eval_reports_exact_metrics") {
+        return;
+    }
+    let ws = workspace();
+    let q = ws.path().join("q.jsonl");
+    let out = ws.run(&[
+        "eval",
+        q.to_str().unwrap(),
+        "--compare",
+        "hybrid,vector,lexical,hybrid:lexical_weight=0.5:rrf_k=30",
+        "--json",
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    assert_eq!(report["k"], 10);
+    assert_eq!(report["questions"], 4);
+    let variants = report["variants"].as_array().unwrap();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hybrid",
+            "vector",
+            "lexical",
+            "hybrid:lexical_weight=0.5:rrf_k=30"
+        ]
+    );
+    assert_eq!(variants[3]["lexical_weight"], 0.5);
+    assert_eq!(variants[3]["rrf_k"], 30.0);
+    assert_eq!(variants[3]["max_chunks_per_doc"], 1);
+
+    // Hybrid: three single-gold questions answered at rank 1, q4 finds one of
+    // its two gold documents at rank 1.
+    let hybrid = &variants[0];
+    let all = &hybrid["overall"];
+    assert_eq!(all["questions"], 4);
+    assert!(close(&all["recall_at_1"], 3.5 / 4.0), "{all}");
+    assert!(close(&all["recall_at_10"], 3.5 / 4.0), "{all}");
+    assert!(close(&all["mrr_at_10"], 1.0), "{all}");
+    let q4_ndcg = 1.0 / (1.0 + 1.0 / 3f64.log2());
+    assert!(close(&all["ndcg_at_10"], (3.0 + q4_ndcg) / 4.0), "{all}");
+    assert_eq!(hybrid["by_language"]["zh"]["questions"], 1);
+    assert_eq!(hybrid["by_language"]["en"]["questions"], 3);
+    assert!(close(&hybrid["by_language"]["zh"]["recall_at_1"], 1.0));
+    assert_eq!(hybrid["cross_language"]["questions"], 1);
+    assert!(close(&hybrid["cross_language"]["recall_at_1"], 1.0));
+
+    let per_q = hybrid["questions"].as_array().unwrap();
+    assert_eq!(per_q.len(), 4);
+    assert_eq!(per_q[0]["gold_ranks"], serde_json::json!([1]));
+    assert_eq!(per_q[1]["lang"], "zh");
+    assert_eq!(per_q[3]["gold_ranks"], serde_json::json!([1, null]));
+    assert!(close(&per_q[3]["recall_at_10"], 0.5));
+    // One chunk per document: four documents, four distinct slots.
+    let retrieved = per_q[0]["retrieved"].as_array().unwrap();
+    assert_eq!(retrieved.len(), 4);
+    assert_eq!(
+        retrieved[0]["source"],
+        "http://127.0.0.1:9/example.com/rag/index.html"
+    );
+    assert_eq!(retrieved[0]["title"], "Retrieval-augmented generation");
+
+    // The vector side alone ranks these as clearly.
+    assert!(close(&variants[1]["overall"]["recall_at_1"], 3.5 / 4.0));
+
+    // Text output: the side-by-side table and no misses.
+    let out = ws.run(&["eval", q.to_str().unwrap(), "--compare", "hybrid,vector"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("all (4 questions)"), "{text}");
+    assert!(text.contains("cross-language (1 questions)"), "{text}");
+    let hybrid_row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("hybrid "))
+        .unwrap();
+    assert!(
+        hybrid_row.contains("0.875") && hybrid_row.contains("1.000"),
+        "{hybrid_row}"
+    );
+    assert!(text.contains("misses of hybrid (no gold document in the top 5): 0"));
+}
+
+#[test]
+fn eval_lists_misses_with_what_was_retrieved_instead() {
+    if !model_available("eval_lists_misses") {
+        return;
+    }
+    let ws = workspace();
+    let q = ws.path().join("miss.jsonl");
+    std::fs::write(
+        &q,
+        "{\"id\":\"m1\",\"question\":\"How do I grow tomatoes?\",\"gold\":[\"nowhere.org/page\"]}\n",
+    )
+    .unwrap();
+    let out = ws.run(&["eval", q.to_str().unwrap(), "--mode", "vector"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("misses of vector"), "{text}");
+    assert!(text.contains("[m1] How do I grow tomatoes?"), "{text}");
+    assert!(text.contains("gold: nowhere.org/page (rank -)"), "{text}");
+    // The top retrieved document is shown instead.
+    assert!(
+        text.contains("1. Growing tomatoes  corpus/en/garden.md"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_question_file_is_one_line_naming_file_and_line() {
+    // Questions are read before the index or the model: no assets needed.
+    let ws = Workspace::new("");
+    let q = ws.path().join("bad.jsonl");
+    std::fs::write(
+        &q,
+        "{\"id\":\"1\",\"question\":\"What is RAG?\",\"gold\":[\"a.com/x\"]}\n{\"id\":\"2\",\"question\":\"oops\",\"gold\":\n",
+    )
+    .unwrap();
+    let out = ws.run(&["eval", q.to_str().unwrap()]);
+    assert_clean_failure(&out, 1, &format!("{}:2:", q.display()));
+
+    std::fs::write(
+        &q,
+        "{\"id\":\"1\",\"question\":\"What is RAG?\",\"gold\":[]}\n",
+    )
+    .unwrap();
+    let out = ws.run(&["eval", q.to_str().unwrap()]);
+    assert_clean_failure(&out, 1, &format!("{}:1: empty \"gold\"", q.display()));
+
+    let missing = ws.path().join("missing.jsonl");
+    let out = ws.run(&["eval", missing.to_str().unwrap()]);
+    assert_clean_failure(&out, 1, "missing.jsonl");
+
+    std::fs::write(
+        &q,
+        "{\"id\":\"1\",\"question\":\"What is RAG?\",\"gold\":[\"a\"]}\n",
+    )
+    .unwrap();
+    let out = ws.run(&["eval", q.to_str().unwrap(), "--compare", "hybrid,fuzzy"]);
+    assert_clean_failure(&out, 1, "unknown mode \"fuzzy\"");
+}
+
+#[test]
+fn the_development_question_set_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/questions.jsonl");
+    let questions = ragmap::eval::load_questions(&path).unwrap();
+    assert!(questions.len() >= 64);
+    let zh = questions.iter().filter(|q| q.language() == "zh").count();
+    assert_eq!(zh * 2, questions.len(), "half Chinese, half English");
+    assert!(questions.iter().filter(|q| q.cross_language).count() * 5 >= questions.len());
+    let pages: std::collections::HashSet<&String> =
+        questions.iter().flat_map(|q| q.gold.iter()).collect();
+    assert!(pages.len() >= 35);
+    for q in &questions {
+        // The stated language agrees with the text.
+        let detected = match ragmap::prompt::detect_language(&q.question) {
+            ragmap::prompt::Language::Chinese => "zh",
+            ragmap::prompt::Language::English => "en",
+        };
+        assert_eq!(q.language(), detected, "{}", q.id);
+        assert!(!q.answer_keywords.is_empty(), "{}", q.id);
+    }
+    // Every gold page is a mirrored page of the web corpus.
+    let Some(shared) = shared_dir("the_development_question_set_loads") else {
+        return;
+    };
+    let manifest = std::fs::read_to_string(shared.join("webcorpus/MANIFEST.tsv")).unwrap();
+    let mirrored: std::collections::HashSet<&str> = manifest
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(|p| p.trim_start_matches('/'))
+        .collect();
+    for g in pages {
+        assert!(mirrored.contains(g.as_str()), "{g} is not in MANIFEST.tsv");
+    }
+}
