@@ -549,6 +549,44 @@ mod tests {
         assert_eq!(a.resources, b.resources, "{out}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn resource_list_round_trips_any_text(
+            heads in proptest::collection::vec("[a-zA-Z0-9 #*_`\\[\\]()<>!|~&$:.+=-阶段学习资源（）›]{1,24}", 1..4),
+            titles in proptest::collection::vec("[a-zA-Z0-9 #*_`\\[\\]()<>!|~&$:.+=-课程视频（）]{1,24}", 1..4),
+            paths in proptest::collection::vec("[a-zA-Z0-9 ()%._~-中文]{0,12}", 1..4),
+        ) {
+            let mut md = String::from("# Title\n\n");
+            for (i, h) in heads.iter().enumerate() {
+                md.push_str(&format!("## {}\n\n", escape_inline(h)));
+                for (j, t) in titles.iter().enumerate() {
+                    let p = &paths[(i + j) % paths.len()];
+                    md.push_str(&format!("- [{}]({})\n", escape_inline(t), link_destination(&format!("https://h.example/{p}/{i}-{j}"))));
+                }
+                md.push('\n');
+            }
+            let a = parse(&md);
+            // The escaped text reads back literally.
+            let mut k = 0;
+            for h in &heads {
+                for t in &titles {
+                    let r = &a.resources[k];
+                    k += 1;
+                    let (h, t) = (normalise_space(h), normalise_space(t));
+                    if !t.is_empty() && !looks_like_url(&t) {
+                        proptest::prop_assert_eq!(&r.title, &t);
+                    }
+                    if !h.is_empty() {
+                        proptest::prop_assert_eq!(&r.sections, &vec![h.clone()]);
+                    }
+                }
+            }
+            let b = parse(&resource_list_markdown(&a));
+            proptest::prop_assert_eq!(&a.resources, &b.resources);
+            proptest::prop_assert!(!a.resources.is_empty());
+        }
+    }
+
     #[test]
     fn escape_makes_text_literal() {
         for s in [

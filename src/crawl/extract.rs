@@ -61,6 +61,7 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
         Method::Readability => readability(html, base).unwrap_or_default(),
         Method::Structural => {
             remove_chrome(&mut doc);
+            demote_extra_header_rows(&mut doc);
             content_container(&doc).html()
         }
         Method::Combined => {
@@ -256,9 +257,35 @@ fn words(attr: &str) -> impl Iterator<Item = String> + '_ {
         })
 }
 
+/// Texts of "edit this page" links that documentation sites put inside the content.
+const EDIT_LINK_TEXTS: &[&str] = &[
+    "edit this page",
+    "edit on github",
+    "update on github",
+    "improve this page",
+    "view source on github",
+    "view page source",
+    "编辑此页",
+    "在 github 上编辑",
+    "在github上编辑",
+];
+
+fn is_edit_link(el: ElementRef) -> bool {
+    let text: String = el.text().collect::<String>().to_lowercase();
+    let text = text
+        .replace(['<', '>'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    EDIT_LINK_TEXTS.contains(&text.as_str())
+}
+
 fn is_chrome(el: ElementRef) -> bool {
     let v = el.value();
     let name = v.name();
+    if name == "a" && is_edit_link(el) {
+        return true;
+    }
     if matches!(
         name,
         "html" | "body" | "main" | "article" | "head" | "title"
@@ -325,6 +352,49 @@ fn remove_chrome(doc: &mut Html) {
     }
 }
 
+/// Markdown tables have one header row; htmd drops further rows made of `<th>`
+/// (benchmark tables in READMEs often have two). Their cells become `<td>`.
+fn demote_extra_header_rows(doc: &mut Html) {
+    let (Ok(table_sel), Ok(tr_sel), Ok(td_sel)) = (
+        Selector::parse("table"),
+        Selector::parse("tr"),
+        Selector::parse("td"),
+    ) else {
+        return;
+    };
+    let probe = Html::parse_fragment("<table><tr><td></td></tr></table>");
+    let Some(td_name) = probe
+        .select(&td_sel)
+        .next()
+        .map(|td| td.value().name.clone())
+    else {
+        return;
+    };
+    let mut cells = Vec::new();
+    for table in doc.select(&table_sel) {
+        let rows = table.select(&tr_sel).filter(|row| {
+            row.ancestors()
+                .filter_map(ElementRef::wrap)
+                .find(|a| a.value().name() == "table")
+                .is_some_and(|t| t.id() == table.id())
+        });
+        for row in rows.skip(1) {
+            cells.extend(
+                row.child_elements()
+                    .filter(|c| c.value().name() == "th")
+                    .map(|c| c.id()),
+            );
+        }
+    }
+    for id in cells {
+        if let Some(mut node) = doc.tree.get_mut(id) {
+            if let Node::Element(el) = node.value() {
+                el.name = td_name.clone();
+            }
+        }
+    }
+}
+
 fn text_len(el: ElementRef) -> usize {
     el.text()
         .flat_map(str::chars)
@@ -376,7 +446,14 @@ fn to_markdown(html: &str, base: &Url) -> String {
             vec!["a"],
             move |handlers: &dyn Handlers, el: Element| -> Option<HandlerResult> {
                 let content = handlers.walk_children(el.node).content;
-                let text = content.trim();
+                // Link text cannot span a blank line in markdown: block content becomes one line.
+                let flat;
+                let text = if content.trim().contains('\n') {
+                    flat = content.split_whitespace().collect::<Vec<_>>().join(" ");
+                    flat.as_str()
+                } else {
+                    content.trim()
+                };
                 if text.is_empty() {
                     return Some("".into());
                 }
@@ -569,6 +646,7 @@ mod tests {
         <h2>Code</h2><pre><code class="language-rust">fn main() {}</code></pre>
         <ul><li>item one</li><li>item two</li></ul>
         <table><thead><tr><th>A</th><th>B</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>
+        <div class="mt-12"><a href="https://github.com/o/r/edit/main/x.md">&lt; &gt; Update on GitHub</a></div>
         </article></main></div>
         <footer>FOOTER-MARKER</footer></body></html>"#;
 
@@ -598,6 +676,21 @@ mod tests {
         ] {
             assert!(!md.contains(drop), "leaked {drop:?} in\n{md}");
         }
+    }
+
+    #[test]
+    fn second_header_rows_and_block_links_survive() {
+        let html = r#"<main><table><tr><th colspan="2">Benchmark</th></tr><tr><th>Model</th><th>Score ↑</th></tr>
+            <tr><td>A</td><td>1</td></tr></table><a href="/q"><h3>Quicktour</h3><p>Start here.</p></a>
+            <p>Padding text so that the container holds enough letters to count as content.</p></main>"#;
+        let md = extract(Method::Structural, html, &base()).markdown;
+        assert!(md.contains("Model") && md.contains("Score ↑"), "{md}");
+        assert!(md.contains("](https://site.example/q)"), "{md}");
+        let link_line = md.lines().find(|l| l.contains("site.example/q")).unwrap();
+        assert!(
+            link_line.contains("Quicktour") && link_line.contains("Start here."),
+            "{md}"
+        );
     }
 
     #[test]

@@ -571,8 +571,7 @@ impl Fetcher {
                     }
                     return match texting_robots::Robot::new(ROBOTS_AGENT, &body) {
                         Ok(r) => {
-                            if let Some(d) = r.delay.filter(|d| d.is_finite() && *d > 0.0) {
-                                let d = Duration::from_secs_f32(d).min(MAX_CRAWL_DELAY);
+                            if let Some(d) = crawl_delay(r.delay) {
                                 let host = self.host(url);
                                 let mut st = host.gate.lock().await;
                                 st.delay = st.delay.max(d);
@@ -662,6 +661,16 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// A robots.txt Crawl-delay as a pause, capped at [`MAX_CRAWL_DELAY`]; nonsense
+/// values (negative, NaN, infinite) are ignored.
+fn crawl_delay(v: Option<f32>) -> Option<Duration> {
+    let d = v.filter(|d| d.is_finite() && *d > 0.0)?;
+    // Clamp before converting: a huge value would overflow Duration.
+    Some(Duration::from_secs_f32(
+        d.min(MAX_CRAWL_DELAY.as_secs_f32()),
+    ))
 }
 
 /// `base * 2^n` plus up to `base` of jitter.
@@ -780,6 +789,22 @@ mod tests {
         let d = parse_retry_after(&s).unwrap();
         assert!((118..=120).contains(&d.as_secs()), "{d:?}");
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn crawl_delay_is_capped_and_sane() {
+        assert_eq!(crawl_delay(Some(2.5)), Some(Duration::from_millis(2500)));
+        assert_eq!(crawl_delay(Some(1e30)), Some(MAX_CRAWL_DELAY));
+        assert_eq!(crawl_delay(Some(f32::INFINITY)), None);
+        assert_eq!(crawl_delay(Some(f32::NAN)), None);
+        assert_eq!(crawl_delay(Some(-1.0)), None);
+        assert_eq!(crawl_delay(None), None);
+        let r = texting_robots::Robot::new(
+            ROBOTS_AGENT,
+            b"User-agent: *\nCrawl-delay: 99999999999999\n",
+        )
+        .unwrap();
+        assert_eq!(crawl_delay(r.delay), Some(MAX_CRAWL_DELAY));
     }
 
     #[test]
