@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use text_splitter::{ChunkConfig, MarkdownSplitter};
 use tokenizers::Tokenizer;
 
@@ -147,7 +147,7 @@ impl Headings {
         for (event, range) in Parser::new(body).into_offset_iter() {
             match event {
                 Event::Start(Tag::Heading { level, .. }) => {
-                    current = Some((range.start, level_number(level), String::new()));
+                    current = Some((range.start, level as usize, String::new()));
                 }
                 Event::Text(t) | Event::Code(t) => {
                     if let Some((_, _, text)) = current.as_mut() {
@@ -184,17 +184,6 @@ impl Headings {
             .map(|(_, t)| *t)
             .collect::<Vec<_>>()
             .join(PATH_SEPARATOR)
-    }
-}
-
-fn level_number(level: HeadingLevel) -> usize {
-    match level {
-        HeadingLevel::H1 => 1,
-        HeadingLevel::H2 => 2,
-        HeadingLevel::H3 => 3,
-        HeadingLevel::H4 => 4,
-        HeadingLevel::H5 => 5,
-        HeadingLevel::H6 => 6,
     }
 }
 

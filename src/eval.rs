@@ -361,7 +361,9 @@ fn normalize(s: &str) -> String {
     let s = s.trim();
     let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     let s = s.split(['#', '?']).next().unwrap_or_default();
-    let mut s = percent_decode(s);
+    let mut s = percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned();
     if s == "index.html" {
         s.clear();
     } else if s.ends_with("/index.html") {
@@ -382,25 +384,6 @@ fn without_host(source: &str) -> String {
     } else {
         format!("/{}", n.trim_start_matches('/'))
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One question's outcome under one variant.

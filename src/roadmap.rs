@@ -103,7 +103,7 @@ pub fn parse(markdown: &str) -> Roadmap {
     for event in events {
         match event {
             Event::Start(Tag::Heading { level, .. }) => {
-                in_heading = Some(heading_level(level));
+                in_heading = Some(level as u8);
                 heading_text.clear();
                 link_depth_in_heading = 0;
             }
@@ -249,17 +249,6 @@ pub fn parse(markdown: &str) -> Roadmap {
         }
     }
     map
-}
-
-fn heading_level(level: HeadingLevel) -> u8 {
-    match level {
-        HeadingLevel::H1 => 1,
-        HeadingLevel::H2 => 2,
-        HeadingLevel::H3 => 3,
-        HeadingLevel::H4 => 4,
-        HeadingLevel::H5 => 5,
-        HeadingLevel::H6 => 6,
-    }
 }
 
 fn normalise_space(s: &str) -> String {

@@ -53,31 +53,19 @@ fn split_url(url: &str) -> (String, String) {
             rest.push('-');
             rest.push_str(f);
         }
-        let decoded = percent_decode(&rest);
+        let decoded = percent_encoding::percent_decode_str(&rest)
+            .decode_utf8_lossy()
+            .into_owned();
         return (host, decoded);
     }
     let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    (host.to_string(), percent_decode(path))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    (
+        host.to_string(),
+        percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// Keeps letters and digits of any script plus `.`, `_`, `-`; everything else
