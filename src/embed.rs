@@ -111,9 +111,13 @@ impl Embedder {
         Self::load_sessions(config, 1)
     }
 
-    /// Loads `[embed] sessions` parallel sessions, for indexing.
-    pub fn load_for_indexing(config: &Config) -> Result<Embedder, EmbedError> {
-        Self::load_sessions(config, config.embed.sessions)
+    /// Loads up to `[embed] sessions` parallel sessions for indexing `texts`
+    /// passages: a second session costs a model load (seconds), which only
+    /// pays off when there are batches enough to share.
+    pub fn load_for_indexing(config: &Config, texts: usize) -> Result<Embedder, EmbedError> {
+        let batches = texts.div_ceil(config.embed.batch_size.max(1));
+        let sessions = config.embed.sessions.clamp(1, (batches / 8).max(1));
+        Self::load_sessions(config, sessions)
     }
 
     fn load_sessions(config: &Config, sessions: usize) -> Result<Embedder, EmbedError> {

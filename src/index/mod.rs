@@ -235,7 +235,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     let embedded = if texts.is_empty() {
         Vec::new()
     } else {
-        let mut embedder = Embedder::load_for_indexing(config)?;
+        let mut embedder = Embedder::load_for_indexing(config, texts.len())?;
         report.model_load_seconds = embed_started.elapsed().as_secs_f64();
         embed_started = Instant::now();
         let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
