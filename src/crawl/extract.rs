@@ -55,6 +55,7 @@ pub fn html_to_markdown(html: &str, base: &Url) -> Extracted {
 
 pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
     let html = &close_self_closed(html);
+    let html = &limit_depth(html);
     let mut doc = Html::parse_document(html);
     let title = page_title(&doc);
     let content_html = match method {
@@ -73,6 +74,108 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
         title,
         markdown: to_markdown(&content_html, base),
     }
+}
+
+/// Deepest element nesting the converters get to see. htmd and the chrome
+/// remover recurse per level: thousands of nested `<div>`s overflowed the
+/// 2 MiB stack of the extraction thread, and readability went quadratic.
+/// Real pages stay far below this.
+pub const MAX_DEPTH: usize = 200;
+
+/// `html` with every element nested deeper than [`MAX_DEPTH`] unwrapped:
+/// its tags go, its text and shallower structure stay, in document order.
+/// Re-serialised from the parsed tree without mutating it (ego-tree panicked
+/// when detaching nodes the parser had reparented). Pages with fewer tags
+/// than the limit come back unchanged without a parse.
+pub fn limit_depth(html: &str) -> std::borrow::Cow<'_, str> {
+    use ego_tree::iter::Edge;
+    if html.bytes().filter(|&b| b == b'<').count() <= MAX_DEPTH {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let doc = Html::parse_document(html);
+    let too_deep = doc
+        .tree
+        .root()
+        .traverse()
+        .scan(0usize, |d, edge| {
+            match edge {
+                Edge::Open(_) => *d += 1,
+                Edge::Close(_) => *d -= 1,
+            }
+            Some(*d)
+        })
+        .any(|d| d > MAX_DEPTH);
+    if !too_deep {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut depth = 0usize;
+    for edge in doc.tree.root().traverse() {
+        match edge {
+            Edge::Open(node) => {
+                depth += 1;
+                match node.value() {
+                    Node::Text(t) => escape_html(&mut out, t, false),
+                    Node::Element(el) if depth <= MAX_DEPTH => {
+                        out.push('<');
+                        out.push_str(el.name());
+                        for (k, v) in el.attrs() {
+                            out.push(' ');
+                            out.push_str(k);
+                            out.push_str("=\"");
+                            escape_html(&mut out, v, true);
+                            out.push('"');
+                        }
+                        out.push('>');
+                    }
+                    _ => {}
+                }
+            }
+            Edge::Close(node) => {
+                if let Node::Element(el) = node.value() {
+                    if depth <= MAX_DEPTH && !is_void(el.name()) {
+                        out.push_str("</");
+                        out.push_str(el.name());
+                        out.push('>');
+                    }
+                }
+                depth -= 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn escape_html(out: &mut String, s: &str, attr: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' if !attr => out.push_str("&lt;"),
+            '>' if !attr => out.push_str("&gt;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\u{a0}' => out.push_str("&nbsp;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn is_void(name: &str) -> bool {
+    matches!(
+        name,
+        "area"
+            | "base"
+            | "br"
+            | "col"
+            | "embed"
+            | "hr"
+            | "img"
+            | "input"
+            | "link"
+            | "meta"
+            | "source"
+            | "track"
+            | "wbr"
+    )
 }
 
 /// `<iframe … />` is not self-closing in HTML: a parser (and a browser) reads
