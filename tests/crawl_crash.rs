@@ -86,8 +86,15 @@ fn assert_corpus_whole(ws: &Workspace, point: &str) {
         assert_eq!(doc.front.status.as_deref(), Some("ok"), "{point}");
     }
     for t in temp_files(&root) {
-        let name = Path::new(&t).file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with('.') && !name.ends_with(".md"), "{point}: {t}");
+        let name = Path::new(&t)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with('.') && !name.ends_with(".md"),
+            "{point}: {t}"
+        );
     }
     let report = ragmap::crawl::report_path(&ws.config());
     if report.exists() {
@@ -138,7 +145,10 @@ fn crawl_survives_sigkill_at_ten_points() {
         assert_corpus_whole(&ws, &label);
         let now = documented_urls(&ws);
         let missing: Vec<&String> = reachable.difference(&now).collect();
-        assert!(missing.is_empty(), "{label}: missing after resume: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{label}: missing after resume: {missing:?}"
+        );
         assert!(
             temp_files(&web).is_empty(),
             "{label}: leftovers after a finished run: {:?}",

@@ -165,9 +165,16 @@ impl Mirror {
             })
             .filter(|p| p.ends_with(".html") && p.is_ascii() && !p.contains(' '))
             .filter(|p| {
-                !["/private/", "/slow/", "/big/", "/downloads/", "bilibili", "zhihu"]
-                    .iter()
-                    .any(|bad| p.contains(bad))
+                ![
+                    "/private/",
+                    "/slow/",
+                    "/big/",
+                    "/downloads/",
+                    "bilibili",
+                    "zhihu",
+                ]
+                .iter()
+                .any(|bad| p.contains(bad))
             })
             .take(n)
             .collect()
