@@ -548,3 +548,13 @@ fn regression_deep_misnested_anchor() {
     );
     let _ = extract::html_to_markdown(&html, &base);
 }
+
+/// The file name `LPT9.txthttps-<hash>.md` is a Windows device name (the
+/// part before the first dot is `LPT9`); only the host was guarded.
+#[test]
+fn regression_reserved_device_name_in_file_name() {
+    let url = "https://https://LPT9.txthttps://";
+    let rel = naming::document_path(url);
+    check_document_path(url, &rel).unwrap();
+    assert!(rel.starts_with("web/https/_LPT9.txthttps-"), "{rel}");
+}
