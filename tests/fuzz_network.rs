@@ -558,3 +558,30 @@ fn regression_reserved_device_name_in_file_name() {
     check_document_path(url, &rel).unwrap();
     assert!(rel.starts_with("web/https/_LPT9.txthttps-"), "{rel}");
 }
+
+/// `<` in a roadmap URL came back from the rendered resource list as `%3C`:
+/// the list no longer parsed back to the same resources.
+#[test]
+fn regression_roadmap_url_with_angle_bracket() {
+    for md in ["- [](https://<12) ", "- [x](<https://h.example/a\\>b>)"] {
+        let map = roadmap::parse(md);
+        let again = roadmap::parse(&roadmap::resource_list_markdown(&map));
+        let urls = |m: &roadmap::Roadmap| {
+            m.resources
+                .iter()
+                .map(|r| r.url.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(urls(&again), urls(&map), "{md}");
+        assert_eq!(map.resources.len(), 1, "{md}");
+    }
+}
+
+/// The parser's adoption agency (misnested `<a>`) leaves a tree that
+/// ego-tree's `detach` panics on while chrome is removed.
+#[test]
+fn regression_misnested_anchor_chrome_removal() {
+    let base = Url::parse("https://h.example/").unwrap();
+    let html = "<a class=\"content nav\" id='main'><div data-x=\"a\">&amp;<!----></<div></p><a href=\"/x?y=1&amp;z=%2F..%2F\">link</a>";
+    let _ = extract::html_to_markdown(html, &base);
+}

@@ -57,6 +57,7 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
     let html = &close_self_closed(html);
     let html = &limit_depth(html);
     let mut doc = Html::parse_document(html);
+    repair_parent_links(&mut doc);
     let title = page_title(&doc);
     let content_html = match method {
         Method::Readability => readability(html, base).unwrap_or_default(),
@@ -74,6 +75,44 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
         title,
         markdown: to_markdown(&content_html, base),
     }
+}
+
+/// Rebuilds the tree when a child's parent link disagrees with the child
+/// lists. ego-tree 0.10's `reparent_from_id_append` (used by scraper when the
+/// parser's adoption agency moves children, e.g. for a misnested `<a>`) only
+/// updates the first and last moved child; `ancestors()` is then wrong for
+/// the others and `detach()` panics. Walking with `traverse()` follows the
+/// child/sibling links, which stay right, so a copy made that way is sound.
+fn repair_parent_links(doc: &mut Html) {
+    use ego_tree::iter::Edge;
+    let broken = doc.tree.nodes().any(|n| {
+        n.children()
+            .any(|c| c.parent().map(|p| p.id()) != Some(n.id()))
+    });
+    if !broken {
+        return;
+    }
+    let root = doc.tree.root();
+    let mut tree = ego_tree::Tree::new(root.value().clone());
+    let mut stack = vec![tree.root().id()];
+    for edge in root.traverse().skip(1) {
+        match edge {
+            Edge::Open(n) if n.id() == root.id() => {}
+            Edge::Open(n) => {
+                let parent = *stack.last().expect("the root stays on the stack");
+                let id = match tree.get_mut(parent) {
+                    Some(mut p) => p.append(n.value().clone()).id(),
+                    None => continue,
+                };
+                stack.push(id);
+            }
+            Edge::Close(n) if n.id() == root.id() => {}
+            Edge::Close(_) => {
+                stack.pop();
+            }
+        }
+    }
+    doc.tree = tree;
 }
 
 /// Deepest element nesting the converters get to see. htmd and the chrome
