@@ -439,8 +439,9 @@ fn link_destination(url: &str) -> String {
     let mut out = String::from("<");
     for c in url.chars() {
         match c {
-            '<' => out.push_str("%3C"),
-            '>' => out.push_str("%3E"),
+            // Backslash escapes, not %3C/%3E: the URL must parse back unchanged.
+            '<' => out.push_str("\\<"),
+            '>' => out.push_str("\\>"),
             '\n' | '\r' => {}
             '\\' => out.push_str("\\\\"),
             _ => out.push(c),

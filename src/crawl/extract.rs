@@ -55,7 +55,9 @@ pub fn html_to_markdown(html: &str, base: &Url) -> Extracted {
 
 pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
     let html = &close_self_closed(html);
+    let html = &limit_depth(html);
     let mut doc = Html::parse_document(html);
+    repair_parent_links(&mut doc);
     let title = page_title(&doc);
     let content_html = match method {
         Method::Readability => readability(html, base).unwrap_or_default(),
@@ -74,6 +76,146 @@ pub fn extract(method: Method, html: &str, base: &Url) -> Extracted {
         title,
         markdown: to_markdown(&content_html, base),
     }
+}
+
+/// Rebuilds the tree when a child's parent link disagrees with the child
+/// lists. ego-tree 0.10's `reparent_from_id_append` (used by scraper when the
+/// parser's adoption agency moves children, e.g. for a misnested `<a>`) only
+/// updates the first and last moved child; `ancestors()` is then wrong for
+/// the others and `detach()` panics. Walking with `traverse()` follows the
+/// child/sibling links, which stay right, so a copy made that way is sound.
+fn repair_parent_links(doc: &mut Html) {
+    use ego_tree::iter::Edge;
+    let broken = doc.tree.nodes().any(|n| {
+        n.children()
+            .any(|c| c.parent().map(|p| p.id()) != Some(n.id()))
+    });
+    if !broken {
+        return;
+    }
+    let root = doc.tree.root();
+    let mut tree = ego_tree::Tree::new(root.value().clone());
+    let mut stack = vec![tree.root().id()];
+    for edge in root.traverse().skip(1) {
+        match edge {
+            Edge::Open(n) if n.id() == root.id() => {}
+            Edge::Open(n) => {
+                let parent = *stack.last().expect("the root stays on the stack");
+                let id = match tree.get_mut(parent) {
+                    Some(mut p) => p.append(n.value().clone()).id(),
+                    None => continue,
+                };
+                stack.push(id);
+            }
+            Edge::Close(n) if n.id() == root.id() => {}
+            Edge::Close(_) => {
+                stack.pop();
+            }
+        }
+    }
+    doc.tree = tree;
+}
+
+/// Deepest element nesting the converters get to see. htmd and the chrome
+/// remover recurse per level: thousands of nested `<div>`s overflowed the
+/// 2 MiB stack of the extraction thread, and readability went quadratic.
+/// Real pages stay far below this.
+pub const MAX_DEPTH: usize = 200;
+
+/// `html` with every element nested deeper than [`MAX_DEPTH`] unwrapped:
+/// its tags go, its text and shallower structure stay, in document order.
+/// Re-serialised from the parsed tree without mutating it (ego-tree panicked
+/// when detaching nodes the parser had reparented). Pages with fewer tags
+/// than the limit come back unchanged without a parse.
+pub fn limit_depth(html: &str) -> std::borrow::Cow<'_, str> {
+    use ego_tree::iter::Edge;
+    if html.bytes().filter(|&b| b == b'<').count() <= MAX_DEPTH {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let doc = Html::parse_document(html);
+    let too_deep = doc
+        .tree
+        .root()
+        .traverse()
+        .scan(0usize, |d, edge| {
+            match edge {
+                Edge::Open(_) => *d += 1,
+                Edge::Close(_) => *d -= 1,
+            }
+            Some(*d)
+        })
+        .any(|d| d > MAX_DEPTH);
+    if !too_deep {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut depth = 0usize;
+    for edge in doc.tree.root().traverse() {
+        match edge {
+            Edge::Open(node) => {
+                depth += 1;
+                match node.value() {
+                    Node::Text(t) => escape_html(&mut out, t, false),
+                    Node::Element(el) if depth <= MAX_DEPTH => {
+                        out.push('<');
+                        out.push_str(el.name());
+                        for (k, v) in el.attrs() {
+                            out.push(' ');
+                            out.push_str(k);
+                            out.push_str("=\"");
+                            escape_html(&mut out, v, true);
+                            out.push('"');
+                        }
+                        out.push('>');
+                    }
+                    _ => {}
+                }
+            }
+            Edge::Close(node) => {
+                if let Node::Element(el) = node.value() {
+                    if depth <= MAX_DEPTH && !is_void(el.name()) {
+                        out.push_str("</");
+                        out.push_str(el.name());
+                        out.push('>');
+                    }
+                }
+                depth -= 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn escape_html(out: &mut String, s: &str, attr: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' if !attr => out.push_str("&lt;"),
+            '>' if !attr => out.push_str("&gt;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\u{a0}' => out.push_str("&nbsp;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn is_void(name: &str) -> bool {
+    matches!(
+        name,
+        "area"
+            | "base"
+            | "br"
+            | "col"
+            | "embed"
+            | "hr"
+            | "img"
+            | "input"
+            | "link"
+            | "meta"
+            | "source"
+            | "track"
+            | "wbr"
+    )
 }
 
 /// `<iframe … />` is not self-closing in HTML: a parser (and a browser) reads

@@ -151,6 +151,7 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
         path: corpus_dir.clone(),
         source,
     })?;
+    remove_stale_temp_files(&corpus_dir.join(naming::WEB_DIR));
     let report_file = report_path(config);
     let resumable: HashMap<String, Entry> = load_report(&report_file)
         .filter(|r| r.interrupted)
@@ -446,6 +447,19 @@ async fn load_roadmap(
     })?;
     let text = sniff::decode(&bytes, None, false, "").0;
     Ok((path.display().to_string(), text))
+}
+
+/// Deletes the `.tmp-*.partial` files that a killed run (SIGKILL, power loss)
+/// left behind in the crawler's own folder. They were never indexed (not
+/// `.md`), but would pile up. Callers hold the crawl lock, so no live write
+/// is in progress there.
+fn remove_stale_temp_files(web: &Path) {
+    for entry in walkdir::WalkDir::new(web).into_iter().flatten() {
+        let name = entry.file_name().to_string_lossy();
+        if entry.file_type().is_file() && name.starts_with(".tmp-") && name.ends_with(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Reads the stored document's front matter, if the document exists and parses.

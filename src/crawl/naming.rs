@@ -32,6 +32,8 @@ pub fn document_path(url: &str) -> String {
     } else {
         format!("{slug}-{hash}.md")
     };
+    // `LPT9.txt-<hash>.md` is as reserved on Windows as `LPT9`.
+    let file = guard_reserved(file);
     format!("{WEB_DIR}/{host}/{file}")
 }
 
@@ -175,6 +177,12 @@ mod tests {
             );
         }
         assert!(document_path("https://con/aux").starts_with("web/_con/"));
+        // Found by tests/fuzz_network.rs: a slug that is a device name plus an extension.
+        let lpt = document_path("https://https://LPT9.txthttps://");
+        assert!(lpt.starts_with("web/https/_LPT9.txthttps-"), "{lpt}");
+        assert!(
+            document_path("https://h.example/com1.html").starts_with("web/h.example/_com1.html-")
+        );
     }
 
     #[test]

@@ -106,3 +106,84 @@ pub fn assert_clean_failure(o: &Output, code: i32, must_mention: &str) {
         "expected {must_mention:?} in: {err}"
     );
 }
+
+/// `../shared/webcorpus/serve.py` on a free port; killed on drop.
+pub struct Mirror {
+    child: std::process::Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl Mirror {
+    /// Starts the mirror (None, with a SKIP message, when ../shared is absent locally).
+    pub fn start(test: &str) -> Option<Mirror> {
+        let root = shared_dir(test)?.join("webcorpus");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new("python3")
+                .arg(root.join("serve.py"))
+                .arg(port.to_string())
+                .args(["--max-seconds", "300"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3 runs serve.py");
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < std::time::Duration::from_secs(10) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Mirror { child, port, root });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{test}: serve.py did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Mirrored pages served as plain HTML (MANIFEST.tsv), ASCII paths only,
+    /// without the fault pages.
+    pub fn plain_pages(&self, n: usize) -> Vec<String> {
+        let manifest = std::fs::read_to_string(self.root.join("MANIFEST.tsv")).unwrap();
+        manifest
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split('\t').collect();
+                (cols.len() >= 7 && cols[6] == "plain").then(|| cols[0].to_string())
+            })
+            .filter(|p| p.ends_with(".html") && p.is_ascii() && !p.contains(' '))
+            .filter(|p| {
+                ![
+                    "/private/",
+                    "/slow/",
+                    "/big/",
+                    "/downloads/",
+                    "bilibili",
+                    "zhihu",
+                ]
+                .iter()
+                .any(|bad| p.contains(bad))
+            })
+            .take(n)
+            .collect()
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
