@@ -245,7 +245,11 @@ fn merge_overlapping<'a>(rows: impl Iterator<Item = (i64, i64, &'a str)>) -> Str
 
 fn clean_one_line(s: &str) -> String {
     let first = s.trim().lines().next().unwrap_or("");
-    first.trim().trim_matches(['"', '“', '”', '「', '」']).trim().to_string()
+    first
+        .trim()
+        .trim_matches(['"', '“', '”', '「', '」'])
+        .trim()
+        .to_string()
 }
 
 fn truncate_chars(s: &str, n: usize) -> String {

@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -96,6 +97,34 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The process's onnxruntime environment. ort allows one per process, so it
+/// is created once (loading the dylib) and shared by every session: the
+/// embedder's, and any other session in the same process (the benchmarks
+/// run a bare one next to it).
+pub fn environment(config: &Config) -> Result<ort::environment::Environment, EmbedError> {
+    static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env.clone());
+    }
+    check_assets(config)?;
+    let dylib = config.ort_dylib();
+    let bad = |message: String| EmbedError::BadRuntime {
+        path: dylib.clone(),
+        message,
+    };
+    // A library of the wrong kind may make ort panic rather than fail.
+    let built = std::panic::catch_unwind(|| {
+        ort::init_from(&dylib)
+            .map_err(|e| e.to_string())?
+            .with_name("ragmap")
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|_| bad("the library crashed while loading".into()))?
+    .map_err(bad)?;
+    Ok(ENVIRONMENT.get_or_init(|| built).clone())
+}
+
 pub struct Embedder {
     model: TextEmbedding,
     batch_size: usize,
@@ -103,12 +132,7 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn load(config: &Config) -> Result<Embedder, EmbedError> {
-        check_assets(config)?;
-        let dylib = config.ort_dylib();
-        ort::init_from(&dylib).map_err(|e| EmbedError::BadRuntime {
-            path: dylib.clone(),
-            message: e.to_string(),
-        })?;
+        let environment = environment(config)?;
         let dir = config.model_dir();
         let read = |name: &str| {
             let path = dir.join(name);
@@ -127,7 +151,8 @@ impl Embedder {
             .with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_max_length(512)
-            .with_intra_threads(config.embed.threads.max(1));
+            .with_intra_threads(config.embed.threads.max(1))
+            .with_environment(environment);
         // fastembed and ort may panic on inputs they do not expect; a bad model
         // file must still end in a message, not a backtrace.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
