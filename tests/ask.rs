@@ -146,3 +146,83 @@ fn real_llama_server_streams_a_cited_answer() {
         "{text}"
     );
 }
+
+fn chat(ws: &Workspace, input: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ragmap"));
+    cmd.arg("-C").arg(ws.path()).arg("chat");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn chat_commands_work_without_a_model_server() {
+    if !model_available("chat_offline") {
+        return;
+    }
+    let ws = indexed_workspace("");
+    let out = chat(
+        &ws,
+        "What is RAG?\n/sources\n/bogus\n/reset\n/sources\n/exit\nnever read\n",
+        &[("RAGMAP_LLM_URL", "http://127.0.0.1:9/v1")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Passages that may answer"), "{text}");
+    let sources_at = text
+        .find("[1] RAG basics — https://example.com/rag")
+        .expect("sources listed");
+    assert!(
+        text[sources_at..].contains("unknown command /bogus"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(conversation cleared)") && text.contains("(no sources yet)"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
+}
+
+#[test]
+fn real_llama_server_chat_answers_follow_ups() {
+    let Some(url) = std::env::var("RAGMAP_TEST_LLM_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        if in_ci() {
+            panic!("RAGMAP_TEST_LLM_URL is not set in CI (scripts/test starts llama-server)");
+        }
+        eprintln!("SKIP real_llama_server_chat_answers_follow_ups: RAGMAP_TEST_LLM_URL not set");
+        return;
+    };
+    if !model_available("chat_real_llm") {
+        return;
+    }
+    let ws = indexed_workspace("[llm]\ncontext_tokens = 2048\nmax_answer_tokens = 64\n");
+    let out = chat(
+        &ws,
+        "What is RAG?\nWhy does it help?\n/sources\n/exit\n",
+        &[("RAGMAP_LLM_URL", url.as_str())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.matches("Sources").count() >= 2,
+        "two answers with sources: {text}"
+    );
+    assert!(text.contains("https://example.com/"), "{text}");
+}

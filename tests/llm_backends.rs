@@ -528,6 +528,45 @@ async fn connection_refused_is_reported_fast() {
         matches!(ping, LlmError::ConnectionRefused { .. }),
         "{ping:?}"
     );
+
+    // Credentials in the base URL stay out of messages too.
+    let backend = openai(&format!("http://me:hunter2@{addr}"), timeouts());
+    assert!(!backend.base_url().contains("hunter2"));
+    assert!(!format!("{backend:?}").contains("hunter2"));
+    let err = chat(&backend).await.0.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_timeout_fires_when_the_server_never_accepts() {
+    // A listener whose accept queue is full: Linux drops further SYNs, so the next
+    // connect hangs, like a firewalled host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    let t = Timeouts {
+        connect: Duration::from_millis(400),
+        ..timeouts()
+    };
+    let started = Instant::now();
+    let (res, _) = chat(&openai(&format!("http://{addr}"), t)).await;
+    let err = res.unwrap_err();
+    assert!(matches!(err, LlmError::ConnectTimeout { .. }), "{err:?}");
+    assert!(err.is_unreachable());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
 }
 
 #[tokio::test]

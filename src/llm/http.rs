@@ -43,20 +43,32 @@ pub(crate) fn redact(text: &str, key: Option<&ApiKey>) -> String {
 }
 
 /// A validated base URL and a client configured for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     pub base: String,
+    /// `base` without user:password, for messages.
+    pub shown: String,
     pub host: String,
     pub port: u16,
     pub client: reqwest::Client,
     pub timeouts: Timeouts,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base", &self.shown)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Endpoint {
     pub(crate) fn new(base: &str, timeouts: Timeouts) -> Result<Self, LlmError> {
         let base = base.trim().trim_end_matches('/').to_string();
+        let shown = hide_userinfo(&base);
         let invalid = |reason: &str| LlmError::InvalidUrl {
-            url: base.clone(),
+            url: shown.clone(),
             reason: reason.to_string(),
         };
         let url = url::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
@@ -85,11 +97,12 @@ impl Endpoint {
             builder = builder.no_proxy();
         }
         let client = builder.build().map_err(|e| LlmError::Connect {
-            url: base.clone(),
+            url: shown.clone(),
             reason: format!("cannot create an HTTP client: {}", error_chain(&e)),
         })?;
         Ok(Endpoint {
             base,
+            shown,
             host,
             port,
             client,
@@ -101,6 +114,14 @@ impl Endpoint {
         format!("{}{}", self.base, path)
     }
 
+    /// A URL of this endpoint as shown in messages (no credentials).
+    pub(crate) fn shown(&self, url: &str) -> String {
+        match url.strip_prefix(&self.base) {
+            Some(path) => format!("{}{}", self.shown, path),
+            None => hide_userinfo(url),
+        }
+    }
+
     /// Sends a request, waiting for the response headers until `deadline`.
     pub(crate) async fn send(
         &self,
@@ -109,6 +130,7 @@ impl Endpoint {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<reqwest::Response, LlmError> {
+        let url = &self.shown(url);
         match tokio::time::timeout_at(deadline.into(), request.send()).await {
             Err(_) => Err(LlmError::FirstTokenTimeout {
                 url: url.to_string(),
@@ -187,7 +209,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = err.source();
     }
-    one_line(&parts.join(": "))
+    one_line(&scrub_urls(&parts.join(": ")))
 }
 
 /// Collapses whitespace and control characters, and bounds the length.
@@ -208,6 +230,49 @@ pub(crate) fn one_line(text: &str) -> String {
     out
 }
 
+/// `scheme://user:pass@host/…` → `scheme://***@host/…`: credentials in a URL stay
+/// out of messages.
+pub(crate) fn hide_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let hidden = format!("***{}{}", &authority[at..], tail);
+    match scheme {
+        Some(s) => format!("{s}://{hidden}"),
+        None => hidden,
+    }
+}
+
+/// [`hide_userinfo`] for every URL inside a free text (e.g. reqwest's error messages).
+pub(crate) fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | ')' | '"' | '\'') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The first `max` characters of `s`.
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
@@ -223,7 +288,6 @@ pub(crate) struct ErrorInfo {
     /// `error.type` / `error.code` when the body was JSON.
     pub kind: Option<String>,
     pub code: Option<String>,
-    pub is_json: bool,
     pub prompt_tokens: Option<u64>,
     pub context_tokens: Option<u64>,
 }
@@ -238,10 +302,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorInfo {
             ..Default::default()
         };
     };
-    let mut info = ErrorInfo {
-        is_json: true,
-        ..Default::default()
-    };
+    let mut info = ErrorInfo::default();
     let err = v.get("error").unwrap_or(&v);
     let str_of = |v: Option<&Value>| match v {
         Some(Value::String(s)) => Some(s.clone()),
@@ -284,12 +345,16 @@ pub(crate) fn status_error(url: &str, status: u16, info: ErrorInfo, model: &str)
             context_tokens: info.context_tokens,
         };
     }
+    // Only a message about the model counts: llama.cpp answers a wrong path with a JSON
+    // 404 too ("File Not Found"), which is a base URL problem, not a model problem.
+    let mentions_model = lower.contains("model");
     let says_unknown_model = is("model_not_found")
-        || (lower.contains("model")
-            && (lower.contains("not found") || lower.contains("does not exist")));
-    // A 404 with a JSON error body comes from the API (the model is unknown); a bare
-    // 404 page means the URL itself is wrong.
-    if says_unknown_model || (status == 404 && info.is_json) {
+        || (mentions_model
+            && (lower.contains("not found")
+                || lower.contains("does not exist")
+                || lower.contains("unknown")
+                || status == 404));
+    if says_unknown_model {
         return LlmError::UnknownModel {
             model: model.to_string(),
             message,
@@ -417,7 +482,7 @@ mod tests {
         );
         assert_eq!(parse_error_body(br#"{"detail":"nope"}"#).message, "nope");
         let plain = parse_error_body(b"<html>\n<h1>502 Bad Gateway</h1>\n</html>");
-        assert!(!plain.is_json);
+        assert_eq!(plain.kind, None);
         assert_eq!(plain.message, "<html> <h1>502 Bad Gateway</h1> </html>");
         let long = "x".repeat(1000);
         assert!(parse_error_body(long.as_bytes()).message.chars().count() <= MAX_MESSAGE_CHARS + 1);
@@ -458,6 +523,32 @@ mod tests {
             e(429, br#"{"error":{"message":"slow down"}}"#),
             LlmError::Http { status: 429, .. }
         ));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_hidden() {
+        assert_eq!(
+            hide_userinfo("http://u:pw@h:1/v1?x=@"),
+            "http://***@h:1/v1?x=@"
+        );
+        assert_eq!(hide_userinfo("http://h:1/v1"), "http://h:1/v1");
+        assert_eq!(hide_userinfo("u:pw@h"), "***@h");
+        assert_eq!(
+            scrub_urls("error for url (http://u:pw@h/v1) then https://x.example/a@b and ftp://k@z"),
+            "error for url (http://***@h/v1) then https://x.example/a@b and ftp://***@z"
+        );
+        let e = Endpoint::new(
+            "http://me:hunter2@127.0.0.1:9/v1",
+            super::super::Timeouts::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            e.shown(&e.url("/models")),
+            "http://***@127.0.0.1:9/v1/models"
+        );
+        let bad =
+            Endpoint::new("ftp://me:hunter2@h/v1", super::super::Timeouts::default()).unwrap_err();
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
     }
 
     #[test]

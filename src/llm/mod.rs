@@ -240,7 +240,7 @@ pub type TokenSink<'a> = dyn FnMut(&str) + Send + 'a;
 pub trait ChatBackend: Send + Sync + std::fmt::Debug {
     fn provider(&self) -> Provider;
 
-    /// The base URL requests go to (no trailing slash).
+    /// The base URL requests go to (no trailing slash; any user:password hidden).
     fn base_url(&self) -> &str;
 
     /// Streams an answer: `on_token` gets every non-empty content delta in order.
@@ -254,6 +254,8 @@ pub trait ChatBackend: Send + Sync + std::fmt::Debug {
 
     /// Cheap liveness check, bounded by `timeout`: `Ok` when an HTTP server answers at
     /// the base URL (any status below 500 except 401/403, which mean chats would fail).
+    /// Errors are those of `chat`; a server that accepts the connection but does not
+    /// answer within `timeout` gives `FirstTokenTimeout` (`after` = `timeout`).
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>>;
 }
 

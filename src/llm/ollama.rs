@@ -69,11 +69,16 @@ impl OllamaBackend {
             )
             .await?;
         if !resp.status().is_success() {
-            return Err(
-                http::error_response(resp, &url, &options.model, None, timeouts.idle).await,
-            );
+            return Err(http::error_response(
+                resp,
+                &self.endpoint.shown(&url),
+                &options.model,
+                None,
+                timeouts.idle,
+            )
+            .await);
         }
-        let mut body = Body::new(resp, &url, timeouts, start);
+        let mut body = Body::new(resp, &self.endpoint.shown(&url), timeouts, start);
         let mut parser = NdjsonParser::new();
         let mut done = false;
         while !done {
@@ -114,7 +119,9 @@ impl OllamaBackend {
             .await?;
         let status = resp.status().as_u16();
         if status >= 500 || status == 401 || status == 403 {
-            return Err(http::error_response(resp, &url, "", None, timeout).await);
+            return Err(
+                http::error_response(resp, &self.endpoint.shown(&url), "", None, timeout).await,
+            );
         }
         Ok(())
     }
@@ -157,7 +164,7 @@ impl ChatBackend for OllamaBackend {
     }
 
     fn base_url(&self) -> &str {
-        &self.endpoint.base
+        &self.endpoint.shown
     }
 
     fn chat<'a>(

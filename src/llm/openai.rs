@@ -93,7 +93,7 @@ impl OpenAiBackend {
         if !resp.status().is_success() {
             let err = http::error_response(
                 resp,
-                &url,
+                &self.endpoint.shown(&url),
                 &options.model,
                 self.api_key.as_ref(),
                 timeouts.idle,
@@ -119,7 +119,7 @@ impl OpenAiBackend {
             if !resp.status().is_success() {
                 return Err(http::error_response(
                     resp,
-                    &url,
+                    &self.endpoint.shown(&url),
                     &options.model,
                     self.api_key.as_ref(),
                     timeouts.idle,
@@ -128,7 +128,7 @@ impl OpenAiBackend {
             }
         }
         let content_type = http::content_type(resp.headers());
-        let mut body = Body::new(resp, &url, timeouts, start);
+        let mut body = Body::new(resp, &self.endpoint.shown(&url), timeouts, start);
         if content_type.starts_with("application/json") {
             return self.whole_json(&mut body, run).await;
         }
@@ -275,7 +275,14 @@ impl OpenAiBackend {
             .await?;
         let status = resp.status().as_u16();
         if status >= 500 || status == 401 || status == 403 {
-            return Err(http::error_response(resp, &url, "", self.api_key.as_ref(), timeout).await);
+            return Err(http::error_response(
+                resp,
+                &self.endpoint.shown(&url),
+                "",
+                self.api_key.as_ref(),
+                timeout,
+            )
+            .await);
         }
         Ok(())
     }
@@ -287,7 +294,7 @@ impl ChatBackend for OpenAiBackend {
     }
 
     fn base_url(&self) -> &str {
-        &self.endpoint.base
+        &self.endpoint.shown
     }
 
     fn chat<'a>(
