@@ -70,6 +70,12 @@ enum Command {
         /// Where the synthetic indexes are built (a temporary folder by default).
         #[arg(long)]
         scratch: Option<PathBuf>,
+        /// Row budgets of lexical term pruning to compare (speed against exact BM25 order).
+        #[arg(long, default_value = "4000,8000,16000,32000")]
+        budgets: String,
+        /// Reuse synthetic indexes already in --scratch (for iterating on retrieval code).
+        #[arg(long)]
+        reuse: bool,
     },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
@@ -96,14 +102,22 @@ fn main() -> Result<()> {
             searches,
             workspace,
             scratch,
-        } => latency_bench(
-            &corpus,
-            &sizes,
-            queries.as_deref(),
+            reuse,
+            budgets,
+        } => latency_bench(&LatencyOptions {
+            corpus_dir: &corpus,
+            sizes: &sizes,
+            queries: queries.as_deref(),
             searches,
-            workspace.as_deref(),
-            scratch.as_deref(),
-        )?,
+            workspace: workspace.as_deref(),
+            scratch: scratch.as_deref(),
+            reuse,
+            budgets: &budgets
+                .split(',')
+                .map(|b| b.trim().parse())
+                .collect::<Result<Vec<usize>, _>>()
+                .context("bad --budgets")?,
+        })?,
         Command::Recall {
             workspace,
             questions,
@@ -473,12 +487,17 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(In
     let path = dir.join("vectors.usearch");
     vectors.save(&path)?;
     let build_seconds = started.elapsed().as_secs_f64();
-    let index = Index {
-        store: Store::open_ro(&db)?,
-        vectors: Vectors::view(&path, size)?,
+    Ok((open_synthetic(dir, size)?, build_seconds))
+}
+
+/// Opens a synthetic index as `ragmap search` opens a real one: the catalogue
+/// read-only, the HNSW file memory-mapped.
+fn open_synthetic(dir: &Path, size: usize) -> Result<Index> {
+    Ok(Index {
+        store: Store::open_ro(&dir.join(ragmap::index::store::DB_FILE))?,
+        vectors: Vectors::view(&dir.join("vectors.usearch"), size)?,
         dir: dir.to_path_buf(),
-    };
-    Ok((index, build_seconds))
+    })
 }
 
 fn percentiles(mut ms: Vec<f64>) -> Value {
@@ -487,14 +506,28 @@ fn percentiles(mut ms: Vec<f64>) -> Value {
     json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64, "n": ms.len()})
 }
 
-fn latency_bench(
-    corpus_dir: &Path,
-    sizes: &str,
-    queries: Option<&Path>,
+struct LatencyOptions<'a> {
+    corpus_dir: &'a Path,
+    sizes: &'a str,
+    queries: Option<&'a Path>,
     searches: usize,
-    workspace: Option<&Path>,
-    scratch: Option<&Path>,
-) -> Result<Value> {
+    workspace: Option<&'a Path>,
+    scratch: Option<&'a Path>,
+    reuse: bool,
+    budgets: &'a [usize],
+}
+
+fn latency_bench(opts: &LatencyOptions) -> Result<Value> {
+    let &LatencyOptions {
+        corpus_dir,
+        sizes,
+        queries,
+        searches,
+        workspace,
+        scratch,
+        reuse,
+        budgets,
+    } = opts;
     let text = corpus_text(corpus_dir)?;
     let queries = load_queries(queries)?;
     let settings = Config::default().retrieve;
@@ -507,8 +540,11 @@ fn latency_bench(
     let mut results = Vec::new();
     for size in sizes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let size: usize = size.parse().context("bad size")?;
-        let (index, build_seconds) =
-            synthetic_index(&scratch.join(format!("synthetic-{size}")), size, &text, 42)?;
+        let dir = scratch.join(format!("synthetic-{size}"));
+        let (index, build_seconds) = match reuse {
+            true if dir.join("vectors.usearch").is_file() => (open_synthetic(&dir, size)?, 0.0),
+            _ => synthetic_index(&dir, size, &text, 42)?,
+        };
         let mut row = json!({"chunks": size, "build_seconds": build_seconds});
         // Warm-up over every query (hybrid runs both retrievers): page and statement caches.
         for (q, v) in queries.iter().zip(&query_vectors) {
@@ -544,16 +580,55 @@ fn latency_bench(
             }
             row[name] = percentiles(ms);
         }
-        // The raw retrievers alone, without row fetching, fusion or selection.
+        // The raw retrievers alone, without row fetching, fusion or selection;
+        // FTS5 with every query term (exact OR query) and with common terms
+        // pruned to the row budget (what retrieval does), and how far their
+        // rankings agree.
         let candidates = settings.candidates.max(k * 3);
         let mut fts = Vec::new();
+        let mut fts_exact = Vec::new();
         let mut hnsw = Vec::new();
+        let (mut agree_all, mut agree_top, mut pruned_queries) = (0.0, 0.0, 0usize);
+        let mut score_ratio = 0.0;
         for i in 0..searches {
             let q = &queries[i % queries.len()];
-            if let Some(expr) = terms::match_query(q) {
+            let query_terms = terms::query_terms(q);
+            if let Some(expr) = terms::match_expr(&query_terms) {
                 let s = Instant::now();
-                std::hint::black_box(index.store.lexical_search(&expr, candidates)?);
+                let exact = index.store.lexical_search(&expr, candidates)?;
+                fts_exact.push(s.elapsed().as_secs_f64() * 1000.0);
+                let s = Instant::now();
+                let pruned = index.store.lexical_search_terms(&query_terms, candidates)?;
                 fts.push(s.elapsed().as_secs_f64() * 1000.0);
+                if i < queries.len() {
+                    // Exact BM25 score of what pruning returns, against the exact top k:
+                    // near-duplicate chunks make id overlap a poor measure here.
+                    let wide: std::collections::HashMap<i64, f64> = index
+                        .store
+                        .lexical_search(&expr, 2000)?
+                        .into_iter()
+                        .collect();
+                    let floor = wide.values().copied().fold(f64::INFINITY, f64::min);
+                    let best: f64 = exact.iter().take(k).map(|x| x.1).sum();
+                    let got: f64 = pruned
+                        .iter()
+                        .take(k)
+                        .map(|x| wide.get(&x.0).copied().unwrap_or(floor))
+                        .sum();
+                    score_ratio += if best > 0.0 { got / best } else { 1.0 };
+                    let overlap = |n: usize| {
+                        let a: HashSet<i64> = exact.iter().take(n).map(|x| x.0).collect();
+                        let b = pruned.iter().take(n).filter(|x| a.contains(&x.0)).count();
+                        b as f64 / a.len().max(1) as f64
+                    };
+                    agree_all += overlap(candidates);
+                    agree_top += overlap(k);
+                    let kept = index.store.prune_common_terms(
+                        &query_terms,
+                        ragmap::index::store::LEXICAL_ROW_BUDGET,
+                    )?;
+                    pruned_queries += usize::from(kept.len() < query_terms.len());
+                }
             }
             let s = Instant::now();
             std::hint::black_box(
@@ -563,7 +638,52 @@ fn latency_bench(
             );
             hnsw.push(s.elapsed().as_secs_f64() * 1000.0);
         }
+        // The pruning budget's trade-off: FTS5 time against the exact BM25
+        // score mass of the top k.
+        let mut tradeoff = Vec::new();
+        for &budget in budgets {
+            let (mut ms, mut ratio) = (Vec::new(), 0.0);
+            for q in queries.iter().take(searches) {
+                let query_terms = terms::query_terms(q);
+                let Some(expr) = terms::match_expr(&query_terms) else {
+                    continue;
+                };
+                let s = Instant::now();
+                let kept = index.store.prune_common_terms(&query_terms, budget)?;
+                let pruned = match terms::match_expr(&kept) {
+                    Some(e) => index.store.lexical_search(&e, candidates)?,
+                    None => Vec::new(),
+                };
+                ms.push(s.elapsed().as_secs_f64() * 1000.0);
+                let wide: std::collections::HashMap<i64, f64> = index
+                    .store
+                    .lexical_search(&expr, 2000)?
+                    .into_iter()
+                    .collect();
+                let mut top: Vec<f64> = wide.values().copied().collect();
+                top.sort_by(|a, b| b.total_cmp(a));
+                let best: f64 = top.iter().take(k).sum();
+                let got: f64 = pruned
+                    .iter()
+                    .take(k)
+                    .map(|x| wide.get(&x.0).copied().unwrap_or(0.0))
+                    .sum();
+                ratio += if best > 0.0 { got / best } else { 1.0 };
+            }
+            let n = ms.len().max(1) as f64;
+            tradeoff.push(json!({"budget": budget, "fts5": percentiles(ms), "top_k_exact_bm25_score_ratio": ratio / n}));
+        }
+        row["pruning_budgets"] = json!(tradeoff);
         row["fts5_bm25_only"] = percentiles(fts);
+        row["fts5_bm25_exact_or"] = percentiles(fts_exact);
+        let nq = queries.len().min(searches).max(1) as f64;
+        row["pruning"] = json!({
+            "queries_pruned": pruned_queries,
+            "queries": queries.len().min(searches),
+            "top_candidates_overlap_with_exact": agree_all / nq,
+            "top_k_overlap_with_exact": agree_top / nq,
+            "top_k_exact_bm25_score_ratio": score_ratio / nq,
+        });
         row["hnsw_only"] = percentiles(hnsw);
         eprintln!("latency: {size} chunks done");
         results.push(row);

@@ -87,12 +87,13 @@ pub fn retrieve_embedded(
     }
     if mode != RetrieveMode::Vector {
         for q in queries {
-            let Some(expr) = terms::match_query(q) else {
+            let terms = terms::query_terms(q);
+            if terms.is_empty() {
                 continue;
-            };
+            }
             let ids = index
                 .store
-                .lexical_search(&expr, candidates)
+                .lexical_search_terms(&terms, candidates)
                 .map_err(|e| RetrieveError::Index(e.to_string()))?
                 .into_iter()
                 .map(|(id, s)| (id, s as f32))
