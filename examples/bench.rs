@@ -421,7 +421,7 @@ fn corpus_text(dir: &Path) -> Result<String> {
             text.push('\n');
         }
     }
-    if text.len() < 10_000 {
+    if text.len() < 4_000 {
         bail!("corpus {} holds too little text", dir.display());
     }
     Ok(text)
