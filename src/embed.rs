@@ -185,22 +185,41 @@ impl Embedder {
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
 
-    /// Embeds passages in batches of similar length (less padding, less work),
-    /// returning vectors in input order. `on_batch` reports progress in texts.
+    /// Embeds passages in batches of similar token counts (a batch is padded
+    /// to its longest member, so this is the least work), returning vectors
+    /// in input order. `on_batch` reports progress in texts.
+    ///
+    /// Lengths are counted in tokens, not bytes: a Chinese character is three
+    /// bytes and about one token, an English word four to six bytes and one
+    /// or two tokens, so byte-sorted batches of a mixed corpus padded ~21 %
+    /// of their tokens against ~3 % token-sorted, and ran ~25 % slower
+    /// (BENCHMARKS.md). Counting costs one extra tokenization, well under 1 %
+    /// of the model's time.
     pub fn embed_passages(
         &mut self,
         texts: &[String],
         mut on_batch: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{PASSAGE_PREFIX}{t}"))
+            .collect();
+        let tokens: Vec<usize> = inputs
+            .iter()
+            .map(|t| {
+                self.model
+                    .tokenizer
+                    .encode_fast(t.as_str(), true)
+                    .map(|e| e.len())
+                    .unwrap_or(t.len())
+            })
+            .collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
+        order.sort_by_key(|&i| tokens[i]);
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for batch in order.chunks(self.batch_size) {
-            let inputs: Vec<String> = batch
-                .iter()
-                .map(|&i| format!("{PASSAGE_PREFIX}{}", texts[i]))
-                .collect();
-            for (&i, v) in batch.iter().zip(self.run(&inputs)?) {
+            let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();
+            for (&i, v) in batch.iter().zip(self.run(&batch_inputs)?) {
                 vectors[i] = v;
             }
             on_batch(batch.len());
@@ -208,7 +227,10 @@ impl Embedder {
         Ok(vectors)
     }
 
-    fn run(&mut self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn run<S: AsRef<str> + Send + Sync>(
+        &mut self,
+        inputs: &[S],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n = inputs.len();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.model.embed(inputs, Some(n))
