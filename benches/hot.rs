@@ -45,11 +45,31 @@ fn row(id: i64, doc_id: i64, text: String) -> ChunkRow {
     }
 }
 
+/// `n` passages of ~800 bytes cut from different places of a long document,
+/// so deduplication compares them without dropping them all.
+fn passages(n: usize) -> Vec<String> {
+    let text = long_markdown(n / 2 + 4);
+    (0..n)
+        .map(|i| {
+            let mut start = (i * 797) % (text.len() - 1000);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            let mut end = start + 800;
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            text[start..end].to_string()
+        })
+        .collect()
+}
+
 fn candidates(n: usize) -> Vec<Hit> {
-    (0..n as i64)
-        .map(|id| Hit {
-            // Distinct texts, so deduplication compares but rarely drops.
-            chunk: row(id, id % 13, format!("{id} {}", mixed_paragraph())),
+    passages(n)
+        .into_iter()
+        .zip(0i64..)
+        .map(|(text, id)| Hit {
+            chunk: row(id, id % 13, text),
             score: 1.0 / (id as f32 + 1.0),
             similarity: Some(0.8),
             vector_rank: Some(id as usize + 1),
