@@ -45,21 +45,27 @@ fn row(id: i64, doc_id: i64, text: String) -> ChunkRow {
     }
 }
 
-/// `n` passages of ~800 bytes cut from different places of a long document,
-/// so deduplication compares them without dropping them all.
+/// `n` passages of ~800 bytes, each a different pseudo-random draw from the
+/// words of both sample paragraphs, so deduplication compares them (Jaccard
+/// around 0.3) without dropping them.
 fn passages(n: usize) -> Vec<String> {
-    let text = long_markdown(n / 2 + 4);
+    let text = format!("{ZH} {EN}");
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || "，。（）：".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut state = 0x2545_f491_u64;
     (0..n)
-        .map(|i| {
-            let mut start = (i * 797) % (text.len() - 1000);
-            while !text.is_char_boundary(start) {
-                start += 1;
+        .map(|_| {
+            let mut p = String::new();
+            while p.len() < 800 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                p.push_str(words[(state >> 33) as usize % words.len()]);
+                p.push(' ');
             }
-            let mut end = start + 800;
-            while !text.is_char_boundary(end) {
-                end += 1;
-            }
-            text[start..end].to_string()
+            p
         })
         .collect()
 }
