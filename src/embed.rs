@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::OnceLock;
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -98,6 +99,34 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The process's onnxruntime environment. ort allows one per process, so it
+/// is created once (loading the dylib) and shared by every session: the
+/// embedder's, and any other session in the same process (the benchmarks
+/// run a bare one next to it).
+pub fn environment(config: &Config) -> Result<ort::environment::Environment, EmbedError> {
+    static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env.clone());
+    }
+    check_assets(config)?;
+    let dylib = config.ort_dylib();
+    let bad = |message: String| EmbedError::BadRuntime {
+        path: dylib.clone(),
+        message,
+    };
+    // A library of the wrong kind may make ort panic rather than fail.
+    let built = std::panic::catch_unwind(|| {
+        ort::init_from(&dylib)
+            .map_err(|e| e.to_string())?
+            .with_name("ragmap")
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|_| bad("the library crashed while loading".into()))?
+    .map_err(bad)?;
+    Ok(ENVIRONMENT.get_or_init(|| built).clone())
+}
+
 pub struct Embedder {
     /// One ONNX Runtime session per worker: on few cores, independent
     /// single-threaded sessions use the CPU better than one multi-threaded one.
@@ -121,12 +150,7 @@ impl Embedder {
     }
 
     fn load_sessions(config: &Config, sessions: usize) -> Result<Embedder, EmbedError> {
-        check_assets(config)?;
-        let dylib = config.ort_dylib();
-        ort::init_from(&dylib).map_err(|e| EmbedError::BadRuntime {
-            path: dylib.clone(),
-            message: e.to_string(),
-        })?;
+        let environment = environment(config)?;
         let dir = config.model_dir();
         let read = |name: &str| {
             let path = dir.join(name);
@@ -146,7 +170,7 @@ impl Embedder {
         )
         .with_pooling(Pooling::Mean);
         let sessions = (0..sessions.max(1))
-            .map(|_| load_session(&dir, model.clone(), config.embed.threads))
+            .map(|_| load_session(&dir, model.clone(), config.embed.threads, &environment))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Embedder {
             sessions,
@@ -167,15 +191,28 @@ impl Embedder {
         texts: &[String],
         mut on_batch: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{PASSAGE_PREFIX}{t}"))
+            .collect();
+        // Batches of equal token counts need almost no padding; byte length is
+        // a poor proxy when Chinese and English mix (measured in BENCHMARKS.md).
+        let tokenizer = &self.sessions[0].tokenizer;
+        let tokens: Vec<usize> = inputs
+            .iter()
+            .map(|t| {
+                tokenizer
+                    .encode_fast(t.as_str(), true)
+                    .map(|e| e.len())
+                    .unwrap_or(t.len())
+            })
+            .collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
+        order.sort_by_key(|&i| tokens[i]);
         let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
         let embed_batch = |session: &mut TextEmbedding, batch: &[usize]| {
-            let inputs: Vec<String> = batch
-                .iter()
-                .map(|&i| format!("{PASSAGE_PREFIX}{}", texts[i]))
-                .collect();
-            run(session, &inputs)
+            let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();
+            run(session, &batch_inputs)
         };
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let mut store = |b: usize, batch_vectors: Vec<Vec<f32>>| {
@@ -224,10 +261,12 @@ fn load_session(
     dir: &Path,
     model: UserDefinedEmbeddingModel,
     threads: usize,
+    environment: &ort::environment::Environment,
 ) -> Result<TextEmbedding, EmbedError> {
     let options = InitOptionsUserDefined::new()
         .with_max_length(512)
-        .with_intra_threads(threads.max(1));
+        .with_intra_threads(threads.max(1))
+        .with_environment(environment.clone());
     // fastembed and ort may panic on inputs they do not expect; a bad model
     // file must still end in a message, not a backtrace.
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -246,7 +285,10 @@ fn load_session(
     }
 }
 
-fn run(session: &mut TextEmbedding, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+fn run<S: AsRef<str> + Send + Sync>(
+    session: &mut TextEmbedding,
+    inputs: &[S],
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     let n = inputs.len();
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         session.embed(inputs, Some(n))

@@ -72,18 +72,32 @@ pub fn index_text(text: &str) -> String {
     terms(text).join(" ")
 }
 
-/// An FTS5 MATCH expression for a question: its distinct non-stopword terms,
-/// each quoted, joined by OR (BM25 ranks documents matching more and rarer terms first).
-/// `None` when nothing searchable is left.
-pub fn match_query(question: &str) -> Option<String> {
+/// The distinct non-stopword terms of a question, in order.
+pub fn query_terms(question: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    let quoted: Vec<String> = terms(question)
+    terms(question)
         .into_iter()
         .filter(|t| !STOPWORDS.contains(&t.as_str()))
         .filter(|t| seen.insert(t.clone()))
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
+        .collect()
+}
+
+/// A term as an FTS5 string (a phrase when the FTS tokenizer splits it).
+pub fn quote(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// An FTS5 MATCH expression: the terms quoted and joined by OR (BM25 ranks
+/// documents matching more and rarer terms first). `None` for no terms.
+pub fn match_expr(terms: &[String]) -> Option<String> {
+    let quoted: Vec<String> = terms.iter().map(|t| quote(t)).collect();
     (!quoted.is_empty()).then(|| quoted.join(" OR "))
+}
+
+/// An FTS5 MATCH expression for a question: its distinct non-stopword terms,
+/// each quoted, joined by OR. `None` when nothing searchable is left.
+pub fn match_query(question: &str) -> Option<String> {
+    match_expr(&query_terms(question))
 }
 
 #[cfg(test)]

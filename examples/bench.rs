@@ -1,0 +1,794 @@
+//! In-process measurements for `scripts/bench` (which runs this in release
+//! mode and writes BENCHMARKS.md). Each subcommand prints one JSON object.
+//!
+//! - `embed`: ragmap's embedding stage (`Embedder::embed_passages` on real
+//!   chunk texts) against a bare ONNX Runtime session on the same model, the
+//!   same dylib, the same intra-op threads and the same token batches,
+//!   alternating in rounds so machine noise hits both alike.
+//! - `latency`: in-process retrieval over synthetic indexes of 1k/10k/100k
+//!   chunks (real corpus text windows, random unit vectors), per mode, query
+//!   embedding excluded (it is timed separately when the model is installed).
+//! - `recall`: ragmap's own per-document Recall@5 on a question set, for
+//!   comparison with the Python pipeline's.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use ragmap::chunk::{self, Chunker};
+use ragmap::config::{Config, RetrieveMode};
+use ragmap::corpus;
+use ragmap::embed::{self, Embedder};
+use ragmap::index::store::{NewChunk, NewDocument, Store};
+use ragmap::index::vectors::{Vectors, DIMENSIONS};
+use ragmap::index::{terms, Index};
+use ragmap::retrieve;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embedding stage vs a bare ONNX Runtime session (tokens/s, ratio).
+    Embed {
+        /// Workspace (config.toml + corpus/).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Rounds; each runs ragmap, then the bare session on the same batches.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Chunks embedded per round, taken evenly across the corpus (0: all).
+        #[arg(long, default_value_t = 160)]
+        chunks: usize,
+    },
+    /// In-process retrieval latency over synthetic indexes.
+    Latency {
+        /// Markdown corpus whose text the synthetic chunks are cut from.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Comma-separated index sizes, in chunks.
+        #[arg(long, default_value = "1000,10000,100000")]
+        sizes: String,
+        /// Questions (JSON lines with a "question" field, or plain lines).
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Timed searches per mode and size.
+        #[arg(long, default_value_t = 300)]
+        searches: usize,
+        /// Workspace whose model times query embedding (skipped when absent or not installed).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Where the synthetic indexes are built (a temporary folder by default).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// Row budgets of lexical term pruning to compare (speed against exact BM25 order).
+        #[arg(long, default_value = "4000,8000,16000,32000")]
+        budgets: String,
+        /// Reuse synthetic indexes already in --scratch (for iterating on retrieval code).
+        #[arg(long)]
+        reuse: bool,
+    },
+    /// ragmap's per-document Recall@5 on a question set, over a built index.
+    Recall {
+        #[arg(long)]
+        workspace: PathBuf,
+        #[arg(long)]
+        questions: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let out = match Cli::parse().command {
+        Command::Embed {
+            workspace,
+            rounds,
+            chunks,
+        } => embed_bench(&workspace, rounds, chunks)?,
+        Command::Latency {
+            corpus,
+            sizes,
+            queries,
+            searches,
+            workspace,
+            scratch,
+            reuse,
+            budgets,
+        } => latency_bench(&LatencyOptions {
+            corpus_dir: &corpus,
+            sizes: &sizes,
+            queries: queries.as_deref(),
+            searches,
+            workspace: workspace.as_deref(),
+            scratch: scratch.as_deref(),
+            reuse,
+            budgets: &budgets
+                .split(',')
+                .map(|b| b.trim().parse())
+                .collect::<Result<Vec<usize>, _>>()
+                .context("bad --budgets")?,
+        })?,
+        Command::Recall {
+            workspace,
+            questions,
+            k,
+        } => recall_bench(&workspace, &questions, k)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- embed
+
+/// Chunk texts exactly as `ragmap index` embeds them (title and heading path prepended).
+fn corpus_chunk_texts(config: &Config) -> Result<Vec<String>> {
+    let dir = config.corpus_dir();
+    let chunker = Chunker::new(&embed::tokenizer_path(config), &config.chunk)?;
+    let mut texts = Vec::new();
+    for path in corpus::list_markdown(&dir)? {
+        let Ok(doc) = corpus::read_document(&dir, &path) else {
+            continue;
+        };
+        let title = doc.display_title();
+        for c in chunker.chunk(&doc.body) {
+            texts.push(chunk::embedding_text(&title, &c.heading_path, &c.text));
+        }
+    }
+    Ok(texts)
+}
+
+/// One padded batch for the bare session: row-major `[rows, len]` inputs.
+struct Batch {
+    rows: usize,
+    len: usize,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    types: Vec<i64>,
+}
+
+/// Pads tokenized inputs (in the given order, `batch_size` at a time) like
+/// fastembed does: to the longest row of each batch.
+fn make_batches(encoded: &[Vec<u32>], order: &[usize], batch_size: usize, pad: i64) -> Vec<Batch> {
+    order
+        .chunks(batch_size)
+        .map(|idx| {
+            let len = idx.iter().map(|&i| encoded[i].len()).max().unwrap_or(0);
+            let rows = idx.len();
+            let mut b = Batch {
+                rows,
+                len,
+                ids: vec![pad; rows * len],
+                mask: vec![0; rows * len],
+                types: vec![0; rows * len],
+            };
+            for (r, &i) in idx.iter().enumerate() {
+                for (c, &id) in encoded[i].iter().enumerate() {
+                    b.ids[r * len + c] = id as i64;
+                    b.mask[r * len + c] = 1;
+                }
+            }
+            b
+        })
+        .collect()
+}
+
+/// The bare session: run each batch, mean-pool over the mask, L2-normalise.
+fn run_bare(
+    session: &mut ort::session::Session,
+    batches: &[Batch],
+    need_types: bool,
+) -> Result<Vec<Vec<f32>>> {
+    use ort::value::TensorRef;
+    let mut out = Vec::new();
+    for b in batches {
+        let shape = [b.rows, b.len];
+        let ids = TensorRef::from_array_view((shape, b.ids.as_slice()))?;
+        let mask = TensorRef::from_array_view((shape, b.mask.as_slice()))?;
+        let outputs = if need_types {
+            let types = TensorRef::from_array_view((shape, b.types.as_slice()))?;
+            session.run(ort::inputs![
+                "input_ids" => ids,
+                "attention_mask" => mask,
+                "token_type_ids" => types,
+            ])?
+        } else {
+            session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])?
+        };
+        let (shape, hidden) = outputs[0].try_extract_tensor::<f32>()?;
+        let dim = shape[2] as usize;
+        for r in 0..b.rows {
+            // Mean pooling then L2 normalisation: the mean's 1/n cancels out.
+            let mut v = vec![0f32; dim];
+            for t in 0..b.len {
+                if b.mask[r * b.len + t] == 0 {
+                    continue;
+                }
+                let row = &hidden[(r * b.len + t) * dim..(r * b.len + t + 1) * dim];
+                for (acc, x) in v.iter_mut().zip(row) {
+                    *acc += x;
+                }
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn padded_tokens(batches: &[Batch]) -> usize {
+    batches.iter().map(|b| b.rows * b.len).sum()
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn embed_bench(workspace: &Path, rounds: usize, max_chunks: usize) -> Result<Value> {
+    let config = Config::load(workspace)?;
+    let all = corpus_chunk_texts(&config)?;
+    if all.is_empty() {
+        bail!("no chunks in {}", config.corpus_dir().display());
+    }
+    // Evenly spaced over the corpus, so languages and lengths keep their mix.
+    let texts: Vec<String> = if max_chunks == 0 || all.len() <= max_chunks {
+        all.clone()
+    } else {
+        (0..max_chunks)
+            .map(|i| all[i * all.len() / max_chunks].clone())
+            .collect()
+    };
+    let threads = config.embed.threads.max(1);
+    let batch_size = config.embed.batch_size.max(1);
+
+    // The bare side's inputs, tokenized once up front (outside any timing):
+    // the same tokenizer file, "passage: " prefix, special tokens, truncation at 512.
+    let mut tokenizer = tokenizers::Tokenizer::from_file(embed::tokenizer_path(&config))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 512,
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokenizer.with_padding(None);
+    let model_config: Value =
+        serde_json::from_slice(&std::fs::read(config.model_dir().join("config.json"))?)?;
+    let pad = model_config["pad_token_id"].as_i64().unwrap_or(1);
+    let tokenize_started = Instant::now();
+    let encoded: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            tokenizer
+                .encode(format!("passage: {t}"), true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect::<Result<_>>()?;
+    let tokenize_seconds = tokenize_started.elapsed().as_secs_f64();
+    let real_tokens: usize = encoded.iter().map(Vec::len).sum();
+
+    // Batches as `embed_passages` forms them (sorted by token count: the
+    // least padding possible at this batch size), and, for reference, sorted
+    // by byte length (what it did before).
+    let mut by_bytes: Vec<usize> = (0..texts.len()).collect();
+    by_bytes.sort_by_key(|&i| texts[i].len());
+    let mut by_tokens: Vec<usize> = (0..texts.len()).collect();
+    by_tokens.sort_by_key(|&i| encoded[i].len());
+    let same_batches = make_batches(&encoded, &by_tokens, batch_size, pad);
+    let byte_batches = make_batches(&encoded, &by_bytes, batch_size, pad);
+
+    let mut embedder = Embedder::load(&config)?;
+    let env = embed::environment(&config)?;
+    let mut session = ort::session::Session::builder(&env)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_intra_threads(threads)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .commit_from_file(config.model_dir().join("model.onnx"))?;
+    let need_types = session
+        .inputs()
+        .iter()
+        .any(|i| i.name() == "token_type_ids");
+
+    // Warm-up: one batch each, so first-run allocations are not timed.
+    embedder.embed_passages(&texts[..batch_size.min(texts.len())], |_| {})?;
+    run_bare(&mut session, &same_batches[..1], need_types)?;
+
+    let mut t_ragmap = Vec::new();
+    let mut t_same = Vec::new();
+    let mut t_bytes = Vec::new();
+    let mut min_cosine = 1f32;
+    for _ in 0..rounds.max(1) {
+        let s = Instant::now();
+        let ours = embedder.embed_passages(&texts, |_| {})?;
+        t_ragmap.push(s.elapsed().as_secs_f64());
+
+        let s = Instant::now();
+        let bare = run_bare(&mut session, &same_batches, need_types)?;
+        t_same.push(s.elapsed().as_secs_f64());
+
+        let s = Instant::now();
+        run_bare(&mut session, &byte_batches, need_types)?;
+        t_bytes.push(s.elapsed().as_secs_f64());
+
+        // Same vectors, or the comparison means nothing.
+        for (pos, &i) in by_tokens.iter().enumerate() {
+            let c: f32 = ours[i].iter().zip(&bare[pos]).map(|(a, b)| a * b).sum();
+            min_cosine = min_cosine.min(c);
+        }
+    }
+    let per_round: Vec<Value> = t_ragmap
+        .iter()
+        .zip(&t_same)
+        .zip(&t_bytes)
+        .map(
+            |((r, s), t)| json!({"ragmap_s": r, "bare_same_batches_s": s, "bare_byte_sorted_s": t}),
+        )
+        .collect();
+    let mut ratio_same: Vec<f64> = t_ragmap.iter().zip(&t_same).map(|(r, s)| s / r).collect();
+    let mut ratio_bytes: Vec<f64> = t_ragmap.iter().zip(&t_bytes).map(|(r, s)| s / r).collect();
+    let med_r = median(&mut t_ragmap.clone());
+    let med_s = median(&mut t_same.clone());
+    let med_t = median(&mut t_bytes.clone());
+    Ok(json!({
+        "chunks": texts.len(),
+        "corpus_chunks": all.len(),
+        "batch_size": batch_size,
+        "intra_threads": threads,
+        "rounds": rounds.max(1),
+        "real_tokens": real_tokens,
+        "padded_tokens_same_batches": padded_tokens(&same_batches),
+        "padded_tokens_byte_sorted": padded_tokens(&byte_batches),
+        "tokenize_seconds_single_thread": tokenize_seconds,
+        "ragmap_tokens_per_s": real_tokens as f64 / med_r,
+        "bare_same_batches_tokens_per_s": real_tokens as f64 / med_s,
+        "bare_byte_sorted_tokens_per_s": real_tokens as f64 / med_t,
+        "ratio_vs_same_batches": median(&mut ratio_same),
+        "ratio_vs_byte_sorted_batches": median(&mut ratio_bytes),
+        "min_cosine_ragmap_vs_bare": min_cosine,
+        "per_round": per_round,
+    }))
+}
+
+// ---------------------------------------------------------------- latency
+
+fn load_queries(path: Option<&Path>) -> Result<Vec<String>> {
+    let Some(path) = path else {
+        return Ok(DEFAULT_QUERIES.iter().map(|s| s.to_string()).collect());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                if let Some(q) = v["question"].as_str() {
+                    out.push(q.to_string());
+                }
+            }
+            Err(_) => out.push(line.to_string()),
+        }
+    }
+    if out.is_empty() {
+        bail!("no questions in {}", path.display());
+    }
+    Ok(out)
+}
+
+const DEFAULT_QUERIES: &[&str] = &[
+    "What is retrieval augmented generation and how does it differ from fine-tuning?",
+    "How do I serve a model with high throughput using continuous batching?",
+    "RAG 和微调有什么区别？",
+    "如何评估一个检索增强生成系统的效果？",
+    "Which tools help evaluate LLM applications?",
+    "LoRA 微调需要多少显存？",
+    "How does a knowledge graph help an LLM reason over private data?",
+    "什么是智能体，它如何调用工具？",
+];
+
+fn random_unit(rng: &mut StdRng) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..DIMENSIONS)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Concatenated corpus bodies: synthetic chunks are windows of real text, so
+/// term frequencies (and FTS posting lists) scale like a real, larger corpus.
+fn corpus_text(dir: &Path) -> Result<String> {
+    let mut text = String::new();
+    for path in corpus::list_markdown(dir)? {
+        if let Ok(doc) = corpus::read_document(dir, &path) {
+            text.push_str(&doc.body);
+            text.push('\n');
+        }
+    }
+    if text.len() < 4_000 {
+        bail!("corpus {} holds too little text", dir.display());
+    }
+    Ok(text)
+}
+
+fn window<'a>(text: &'a str, rng: &mut StdRng, len: usize) -> &'a str {
+    let mut start = rng.random_range(0..text.len() - len);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (start + len).min(text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    &text[start..end]
+}
+
+/// Builds a synthetic index of `size` chunks (20 per document) through the
+/// library's own store and vector types; returns it opened as `ragmap search` does.
+fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Index, f64)> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let db = dir.join(ragmap::index::store::DB_FILE);
+    let _ = std::fs::remove_file(&db);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = Store::open_rw(&db)?;
+    let mut vectors = Vectors::new(size)?;
+    store.begin()?;
+    let per_doc = 20;
+    let mut doc_id = 0;
+    for i in 0..size {
+        if i % per_doc == 0 {
+            doc_id = store.insert_document(&NewDocument {
+                path: &format!("synthetic/doc-{i}.md"),
+                hash: &format!("{i}"),
+                title: &format!("Synthetic document {}", i / per_doc),
+                source: &format!("synthetic/doc-{i}.md"),
+                sections: &[],
+                modified: None,
+                indexed_at: "2026-01-01T00:00:00Z",
+            })?;
+        }
+        // ~1,000 bytes: about what a 320-token chunk holds.
+        let body = window(text, &mut rng, 1000);
+        let vector = random_unit(&mut rng);
+        let id = store.insert_chunk(
+            doc_id,
+            &NewChunk {
+                ordinal: i % per_doc,
+                start: 0,
+                end: body.len(),
+                heading: "",
+                text: body,
+                tokens: 320,
+                terms: &terms::index_text(body),
+                vector: &vector,
+            },
+        )?;
+        vectors.add(id, &vector)?;
+    }
+    store.commit()?;
+    drop(store);
+    let path = dir.join("vectors.usearch");
+    vectors.save(&path)?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    Ok((open_synthetic(dir, size)?, build_seconds))
+}
+
+/// Opens a synthetic index as `ragmap search` opens a real one: the catalogue
+/// read-only, the HNSW file memory-mapped.
+fn open_synthetic(dir: &Path, size: usize) -> Result<Index> {
+    Ok(Index {
+        store: Store::open_ro(&dir.join(ragmap::index::store::DB_FILE))?,
+        vectors: Vectors::view(&dir.join("vectors.usearch"), size)?,
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn percentiles(mut ms: Vec<f64>) -> Value {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64, "n": ms.len()})
+}
+
+struct LatencyOptions<'a> {
+    corpus_dir: &'a Path,
+    sizes: &'a str,
+    queries: Option<&'a Path>,
+    searches: usize,
+    workspace: Option<&'a Path>,
+    scratch: Option<&'a Path>,
+    reuse: bool,
+    budgets: &'a [usize],
+}
+
+fn latency_bench(opts: &LatencyOptions) -> Result<Value> {
+    let &LatencyOptions {
+        corpus_dir,
+        sizes,
+        queries,
+        searches,
+        workspace,
+        scratch,
+        reuse,
+        budgets,
+    } = opts;
+    let text = corpus_text(corpus_dir)?;
+    let queries = load_queries(queries)?;
+    let settings = Config::default().retrieve;
+    let k = settings.top_k;
+    let tmp = tempfile::tempdir()?;
+    let scratch = scratch.unwrap_or(tmp.path());
+    let mut rng = StdRng::seed_from_u64(7);
+    let query_vectors: Vec<Vec<f32>> = queries.iter().map(|_| random_unit(&mut rng)).collect();
+
+    let mut results = Vec::new();
+    for size in sizes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let size: usize = size.parse().context("bad size")?;
+        let dir = scratch.join(format!("synthetic-{size}"));
+        let (index, build_seconds) = match reuse {
+            true if dir.join("vectors.usearch").is_file() => (open_synthetic(&dir, size)?, 0.0),
+            _ => synthetic_index(&dir, size, &text, 42)?,
+        };
+        let mut row = json!({"chunks": size, "build_seconds": build_seconds});
+        // Warm-up over every query (hybrid runs both retrievers): page and statement caches.
+        for (q, v) in queries.iter().zip(&query_vectors) {
+            retrieve::retrieve_embedded(
+                &index,
+                std::slice::from_ref(v),
+                std::slice::from_ref(q),
+                RetrieveMode::Hybrid,
+                &settings,
+                k,
+            )?;
+        }
+        for (name, mode) in [
+            ("vector", RetrieveMode::Vector),
+            ("lexical", RetrieveMode::Lexical),
+            ("hybrid", RetrieveMode::Hybrid),
+        ] {
+            let mut ms = Vec::with_capacity(searches);
+            for i in 0..searches {
+                let q = &queries[i % queries.len()];
+                let v = &query_vectors[i % queries.len()];
+                let s = Instant::now();
+                let hits = retrieve::retrieve_embedded(
+                    &index,
+                    std::slice::from_ref(v),
+                    std::slice::from_ref(q),
+                    mode,
+                    &settings,
+                    k,
+                )?;
+                ms.push(s.elapsed().as_secs_f64() * 1000.0);
+                std::hint::black_box(hits);
+            }
+            row[name] = percentiles(ms);
+        }
+        // The raw retrievers alone, without row fetching, fusion or selection;
+        // FTS5 with every query term (exact OR query) and with common terms
+        // pruned to the row budget (what retrieval does), and how far their
+        // rankings agree.
+        let candidates = settings.candidates.max(k * 3);
+        let mut fts = Vec::new();
+        let mut fts_exact = Vec::new();
+        let mut hnsw = Vec::new();
+        let (mut agree_all, mut agree_top, mut pruned_queries) = (0.0, 0.0, 0usize);
+        let mut score_ratio = 0.0;
+        for i in 0..searches {
+            let q = &queries[i % queries.len()];
+            let query_terms = terms::query_terms(q);
+            if let Some(expr) = terms::match_expr(&query_terms) {
+                let s = Instant::now();
+                let exact = index.store.lexical_search(&expr, candidates)?;
+                fts_exact.push(s.elapsed().as_secs_f64() * 1000.0);
+                let s = Instant::now();
+                let pruned = index.store.lexical_search_terms(&query_terms, candidates)?;
+                fts.push(s.elapsed().as_secs_f64() * 1000.0);
+                if i < queries.len() {
+                    // Exact BM25 score of what pruning returns, against the exact top k:
+                    // near-duplicate chunks make id overlap a poor measure here.
+                    let wide: std::collections::HashMap<i64, f64> = index
+                        .store
+                        .lexical_search(&expr, 2000)?
+                        .into_iter()
+                        .collect();
+                    let floor = wide.values().copied().fold(f64::INFINITY, f64::min);
+                    let best: f64 = exact.iter().take(k).map(|x| x.1).sum();
+                    let got: f64 = pruned
+                        .iter()
+                        .take(k)
+                        .map(|x| wide.get(&x.0).copied().unwrap_or(floor))
+                        .sum();
+                    score_ratio += if best > 0.0 { got / best } else { 1.0 };
+                    let overlap = |n: usize| {
+                        let a: HashSet<i64> = exact.iter().take(n).map(|x| x.0).collect();
+                        let b = pruned.iter().take(n).filter(|x| a.contains(&x.0)).count();
+                        b as f64 / a.len().max(1) as f64
+                    };
+                    agree_all += overlap(candidates);
+                    agree_top += overlap(k);
+                    let kept = index.store.prune_common_terms(
+                        &query_terms,
+                        ragmap::index::store::LEXICAL_ROW_BUDGET,
+                    )?;
+                    pruned_queries += usize::from(kept.len() < query_terms.len());
+                }
+            }
+            let s = Instant::now();
+            std::hint::black_box(
+                index
+                    .vectors
+                    .search(&query_vectors[i % queries.len()], candidates)?,
+            );
+            hnsw.push(s.elapsed().as_secs_f64() * 1000.0);
+        }
+        // The pruning budget's trade-off: FTS5 time against the exact BM25
+        // score mass of the top k.
+        let mut tradeoff = Vec::new();
+        for &budget in budgets {
+            let (mut ms, mut ratio) = (Vec::new(), 0.0);
+            for q in queries.iter().take(searches) {
+                let query_terms = terms::query_terms(q);
+                let Some(expr) = terms::match_expr(&query_terms) else {
+                    continue;
+                };
+                let s = Instant::now();
+                let kept = index.store.prune_common_terms(&query_terms, budget)?;
+                let pruned = match terms::match_expr(&kept) {
+                    Some(e) => index.store.lexical_search(&e, candidates)?,
+                    None => Vec::new(),
+                };
+                ms.push(s.elapsed().as_secs_f64() * 1000.0);
+                let wide: std::collections::HashMap<i64, f64> = index
+                    .store
+                    .lexical_search(&expr, 2000)?
+                    .into_iter()
+                    .collect();
+                let mut top: Vec<f64> = wide.values().copied().collect();
+                top.sort_by(|a, b| b.total_cmp(a));
+                let best: f64 = top.iter().take(k).sum();
+                let got: f64 = pruned
+                    .iter()
+                    .take(k)
+                    .map(|x| wide.get(&x.0).copied().unwrap_or(0.0))
+                    .sum();
+                ratio += if best > 0.0 { got / best } else { 1.0 };
+            }
+            let n = ms.len().max(1) as f64;
+            tradeoff.push(json!({"budget": budget, "fts5": percentiles(ms), "top_k_exact_bm25_score_ratio": ratio / n}));
+        }
+        row["pruning_budgets"] = json!(tradeoff);
+        row["fts5_bm25_only"] = percentiles(fts);
+        row["fts5_bm25_exact_or"] = percentiles(fts_exact);
+        let nq = queries.len().min(searches).max(1) as f64;
+        row["pruning"] = json!({
+            "queries_pruned": pruned_queries,
+            "queries": queries.len().min(searches),
+            "top_candidates_overlap_with_exact": agree_all / nq,
+            "top_k_overlap_with_exact": agree_top / nq,
+            "top_k_exact_bm25_score_ratio": score_ratio / nq,
+        });
+        row["hnsw_only"] = percentiles(hnsw);
+        eprintln!("latency: {size} chunks done");
+        results.push(row);
+    }
+
+    // Query embedding, separately (what the numbers above exclude).
+    let mut query_embedding = Value::Null;
+    if let Some(ws) = workspace {
+        let config = Config::load(ws)?;
+        if let Ok(mut embedder) = Embedder::load(&config) {
+            let mut ms = Vec::new();
+            for (i, q) in queries
+                .iter()
+                .cycle()
+                .take(queries.len().max(50))
+                .enumerate()
+            {
+                let s = Instant::now();
+                std::hint::black_box(embedder.embed_query(q)?);
+                if i >= 3 {
+                    ms.push(s.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            query_embedding = percentiles(ms);
+        }
+    }
+    Ok(json!({
+        "queries": queries.len(),
+        "searches_per_mode": searches,
+        "k": k,
+        "candidates": settings.candidates.max(k * 3),
+        "sizes": results,
+        "query_embedding": query_embedding,
+    }))
+}
+
+// ---------------------------------------------------------------- recall
+
+/// Gold entries are mirror paths such as `github.com/x/y/index.html`; a
+/// document matches when its URL, scheme and host dropped, ends with one.
+fn matches_gold(source: &str, path: &str, gold: &str) -> bool {
+    let gold = gold
+        .split_once("://")
+        .map(|x| x.1)
+        .unwrap_or(gold)
+        .trim_matches('/');
+    let url_path = source
+        .split_once("://")
+        .map(|x| x.1)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|x| x.1)
+        .unwrap_or(source)
+        .trim_matches('/');
+    url_path == gold || url_path.ends_with(&format!("/{gold}")) || path == gold
+}
+
+fn recall_bench(workspace: &Path, questions: &Path, k: usize) -> Result<Value> {
+    let config = Config::load(workspace)?;
+    let index = Index::open(&config)?;
+    let mut embedder = Embedder::load(&config)?;
+    let text = std::fs::read_to_string(questions)?;
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)?;
+        let q = v["question"].as_str().unwrap_or_default().to_string();
+        let gold = v["gold"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.push((q, gold));
+    }
+    let mut settings = config.retrieve.clone();
+    settings.max_chunks_per_doc = 1;
+    let mut out = json!({"questions": rows.len(), "k": k});
+    for (name, mode) in [
+        ("hybrid", RetrieveMode::Hybrid),
+        ("vector", RetrieveMode::Vector),
+        ("lexical", RetrieveMode::Lexical),
+    ] {
+        let mut found = 0usize;
+        for (q, gold) in &rows {
+            let hits = retrieve::retrieve(
+                &index,
+                Some(&mut embedder),
+                std::slice::from_ref(q),
+                mode,
+                &settings,
+                k,
+            )?;
+            let mut docs = HashSet::new();
+            let hit = hits.iter().any(|h| {
+                docs.insert(h.chunk.doc_id);
+                gold.iter()
+                    .any(|g| matches_gold(&h.chunk.source, &h.chunk.path, g))
+            });
+            found += usize::from(hit);
+        }
+        out[format!("recall_at_{k}_{name}")] = json!(found as f64 / rows.len().max(1) as f64);
+    }
+    Ok(out)
+}
