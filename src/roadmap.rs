@@ -167,7 +167,8 @@ pub fn parse(markdown: &str) -> Roadmap {
                     text
                 };
                 let title = if title.is_empty() {
-                    open.url.clone()
+                    // Shown as a title, so spaced like every other title.
+                    normalise_space(&open.url)
                 } else {
                     title
                 };
