@@ -98,14 +98,7 @@ fn unreachable_endpoint_prints_passages_and_a_distinct_exit_code() {
 
 #[test]
 fn real_llama_server_streams_a_cited_answer() {
-    let Some(url) = std::env::var("RAGMAP_TEST_LLM_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        if in_ci() {
-            panic!("RAGMAP_TEST_LLM_URL is not set in CI (scripts/test starts llama-server)");
-        }
-        eprintln!("SKIP real_llama_server_streams_a_cited_answer: RAGMAP_TEST_LLM_URL not set");
+    let Some(url) = llm_url("real_llama_server_streams_a_cited_answer") else {
         return;
     };
     if !model_available("ask_real_llm") {
@@ -199,14 +192,7 @@ fn chat_commands_work_without_a_model_server() {
 
 #[test]
 fn real_llama_server_chat_answers_follow_ups() {
-    let Some(url) = std::env::var("RAGMAP_TEST_LLM_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        if in_ci() {
-            panic!("RAGMAP_TEST_LLM_URL is not set in CI (scripts/test starts llama-server)");
-        }
-        eprintln!("SKIP real_llama_server_chat_answers_follow_ups: RAGMAP_TEST_LLM_URL not set");
+    let Some(url) = llm_url("real_llama_server_chat_answers_follow_ups") else {
         return;
     };
     if !model_available("chat_real_llm") {

@@ -84,28 +84,20 @@ async fn stream_answer(
 fn print_sources(answer: &str, sources: &[Source]) {
     let (cited, invalid) = cited_sources(answer, sources);
     let mut out = std::io::stdout().lock();
-    if cited.is_empty() {
-        let _ = writeln!(out, "\nSources consulted (none cited):");
-        for s in sources {
-            let _ = writeln!(
-                out,
-                "[{}] {} — {}",
-                s.number,
-                sanitize(&s.title),
-                sanitize(&s.location)
-            );
-        }
+    let (heading, listed): (&str, Vec<&Source>) = if cited.is_empty() {
+        ("Sources consulted (none cited):", sources.iter().collect())
     } else {
-        let _ = writeln!(out, "\nSources:");
-        for s in cited {
-            let _ = writeln!(
-                out,
-                "[{}] {} — {}",
-                s.number,
-                sanitize(&s.title),
-                sanitize(&s.location)
-            );
-        }
+        ("Sources:", cited)
+    };
+    let _ = writeln!(out, "\n{heading}");
+    for s in listed {
+        let _ = writeln!(
+            out,
+            "[{}] {} — {}",
+            s.number,
+            sanitize(&s.title),
+            sanitize(&s.location)
+        );
     }
     if !invalid.is_empty() {
         let list: Vec<String> = invalid.iter().map(|n| format!("[{n}]")).collect();

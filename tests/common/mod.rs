@@ -24,6 +24,21 @@ pub fn model_available(test: &str) -> bool {
     }
 }
 
+/// The real llama-server's base URL that `scripts/test` starts (skips
+/// locally when unset, fails in CI).
+pub fn llm_url(test: &str) -> Option<String> {
+    match std::env::var("RAGMAP_TEST_LLM_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if in_ci() => panic!(
+            "{test}: RAGMAP_TEST_LLM_URL is not set in CI (scripts/test starts llama-server)"
+        ),
+        _ => {
+            eprintln!("SKIP {test}: RAGMAP_TEST_LLM_URL not set");
+            None
+        }
+    }
+}
+
 /// `../shared` beside the project, when present (skips locally, fails in CI).
 pub fn shared_dir(test: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
