@@ -77,6 +77,22 @@ enum Command {
         #[arg(long)]
         reuse: bool,
     },
+    /// One process answering many consecutive searches on one synthetic index:
+    /// latency and resident memory at the start and at the end (a leak or a
+    /// slowdown shows as a difference).
+    Soak {
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        size: usize,
+        #[arg(long, default_value_t = 1000)]
+        searches: usize,
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Where the synthetic index is built (reused when already there).
+        #[arg(long)]
+        scratch: PathBuf,
+    },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
         #[arg(long)]
@@ -123,6 +139,13 @@ fn main() -> Result<()> {
             questions,
             k,
         } => recall_bench(&workspace, &questions, k)?,
+        Command::Soak {
+            corpus,
+            size,
+            searches,
+            queries,
+            scratch,
+        } => soak_bench(&corpus, size, searches, queries.as_deref(), &scratch)?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -501,6 +524,72 @@ fn open_synthetic(dir: &Path, size: usize) -> Result<Index> {
         vectors: Vectors::view(&dir.join("vectors.usearch"), size)?,
         dir: dir.to_path_buf(),
     })
+}
+
+/// Resident set size of this process in MiB (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn soak_bench(
+    corpus_dir: &Path,
+    size: usize,
+    searches: usize,
+    queries: Option<&Path>,
+    scratch: &Path,
+) -> Result<Value> {
+    let text = corpus_text(corpus_dir)?;
+    let queries = load_queries(queries)?;
+    let settings = Config::default().retrieve;
+    let dir = scratch.join(format!("synthetic-{size}"));
+    let (index, build_seconds) = if dir.join("vectors.usearch").is_file() {
+        (open_synthetic(&dir, size)?, 0.0)
+    } else {
+        synthetic_index(&dir, size, &text, 42)?
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let rss_start = rss_mib();
+    let tenth = (searches / 10).max(1);
+    let mut rss_after_first_tenth = rss_start;
+    let mut ms = Vec::with_capacity(searches);
+    for i in 0..searches {
+        if i == tenth {
+            // The memory-mapped HNSW file and SQLite's page cache fill during
+            // the first searches; growth after that would be a leak.
+            rss_after_first_tenth = rss_mib();
+        }
+        let q = &queries[i % queries.len()];
+        let v = random_unit(&mut rng);
+        let s = Instant::now();
+        let hits = retrieve::retrieve_embedded(
+            &index,
+            std::slice::from_ref(&v),
+            std::slice::from_ref(q),
+            RetrieveMode::Hybrid,
+            &settings,
+            settings.top_k,
+        )?;
+        ms.push(s.elapsed().as_secs_f64() * 1000.0);
+        std::hint::black_box(hits);
+    }
+    Ok(json!({
+        "chunks": size,
+        "searches": searches,
+        "build_seconds": build_seconds,
+        "rss_mib_start": rss_start,
+        "rss_mib_after_first_tenth": rss_after_first_tenth,
+        "rss_mib_end": rss_mib(),
+        "first_tenth": percentiles(ms[..tenth].to_vec()),
+        "last_tenth": percentiles(ms[ms.len() - tenth..].to_vec()),
+        "all": percentiles(ms),
+    }))
 }
 
 fn percentiles(mut ms: Vec<f64>) -> Value {

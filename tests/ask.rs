@@ -212,3 +212,57 @@ fn real_llama_server_chat_answers_follow_ups() {
     );
     assert!(text.contains("https://example.com/"), "{text}");
 }
+
+/// A one-shot HTTP server on loopback that answers every request with `response`.
+fn canned_server(response: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn endpoint_errors_and_cut_streams_exit_6_keeping_what_arrived() {
+    if !model_available("ask_endpoint_error") {
+        return;
+    }
+    let ws = indexed_workspace("");
+    let body = r#"{"error":{"code":500,"message":"model crashed","type":"server_error"}}"#;
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let url = canned_server(response);
+    let out = ws.run_env(
+        &["ask", "What is RAG?", "--no-rewrite"],
+        &[("RAGMAP_LLM_URL", url.as_str())],
+    );
+    assert_clean_failure(&out, 6, "model crashed");
+
+    // A stream that breaks off after some text: the text stays on screen.
+    let cut = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"RAG retrieves \"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"passages\"}}]}\n\n";
+    let url = canned_server(cut);
+    let out = ws.run_env(
+        &["ask", "What is RAG?", "--no-rewrite"],
+        &[("RAGMAP_LLM_URL", url.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("RAG retrieves passages"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("cut off"), "{}", stderr(&out));
+}
