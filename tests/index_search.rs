@@ -60,14 +60,7 @@ fn questions_in_either_language_rank_both_languages_on_topic_first() {
     }
     let ws = Workspace::new("");
     topic_corpus(&ws);
-    index::build(
-        &ws.config(),
-        &BuildOptions {
-            rebuild: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    ws.build_index();
     for question in [
         "什么是检索增强生成？它如何减少幻觉？",
         "How does retrieval-augmented generation ground answers?",
@@ -252,14 +245,7 @@ fn corrupt_index_files_name_the_rebuild_command() {
     }
     let ws = Workspace::new("");
     topic_corpus(&ws);
-    index::build(
-        &ws.config(),
-        &BuildOptions {
-            rebuild: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    ws.build_index();
     let index_dir = ws.path().join("index");
     let vectors = std::fs::read_dir(&index_dir)
         .unwrap()
@@ -278,14 +264,7 @@ fn corrupt_index_files_name_the_rebuild_command() {
     let out = ws.run(&["search", "RAG", "--mode", "lexical"]);
     assert_clean_failure(&out, 4, "ragmap index --rebuild");
     // `ragmap index` repairs it from the catalogue without re-embedding.
-    let repaired = index::build(
-        &ws.config(),
-        &BuildOptions {
-            rebuild: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let repaired = ws.build_index();
     assert_eq!(repaired.chunks_embedded, 0);
     let out = ws.run(&["search", "RAG", "--mode", "lexical"]);
     assert!(out.status.success(), "{}", stderr(&out));

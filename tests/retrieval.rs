@@ -6,18 +6,7 @@ mod common;
 
 use common::*;
 use ragmap::config::RetrieveMode;
-use ragmap::index::{self, BuildOptions, Index};
-
-fn build(ws: &Workspace) {
-    index::build(
-        &ws.config(),
-        &BuildOptions {
-            rebuild: false,
-            progress: false,
-        },
-    )
-    .unwrap();
-}
+use ragmap::index::Index;
 
 fn rank_of(ws: &Workspace, query: &str, mode: RetrieveMode, path: &str) -> Option<usize> {
     let config = ws.config();
@@ -78,7 +67,7 @@ fn lexical_side_rescues_keywords_and_api_names() {
     }
     let ws = Workspace::new("");
     corpus(&ws);
-    build(&ws);
+    ws.build_index();
 
     let query = "鲁棒性";
     let vector = rank_of(&ws, query, RetrieveMode::Vector, "target.md");
@@ -108,7 +97,7 @@ fn results_carry_no_duplicates() {
     }
     let ws = Workspace::new("");
     corpus(&ws);
-    build(&ws);
+    ws.build_index();
     let config = ws.config();
     let index = Index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();

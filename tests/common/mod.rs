@@ -83,6 +83,15 @@ impl Workspace {
         Config::load(self.path()).unwrap()
     }
 
+    /// `ragmap index` through the library (incremental, no progress bar).
+    pub fn build_index(&self) -> ragmap::index::BuildReport {
+        let options = ragmap::index::BuildOptions {
+            rebuild: false,
+            progress: false,
+        };
+        ragmap::index::build(&self.config(), &options).unwrap()
+    }
+
     /// Runs the real binary in this workspace.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_env(args, &[])
