@@ -41,8 +41,6 @@ pub struct Prepared {
     pub translated: Option<String>,
     pub hits: Vec<Hit>,
     pub prompt: Prompt,
-    /// Why rewriting was skipped or failed, if it was.
-    pub rewrite_note: Option<String>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -115,12 +113,16 @@ impl<'c> Answerer<'c> {
     }
 
     /// Retrieves for the question (and its translation) and builds the prompt.
+    /// `question` is what the model answers, in the user's words; retrieval
+    /// uses `search` (the question itself, or its standalone rewrite in a chat)
+    /// and its translation.
     pub fn prepare(
         &mut self,
         question: &str,
+        search: &str,
         translated: Option<String>,
     ) -> Result<Prepared, RetrieveError> {
-        let mut queries = vec![question.to_string()];
+        let mut queries = vec![search.to_string()];
         if let Some(t) = &translated {
             queries.push(t.clone());
         }
@@ -143,7 +145,6 @@ impl<'c> Answerer<'c> {
             translated,
             hits,
             prompt,
-            rewrite_note: None,
         })
     }
 

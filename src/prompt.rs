@@ -51,16 +51,17 @@ fn is_cjk(c: char) -> bool {
 /// tokenizer: byte-level BPE vocabularies trained mostly on English spend up
 /// to two tokens per CJK character, and about one per three ASCII characters.
 pub fn estimate_tokens(text: &str) -> usize {
-    let mut ascii = 0usize;
-    let mut other = 0usize;
-    for c in text.chars() {
-        if c.is_ascii() {
-            ascii += 1;
-        } else {
-            other += 1;
-        }
+    text.chars().map(cost_in_thirds).sum::<usize>().div_ceil(3)
+}
+
+/// A character's share of a token, in thirds: an ASCII character is a third,
+/// any other two whole tokens.
+fn cost_in_thirds(c: char) -> usize {
+    if c.is_ascii() {
+        1
+    } else {
+        6
     }
-    ascii.div_ceil(3) + other * 2
 }
 
 pub const SYSTEM_PROMPT: &str = "You are ragmap, a study assistant for an AI-engineering roadmap (LLM basics, RAG, agents, fine-tuning).
@@ -178,7 +179,7 @@ fn cut_to_tokens(text: &str, tokens: usize) -> String {
     let mut used = 0usize;
     let mut end = 0;
     for (i, c) in text.char_indices() {
-        used += if c.is_ascii() { 1 } else { 6 };
+        used += cost_in_thirds(c);
         if used.div_ceil(3) > tokens {
             break;
         }

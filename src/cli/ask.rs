@@ -172,7 +172,7 @@ pub fn run(
         }
     }
     let prepared = answerer
-        .prepare(question, translated)
+        .prepare(question, question, translated)
         .context("retrieval failed")?;
     timings.retrieve_ms = clock.ms();
 
@@ -353,20 +353,12 @@ pub fn chat(
         } else {
             None
         };
-        let mut prepared = answerer
-            .prepare(&standalone, translated)
+        // The user's own words go to the model; retrieval uses the standalone form.
+        let prepared = answerer
+            .prepare(input, &standalone, translated)
             .context("retrieval failed")?;
-        // The user's own words go to the model; retrieval used the standalone form.
-        prepared.question = input.to_string();
         let turns = bounded_history(&history, config.llm.history_tokens);
-        let mut messages = answerer.messages(&prepared, &turns);
-        if let Some(last) = messages.last_mut() {
-            last.content = last.content.replacen(
-                &format!("Question: {standalone}"),
-                &format!("Question: {input}"),
-                1,
-            );
-        }
+        let messages = answerer.messages(&prepared, &turns);
         let (streamed, shown) = rt.block_on(stream_answer(&answerer, &messages, false));
         println!();
         match streamed {
