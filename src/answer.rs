@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, RetrieveMode};
+use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::Embedder;
 use crate::index::Index;
 use crate::llm::{ChatBackend, ChatMessage, ChatOptions, LlmError};
@@ -18,6 +18,8 @@ pub struct Answerer<'c> {
     embedder: Option<Embedder>,
     pub backend: Box<dyn ChatBackend>,
     pub mode: RetrieveMode,
+    /// Retrieval settings; `[retrieve]` of the config unless a caller (eval) varies them.
+    pub settings: Retrieve,
     pub k: usize,
     /// Translate questions into the other language and retrieve with both.
     pub rewrite: bool,
@@ -63,6 +65,7 @@ impl<'c> Answerer<'c> {
             embedder,
             backend,
             mode,
+            settings: config.retrieve.clone(),
             k,
             rewrite,
         }
@@ -126,14 +129,8 @@ impl<'c> Answerer<'c> {
         if let Some(t) = &translated {
             queries.push(t.clone());
         }
-        let hits = retrieve::retrieve(
-            &self.index,
-            self.embedder.as_mut(),
-            &queries,
-            self.mode,
-            &self.config.retrieve,
-            self.k,
-        )?;
+        let (mode, settings) = (self.mode, self.settings.clone());
+        let hits = self.search(&queries, mode, &settings, self.k)?;
         let hits = self.with_neighbours(hits);
         let budget = Budget {
             context_tokens: self.config.llm.context_tokens,
@@ -148,9 +145,27 @@ impl<'c> Answerer<'c> {
         })
     }
 
+    /// Plain retrieval with this answerer's index and model, in any mode and settings.
+    pub fn search(
+        &mut self,
+        queries: &[String],
+        mode: RetrieveMode,
+        settings: &Retrieve,
+        k: usize,
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        retrieve::retrieve(
+            &self.index,
+            self.embedder.as_mut(),
+            queries,
+            mode,
+            settings,
+            k,
+        )
+    }
+
     /// Widens each hit with its neighbouring chunks so context is not cut mid-paragraph.
     fn with_neighbours(&self, hits: Vec<Hit>) -> Vec<Hit> {
-        let radius = self.config.retrieve.neighbours as i64;
+        let radius = self.settings.neighbours as i64;
         if radius == 0 {
             return hits;
         }
@@ -182,6 +197,18 @@ impl<'c> Answerer<'c> {
 
     pub fn answer_options(&self) -> ChatOptions {
         self.options(None, None)
+    }
+
+    /// The whole answer, not streamed (evaluation). On failure the error
+    /// carries any partial text.
+    pub async fn answer(&self, prepared: &Prepared) -> Result<String, LlmError> {
+        let messages = self.messages(prepared, &[]);
+        let mut sink = |_: &str| {};
+        let outcome = self
+            .backend
+            .chat(&messages, &self.answer_options(), &mut sink)
+            .await?;
+        Ok(outcome.text)
     }
 
     /// Rewrites a follow-up into a standalone question using the conversation so far.

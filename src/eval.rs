@@ -12,6 +12,12 @@
 //! first rank. Each configuration ranks [`K`] slots with at most one chunk per
 //! document unless the variant says otherwise, so the ranking is a ranking of
 //! documents.
+//!
+//! With answers on, each question is also answered as `ragmap ask` would
+//! (the variant's mode and weights, the configured per-document cap, top_k
+//! and neighbours) and the answer is scored: share of `answer_keywords` it
+//! contains, whether it cites, whether every `[n]` is a source of its prompt,
+//! and whether it cites a gold document.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -19,11 +25,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::answer::{cited_sources, Answerer};
 use crate::config::{Retrieve, RetrieveMode};
-use crate::embed::Embedder;
-use crate::index::Index;
-use crate::prompt::{detect_language, Language};
-use crate::retrieve::{self, Hit, RetrieveError};
+use crate::llm::LlmError;
+use crate::prompt::{detect_language, Language, Source};
+use crate::retrieve::{Hit, RetrieveError};
 
 /// Slots ranked per question (documents, with one chunk per document).
 pub const K: usize = 10;
@@ -52,6 +58,13 @@ pub enum EvalError {
         id: String,
         #[source]
         source: RetrieveError,
+    },
+    /// The model endpoint cannot be reached: no later question would fare better.
+    #[error("question {id}: {source}")]
+    Unreachable {
+        id: String,
+        #[source]
+        source: LlmError,
     },
 }
 
@@ -139,7 +152,10 @@ pub struct Variant {
     /// As written on the command line, e.g. `hybrid:rrf_k=30`.
     pub name: String,
     pub mode: RetrieveMode,
+    /// For the document ranking: one chunk per document unless overridden.
     pub settings: Retrieve,
+    /// For answers: as `ask` retrieves, with this variant's overrides.
+    pub answer_settings: Retrieve,
 }
 
 /// Parses `hybrid,vector,lexical,hybrid:lexical_weight=0.5:rrf_k=30`: modes
@@ -160,7 +176,7 @@ pub fn parse_variants(spec: &str, base: &Retrieve) -> Result<Vec<Variant>, EvalE
             other => return Err(bad(format!("unknown mode {other:?}"))),
         };
         let mut settings = base.clone();
-        settings.max_chunks_per_doc = 1;
+        let mut cap_given = false;
         for kv in parts {
             let (key, value) = kv
                 .split_once('=')
@@ -183,17 +199,25 @@ pub fn parse_variants(spec: &str, base: &Retrieve) -> Result<Vec<Variant>, EvalE
                 "vector_weight" => settings.vector_weight = float()?,
                 "lexical_weight" => settings.lexical_weight = float()?,
                 "rrf_k" => settings.rrf_k = float()?,
-                "max_chunks_per_doc" => settings.max_chunks_per_doc = int()?.max(1),
+                "max_chunks_per_doc" => {
+                    settings.max_chunks_per_doc = int()?.max(1);
+                    cap_given = true;
+                }
                 "dedup_threshold" => settings.dedup_threshold = float()?,
                 _ => return Err(bad(format!(
                     "unknown setting {key:?} (candidates, vector_weight, lexical_weight, rrf_k, max_chunks_per_doc, dedup_threshold)"
                 ))),
             }
         }
+        let answer_settings = settings.clone();
+        if !cap_given {
+            settings.max_chunks_per_doc = 1;
+        }
         out.push(Variant {
             name: item.to_string(),
             mode,
             settings,
+            answer_settings,
         });
     }
     if out.is_empty() {
@@ -386,6 +410,130 @@ fn without_host(source: &str) -> String {
     }
 }
 
+/// One answer, as the model gave it and as scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerResult {
+    pub text: String,
+    /// The model's error, when the answer failed (the text is what arrived before it).
+    pub error: Option<String>,
+    pub ms: u64,
+    #[serde(flatten)]
+    pub scores: AnswerScores,
+}
+
+/// What one answer is scored on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnswerScores {
+    /// Share of the question's keywords found in the answer; `None` when it lists none.
+    pub keyword_coverage: Option<f64>,
+    pub keywords_missing: Vec<String>,
+    /// Every `[n]` of the answer, in order.
+    pub citations: Vec<usize>,
+    /// Cited numbers that are not a source of the prompt.
+    pub invalid_citations: Vec<usize>,
+    /// A cited source is a gold document.
+    pub cites_gold: bool,
+    /// A gold document is among the prompt's sources: the most `cites_gold` can be.
+    pub gold_in_context: bool,
+}
+
+/// Scores an answer against the sources its prompt numbered, the gold
+/// documents and the expected keywords.
+pub fn score_answer(
+    answer: &str,
+    sources: &[Source],
+    gold: &[String],
+    keywords: &[String],
+) -> AnswerScores {
+    let is_gold = |s: &Source| {
+        let doc = Ranked {
+            source: s.location.clone(),
+            path: s.path.clone(),
+            title: s.title.clone(),
+        };
+        gold.iter().any(|g| matches(&doc, g))
+    };
+    let (cited, invalid_citations) = cited_sources(answer, sources);
+    let folded = fold_for_match(answer);
+    let keywords_missing: Vec<String> = keywords
+        .iter()
+        .filter(|k| !folded.contains(&fold_for_match(k)))
+        .cloned()
+        .collect();
+    let keyword_coverage = (!keywords.is_empty())
+        .then(|| (keywords.len() - keywords_missing.len()) as f64 / keywords.len() as f64);
+    AnswerScores {
+        keyword_coverage,
+        keywords_missing,
+        citations: crate::prompt::cited_numbers(answer),
+        invalid_citations,
+        cites_gold: cited.iter().any(|s| is_gold(s)),
+        gold_in_context: sources.iter().any(is_gold),
+    }
+}
+
+/// Lower case, full-width ASCII as ASCII, no white space: `6 GB`, `６GB` and
+/// `6gb` match.
+fn fold_for_match(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            _ => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Mean answer scores over a set of questions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AnswerMetrics {
+    pub questions: usize,
+    /// Answers the model failed to finish (scored on what arrived).
+    pub failed: usize,
+    /// Mean over the questions that list keywords.
+    pub keyword_coverage: Option<f64>,
+    /// Share of answers citing at least one `[n]`.
+    pub citing: f64,
+    /// Share of citing answers whose every `[n]` is a source of the prompt.
+    pub citations_valid: Option<f64>,
+    /// Share of answers citing a gold document.
+    pub cites_gold: f64,
+    /// Share of prompts holding a gold document.
+    pub gold_in_context: f64,
+}
+
+pub fn mean_answers(answers: &[&AnswerResult]) -> AnswerMetrics {
+    let n = answers.len();
+    if n == 0 {
+        return AnswerMetrics::default();
+    }
+    let share = |count: usize, of: usize| (of > 0).then(|| count as f64 / of as f64);
+    let coverages: Vec<f64> = answers
+        .iter()
+        .filter_map(|a| a.scores.keyword_coverage)
+        .collect();
+    let citing: Vec<&&AnswerResult> = answers
+        .iter()
+        .filter(|a| !a.scores.citations.is_empty())
+        .collect();
+    let valid = citing
+        .iter()
+        .filter(|a| a.scores.invalid_citations.is_empty())
+        .count();
+    AnswerMetrics {
+        questions: n,
+        failed: answers.iter().filter(|a| a.error.is_some()).count(),
+        keyword_coverage: (!coverages.is_empty())
+            .then(|| coverages.iter().sum::<f64>() / coverages.len() as f64),
+        citing: citing.len() as f64 / n as f64,
+        citations_valid: share(valid, citing.len()),
+        cites_gold: answers.iter().filter(|a| a.scores.cites_gold).count() as f64 / n as f64,
+        gold_in_context: answers.iter().filter(|a| a.scores.gold_in_context).count() as f64
+            / n as f64,
+    }
+}
+
 /// One question's outcome under one variant.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuestionResult {
@@ -394,10 +542,14 @@ pub struct QuestionResult {
     pub lang: String,
     pub cross_language: bool,
     pub gold: Vec<String>,
+    /// The question in the other language, retrieved with as well (rewriting on).
+    pub translated: Option<String>,
     #[serde(flatten)]
     pub scores: Scores,
     /// The ranked documents (up to [`K`]).
     pub retrieved: Vec<Ranked>,
+    /// With answers on.
+    pub answer: Option<AnswerResult>,
 }
 
 impl QuestionResult {
@@ -425,6 +577,9 @@ pub struct VariantReport {
     /// Keyed by `zh` / `en`.
     pub by_language: BTreeMap<String, Metrics>,
     pub cross_language: Metrics,
+    /// With answers on: overall, then keyed by `zh` / `en` and `cross-language`.
+    pub answers: Option<AnswerMetrics>,
+    pub answers_by_subset: BTreeMap<String, AnswerMetrics>,
     pub questions: Vec<QuestionResult>,
 }
 
@@ -432,37 +587,97 @@ pub struct VariantReport {
 pub struct Report {
     pub k: usize,
     pub questions: usize,
+    /// Questions were also retrieved with their LLM translation.
+    pub rewrite: bool,
+    /// Translations the model failed to give (retrieval went on without them).
+    pub rewrite_failures: usize,
+    pub answers: bool,
     pub variants: Vec<VariantReport>,
 }
 
-/// Runs every question through every variant. The embedder is needed unless
-/// every variant is lexical.
-pub fn run(
-    index: &Index,
-    mut embedder: Option<&mut Embedder>,
+/// What [`run`] does beyond ranking documents.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Translate each question with the model and retrieve with both, as `ask` does.
+    pub rewrite: bool,
+    /// Answer each question with the model and score the answers.
+    pub answers: bool,
+}
+
+/// Runs every question through every variant. `tick` is called once per
+/// translation and once per question and variant, for progress.
+pub async fn run(
+    answerer: &mut Answerer<'_>,
     questions: &[Question],
     variants: &[Variant],
+    options: RunOptions,
+    tick: &mut dyn FnMut(),
 ) -> Result<Report, EvalError> {
+    let mut translations: Vec<Option<String>> = vec![None; questions.len()];
+    let mut rewrite_failures = 0;
+    if options.rewrite {
+        for (q, slot) in questions.iter().zip(translations.iter_mut()) {
+            match answerer.translate(&q.question).await {
+                Ok(t) => *slot = t,
+                Err(source) if source.is_unreachable() => {
+                    return Err(EvalError::Unreachable {
+                        id: q.id.clone(),
+                        source,
+                    })
+                }
+                Err(_) => rewrite_failures += 1,
+            }
+            tick();
+        }
+    }
     let mut reports = Vec::new();
     for v in variants {
         let mut results = Vec::new();
-        for q in questions {
-            let hits = retrieve::retrieve(
-                index,
-                embedder.as_deref_mut(),
-                std::slice::from_ref(&q.question),
-                v.mode,
-                &v.settings,
-                K,
-            )
-            .map_err(|source| EvalError::Retrieve {
+        for (q, translated) in questions.iter().zip(&translations) {
+            let mut queries = vec![q.question.clone()];
+            queries.extend(translated.iter().cloned());
+            let retrieve_error = |source| EvalError::Retrieve {
                 id: q.id.clone(),
                 source,
-            })?;
+            };
+            let hits = answerer
+                .search(&queries, v.mode, &v.settings, K)
+                .map_err(retrieve_error)?;
             let retrieved: Vec<Ranked> = hits.iter().map(Ranked::from).collect();
             // Gold lists are checked non-empty on load.
             let Some(scores) = score(&retrieved, &q.gold) else {
                 continue;
+            };
+            let answer = if options.answers {
+                answerer.mode = v.mode;
+                answerer.settings = v.answer_settings.clone();
+                let prepared = answerer
+                    .prepare(&q.question, &q.question, translated.clone())
+                    .map_err(retrieve_error)?;
+                let started = std::time::Instant::now();
+                let (text, error) = match answerer.answer(&prepared).await {
+                    Ok(text) => (text, None),
+                    Err(source) if source.is_unreachable() => {
+                        return Err(EvalError::Unreachable {
+                            id: q.id.clone(),
+                            source,
+                        })
+                    }
+                    Err(e) => (
+                        e.partial_text().unwrap_or_default().to_string(),
+                        Some(e.to_string()),
+                    ),
+                };
+                let scores =
+                    score_answer(&text, &prepared.prompt.sources, &q.gold, &q.answer_keywords);
+                Some(AnswerResult {
+                    text,
+                    error,
+                    ms: started.elapsed().as_millis() as u64,
+                    scores,
+                })
+            } else {
+                None
             };
             results.push(QuestionResult {
                 id: q.id.clone(),
@@ -470,37 +685,50 @@ pub fn run(
                 lang: q.language().to_string(),
                 cross_language: q.cross_language,
                 gold: q.gold.clone(),
+                translated: translated.clone(),
                 scores,
                 retrieved,
+                answer,
             });
+            tick();
         }
         reports.push(summarize(v, results));
     }
     Ok(Report {
         k: K,
         questions: questions.len(),
+        rewrite: options.rewrite,
+        rewrite_failures,
+        answers: options.answers,
         variants: reports,
     })
 }
 
 fn summarize(v: &Variant, results: Vec<QuestionResult>) -> VariantReport {
-    let all: Vec<&Scores> = results.iter().map(|r| &r.scores).collect();
+    let subset = |keep: &dyn Fn(&QuestionResult) -> bool| -> Vec<&QuestionResult> {
+        results.iter().filter(|r| keep(r)).collect()
+    };
+    let metrics = |rs: &[&QuestionResult]| mean(&rs.iter().map(|r| &r.scores).collect::<Vec<_>>());
+    let answer_metrics = |rs: &[&QuestionResult]| {
+        let answers: Vec<&AnswerResult> = rs.iter().filter_map(|r| r.answer.as_ref()).collect();
+        (!answers.is_empty()).then(|| mean_answers(&answers))
+    };
+    let all = subset(&|_| true);
+    let cross = subset(&|r| r.cross_language);
     let mut by_language = BTreeMap::new();
+    let mut answers_by_subset = BTreeMap::new();
     for lang in ["en", "zh"] {
-        let subset: Vec<&Scores> = results
-            .iter()
-            .filter(|r| r.lang == lang)
-            .map(|r| &r.scores)
-            .collect();
-        if !subset.is_empty() {
-            by_language.insert(lang.to_string(), mean(&subset));
+        let rs = subset(&|r| r.lang == lang);
+        if !rs.is_empty() {
+            by_language.insert(lang.to_string(), metrics(&rs));
+        }
+        if let Some(a) = answer_metrics(&rs) {
+            answers_by_subset.insert(lang.to_string(), a);
         }
     }
-    let cross: Vec<&Scores> = results
-        .iter()
-        .filter(|r| r.cross_language)
-        .map(|r| &r.scores)
-        .collect();
+    if let Some(a) = answer_metrics(&cross) {
+        answers_by_subset.insert("cross-language".to_string(), a);
+    }
     VariantReport {
         name: v.name.clone(),
         mode: mode_name(v.mode).to_string(),
@@ -509,9 +737,11 @@ fn summarize(v: &Variant, results: Vec<QuestionResult>) -> VariantReport {
         lexical_weight: v.settings.lexical_weight,
         rrf_k: v.settings.rrf_k,
         max_chunks_per_doc: v.settings.max_chunks_per_doc,
-        overall: mean(&all),
+        overall: metrics(&all),
         by_language,
-        cross_language: mean(&cross),
+        cross_language: metrics(&cross),
+        answers: answer_metrics(&all),
+        answers_by_subset,
         questions: results,
     }
 }
@@ -582,6 +812,16 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if report.rewrite {
+        let _ = writeln!(
+            out,
+            "\nretrieved with each question and its translation by the model ({} translations failed)",
+            report.rewrite_failures
+        );
+    }
+    if report.answers {
+        render_answers(&mut out, report, width);
+    }
     for v in &report.variants {
         let misses: Vec<&QuestionResult> = v.questions.iter().filter(|q| q.is_miss()).collect();
         let _ = writeln!(
@@ -610,6 +850,90 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The answer table (one row per variant and subset), then the answers
+/// that missed keywords or cited nothing valid.
+fn render_answers(out: &mut String, report: &Report, width: usize) {
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0));
+    let _ = writeln!(
+        out,
+        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one)"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:<14} {:>9} {:>7} {:>7} {:>11} {:>14} {:>7}",
+        "variant",
+        "subset",
+        "keywords",
+        "citing",
+        "valid",
+        "gold cited",
+        "gold in prompt",
+        "failed"
+    );
+    for v in &report.variants {
+        let rows = v
+            .answers
+            .iter()
+            .map(|a| ("all", a))
+            .chain(v.answers_by_subset.iter().map(|(k, a)| (k.as_str(), a)));
+        for (subset, a) in rows {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:<14} {:>9} {:>7} {:>7} {:>11} {:>14} {:>7}",
+                v.name,
+                format!("{subset} ({})", a.questions),
+                pct(a.keyword_coverage),
+                pct(Some(a.citing)),
+                pct(a.citations_valid),
+                pct(Some(a.cites_gold)),
+                pct(Some(a.gold_in_context)),
+                a.failed
+            );
+        }
+    }
+    for v in &report.variants {
+        let weak: Vec<(&QuestionResult, &AnswerResult)> = v
+            .questions
+            .iter()
+            .filter_map(|q| q.answer.as_ref().map(|a| (q, a)))
+            .filter(|(_, a)| {
+                a.error.is_some()
+                    || !a.scores.keywords_missing.is_empty()
+                    || !a.scores.invalid_citations.is_empty()
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nanswers of {} missing keywords, citing nothing valid or failed: {}",
+            v.name,
+            weak.len()
+        );
+        for (q, a) in weak.iter().take(20) {
+            let mut notes = Vec::new();
+            if !a.scores.keywords_missing.is_empty() {
+                notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
+            }
+            if !a.scores.invalid_citations.is_empty() {
+                let list: Vec<String> = a
+                    .scores
+                    .invalid_citations
+                    .iter()
+                    .map(|n| format!("[{n}]"))
+                    .collect();
+                notes.push(format!("cites {} (no such source)", list.join(" ")));
+            }
+            if let Some(e) = &a.error {
+                notes.push(format!("failed: {e}"));
+            }
+            let _ = writeln!(out, "  [{}] {}", q.id, notes.join("; "));
+            let _ = writeln!(out, "      {}", crate::term::snippet(&a.text, 160));
+        }
+        if weak.len() > 20 {
+            let _ = writeln!(out, "  … {} more in --json", weak.len() - 20);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -836,6 +1160,15 @@ mod tests {
         assert_eq!(vs[3].settings.lexical_weight, 0.5);
         assert_eq!(vs[3].settings.rrf_k, 30.0);
         assert_eq!(vs[3].settings.candidates, 80);
+        // Answers keep the configured per-document cap unless the variant sets one.
+        assert_eq!(
+            vs[0].answer_settings.max_chunks_per_doc,
+            base.max_chunks_per_doc
+        );
+        assert_eq!(vs[3].answer_settings.rrf_k, 30.0);
+        let capped = parse_variants("vector:max_chunks_per_doc=3", &base).unwrap();
+        assert_eq!(capped[0].settings.max_chunks_per_doc, 3);
+        assert_eq!(capped[0].answer_settings.max_chunks_per_doc, 3);
         for bad in [
             "",
             "fuzzy",
@@ -846,5 +1179,100 @@ mod tests {
         ] {
             assert!(parse_variants(bad, &base).is_err(), "{bad}");
         }
+    }
+
+    fn source(number: usize, location: &str, path: &str) -> Source {
+        Source {
+            number,
+            title: format!("title {number}"),
+            location: location.to_string(),
+            heading: String::new(),
+            text: String::new(),
+            chunk_id: number as i64,
+            path: path.to_string(),
+        }
+    }
+
+    fn keywords(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn answer_scores_keywords_citations_and_gold() {
+        let sources = [source(1, A, "web/a.md"), source(2, B, "web/b.md")];
+        let s = score_answer(
+            "vLLM uses PagedAttention [2]; see also [2, 5].",
+            &sources,
+            &gold(&["a.com/x/index.html"]),
+            &keywords(&["pagedattention", "KV cache"]),
+        );
+        assert_eq!(s.keyword_coverage, Some(0.5));
+        assert_eq!(s.keywords_missing, ["KV cache"]);
+        assert_eq!(s.citations, [2, 5]);
+        assert_eq!(s.invalid_citations, [5]);
+        assert!(!s.cites_gold, "[2] is b.com, not the gold");
+        assert!(s.gold_in_context);
+
+        // Citing the gold by its corpus path; no keywords listed.
+        let s = score_answer("答案见[1]。", &sources, &gold(&["corpus/web/a.md"]), &[]);
+        assert_eq!(s.keyword_coverage, None);
+        assert!(s.cites_gold && s.invalid_citations.is_empty());
+
+        // Full-width letters, case and spaces do not hide a keyword.
+        let s = score_answer(
+            "需要 ６ＧＢ 显存",
+            &sources,
+            &gold(&["c.org/z"]),
+            &keywords(&["6gb"]),
+        );
+        assert_eq!(s.keyword_coverage, Some(1.0));
+        assert!(!s.gold_in_context && !s.cites_gold);
+    }
+
+    fn answered(
+        text: &str,
+        error: bool,
+        coverage: Option<f64>,
+        citations: &[usize],
+        invalid: &[usize],
+        gold: bool,
+    ) -> AnswerResult {
+        AnswerResult {
+            text: text.to_string(),
+            error: error.then(|| "boom".to_string()),
+            ms: 0,
+            scores: AnswerScores {
+                keyword_coverage: coverage,
+                keywords_missing: Vec::new(),
+                citations: citations.to_vec(),
+                invalid_citations: invalid.to_vec(),
+                cites_gold: gold,
+                gold_in_context: true,
+            },
+        }
+    }
+
+    #[test]
+    fn answer_means_count_each_share_over_its_own_base() {
+        let a = answered("a [1]", false, Some(1.0), &[1], &[], true);
+        let b = answered("b [7]", false, Some(0.5), &[7], &[7], false);
+        let c = answered("c", false, None, &[], &[], false);
+        let d = answered("", true, Some(0.0), &[], &[], false);
+        let m = mean_answers(&[&a, &b, &c, &d]);
+        assert_eq!(m.questions, 4);
+        assert_eq!(m.failed, 1);
+        assert!(
+            close(m.keyword_coverage.unwrap(), 0.5),
+            "three with keywords"
+        );
+        assert!(close(m.citing, 0.5));
+        assert!(close(m.citations_valid.unwrap(), 0.5), "of the two citing");
+        assert!(close(m.cites_gold, 0.25));
+        assert!(close(m.gold_in_context, 1.0));
+        // Nothing cites: validity has no base.
+        let m = mean_answers(&[&c]);
+        assert_eq!(m.citations_valid, None);
+        assert_eq!(m.keyword_coverage, None);
+        assert_eq!(mean_answers(&[]), AnswerMetrics::default());
     }
 }

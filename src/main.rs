@@ -16,6 +16,7 @@ use ragmap::term::sanitize;
 
 mod cli {
     pub mod ask;
+    pub mod eval;
 }
 use cli::ask;
 
@@ -104,7 +105,8 @@ enum Command {
         #[command(flatten)]
         llm: LlmFlags,
     },
-    /// Score retrieval against a question file with gold documents (JSON lines).
+    /// Score retrieval (and with --answers, the model's answers) against a
+    /// question file with gold documents (JSON lines).
     Eval {
         /// Questions: one JSON object a line with id, question, gold (URLs or corpus paths).
         questions: PathBuf,
@@ -117,6 +119,15 @@ enum Command {
         /// Print the full report (metrics and every question's ranking) as JSON.
         #[arg(long)]
         json: bool,
+        /// Also answer every question with the model and score the answers
+        /// (keyword coverage, citation validity, gold sources cited).
+        #[arg(long)]
+        answers: bool,
+        /// Also retrieve with each question's translation by the model, as `ask` does.
+        #[arg(long)]
+        rewrite: bool,
+        #[command(flatten)]
+        llm: LlmFlags,
     },
     /// Show what is indexed and what changed since.
     Status {
@@ -276,7 +287,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             compare,
             mode,
             json,
-        } => cmd_eval(&config, &questions, compare, mode, json),
+            answers,
+            rewrite,
+            llm,
+        } => {
+            llm.apply(&mut config);
+            let options = eval::RunOptions { rewrite, answers };
+            cli::eval::run(&config, &questions, compare, mode, options, json)
+        }
         Command::Roadmap { src, out } => cmd_roadmap(&config, &src, out),
         Command::Crawl {
             roadmap,
@@ -429,50 +447,14 @@ pub(crate) fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
         if !c.heading.is_empty() {
             writeln!(out, "    {}", sanitize(&c.heading))?;
         }
-        writeln!(out, "    {}", sanitize(&snippet(&c.text, 240)))?;
+        writeln!(
+            out,
+            "    {}",
+            sanitize(&ragmap::term::snippet(&c.text, 240))
+        )?;
         writeln!(out)?;
     }
     Ok(())
-}
-
-pub(crate) fn snippet(text: &str, max_chars: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max_chars {
-        flat
-    } else {
-        let mut s: String = flat.chars().take(max_chars).collect();
-        s.push('…');
-        s
-    }
-}
-
-fn cmd_eval(
-    config: &Config,
-    questions: &std::path::Path,
-    compare: Option<String>,
-    mode: Option<RetrieveMode>,
-    json: bool,
-) -> anyhow::Result<u8> {
-    let questions = eval::load_questions(questions)?;
-    let spec = match (compare, mode) {
-        (Some(spec), _) => spec,
-        (None, Some(mode)) => eval::mode_name(mode).to_string(),
-        (None, None) => eval::mode_name(config.retrieve.mode).to_string(),
-    };
-    let variants = eval::parse_variants(&spec, &config.retrieve)?;
-    let index = Index::open(config)?;
-    let mut embedder = if variants.iter().all(|v| v.mode == RetrieveMode::Lexical) {
-        None
-    } else {
-        Some(Embedder::load(config)?)
-    };
-    let report = eval::run(&index, embedder.as_mut(), &questions, &variants)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", sanitize(&eval::render(&report)));
-    }
-    Ok(0)
 }
 
 fn cmd_status(config: &Config, json: bool) -> anyhow::Result<u8> {

@@ -166,6 +166,18 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     Cow::Owned(s.push(text))
 }
 
+/// The first `max_chars` of `text` on one line (white space runs become one space).
+pub fn snippet(text: &str, max_chars: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        flat
+    } else {
+        let mut s: String = flat.chars().take(max_chars).collect();
+        s.push('…');
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

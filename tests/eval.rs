@@ -226,3 +226,175 @@ fn the_development_question_set_loads() {
         assert!(mirrored.contains(g.as_str()), "{g} is not in MANIFEST.tsv");
     }
 }
+
+/// A loopback OpenAI-compatible server whose answers depend on the question:
+/// translations for rewrite requests, a canned answer (with chosen citations)
+/// per question, HTTP 500 for the LoRA question.
+fn scripted_llm() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body);
+            let answer = if body.contains("into English") {
+                Some("How do I cook braised pork belly?")
+            } else if body.contains("翻译成简体中文") {
+                Some("翻译")
+            } else if body.contains("ground answers in sources") {
+                Some("It retrieves passages and answers from them [1].")
+            } else if body.contains("红烧肉怎么做") {
+                Some("要放冰糖炒出糖色 [1][9]。")
+            } else if body.contains("water tomato seedlings") {
+                Some("Water them deeply twice a week.")
+            } else {
+                None
+            };
+            let response = match answer {
+                Some(text) => {
+                    let delta = serde_json::json!({"choices":[{"delta":{"content":text}}]});
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {delta}\n\ndata: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
+                    )
+                }
+                None => {
+                    let body =
+                        r#"{"error":{"code":500,"message":"model crashed","type":"server_error"}}"#;
+                    format!(
+                        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+            };
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+const ANSWER_QUESTIONS: &str = r#"{"id":"q1","question":"How does retrieval-augmented generation ground answers in sources?","gold":["example.com/rag/index.html"],"answer_keywords":["retrieves","grounded"]}
+{"id":"q2","question":"红烧肉怎么做？需要放冰糖吗？","gold":["zh/cooking.md"],"answer_keywords":["冰糖"]}
+{"id":"q3","question":"How often should I water tomato seedlings?","gold":["corpus/en/garden.md"],"answer_keywords":["TWICE a week"],"cross_language":true}
+{"id":"q4","question":"How does LoRA reduce the memory needed for fine-tuning with low-rank adapters?","gold":["en/finetune.md"],"answer_keywords":["low-rank"]}
+"#;
+
+#[test]
+fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
+    if !model_available("eval_answers_scores") {
+        return;
+    }
+    let ws = workspace();
+    let q = ws.path().join("answers.jsonl");
+    std::fs::write(&q, ANSWER_QUESTIONS).unwrap();
+    let url = scripted_llm();
+    let env = [("RAGMAP_LLM_URL", url.as_str())];
+    let out = ws.run_env(
+        &[
+            "eval",
+            q.to_str().unwrap(),
+            "--answers",
+            "--rewrite",
+            "--json",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    assert_eq!(report["answers"], true);
+    assert_eq!(report["rewrite"], true);
+    // The Chinese question was translated; "翻译" is returned for the English
+    // ones, which is Chinese, so it is kept too.
+    let hybrid = &report["variants"][0];
+    let per_q = hybrid["questions"].as_array().unwrap();
+    assert_eq!(per_q[1]["translated"], "How do I cook braised pork belly?");
+    assert_eq!(per_q[0]["translated"], "翻译");
+
+    let a1 = &per_q[0]["answer"];
+    assert!(close(&a1["keyword_coverage"], 0.5), "{a1}");
+    assert_eq!(a1["keywords_missing"], serde_json::json!(["grounded"]));
+    assert_eq!(a1["citations"], serde_json::json!([1]));
+    assert_eq!(a1["cites_gold"], true);
+    let a2 = &per_q[1]["answer"];
+    assert!(close(&a2["keyword_coverage"], 1.0), "{a2}");
+    assert_eq!(a2["invalid_citations"], serde_json::json!([9]));
+    assert_eq!(a2["cites_gold"], true);
+    // Keywords match without regard to case or spacing; no citation at all.
+    let a3 = &per_q[2]["answer"];
+    assert!(close(&a3["keyword_coverage"], 1.0), "{a3}");
+    assert_eq!(a3["citations"], serde_json::json!([]));
+    assert_eq!(a3["cites_gold"], false);
+    let a4 = &per_q[3]["answer"];
+    assert!(
+        a4["error"].as_str().unwrap().contains("model crashed"),
+        "{a4}"
+    );
+
+    let m = &hybrid["answers"];
+    assert_eq!(m["questions"], 4);
+    assert_eq!(m["failed"], 1);
+    assert!(
+        close(&m["keyword_coverage"], (0.5 + 1.0 + 1.0 + 0.0) / 4.0),
+        "{m}"
+    );
+    assert!(close(&m["citing"], 0.5), "{m}");
+    assert!(close(&m["citations_valid"], 0.5), "{m}");
+    assert!(close(&m["cites_gold"], 0.5), "{m}");
+    assert!(close(&m["gold_in_context"], 1.0), "{m}");
+    assert_eq!(hybrid["answers_by_subset"]["zh"]["questions"], 1);
+    assert_eq!(
+        hybrid["answers_by_subset"]["cross-language"]["questions"],
+        1
+    );
+
+    // The text report: the answer table and the weak answers named.
+    let out = ws.run_env(&["eval", q.to_str().unwrap(), "--answers"], &env);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("hybrid") && l.contains("all (4)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        (row.contains("62 %") || row.contains("63 %"))
+            && row.contains("50 %")
+            && row.contains("100 %"),
+        "{row}"
+    );
+    assert!(text.contains("[q1] missing grounded"), "{text}");
+    assert!(text.contains("[q2] cites [9] (no such source)"), "{text}");
+    assert!(text.contains("[q4] missing low-rank; failed:"), "{text}");
+}
+
+#[test]
+fn eval_answers_without_a_model_server_is_exit_5_naming_the_fix() {
+    if !model_available("eval_answers_unreachable") {
+        return;
+    }
+    let ws = workspace();
+    let q = ws.path().join("q.jsonl");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let out = ws.run_env(
+        &["eval", q.to_str().unwrap(), "--answers"],
+        &[("RAGMAP_LLM_URL", closed.as_str())],
+    );
+    assert_clean_failure(&out, 5, "start the model server");
+}

@@ -14,7 +14,7 @@ use ragmap::term::{sanitize, StreamSanitizer};
 
 use crate::exit;
 
-fn load<'c>(
+pub(crate) fn load<'c>(
     config: &'c Config,
     k: Option<usize>,
     mode: Option<RetrieveMode>,
@@ -39,7 +39,7 @@ fn load<'c>(
     ))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,11 +129,15 @@ fn print_extractive(prepared: &Prepared) {
         if !c.heading.is_empty() {
             let _ = writeln!(out, "    {}", sanitize(&c.heading));
         }
-        let _ = writeln!(out, "    {}\n", sanitize(&crate::snippet(&c.text, 600)));
+        let _ = writeln!(
+            out,
+            "    {}\n",
+            sanitize(&ragmap::term::snippet(&c.text, 600))
+        );
     }
 }
 
-fn unreachable_hint(config: &Config) -> String {
+pub(crate) fn unreachable_hint(config: &Config) -> String {
     format!(
         "start the model server, or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
         config.llm_base_url()
