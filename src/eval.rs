@@ -249,16 +249,14 @@ pub struct Metrics {
     pub ndcg_at_10: f64,
 }
 
-/// Metrics of one ranking against one question's gold documents.
+/// One ranking against one question's gold documents: the metrics of a set
+/// of one question, and where each gold entry was found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scores {
     /// Rank (from 1) at which each gold entry was first found, in gold order.
     pub gold_ranks: Vec<Option<usize>>,
-    pub recall_at_1: f64,
-    pub recall_at_5: f64,
-    pub recall_at_10: f64,
-    pub mrr_at_10: f64,
-    pub ndcg_at_10: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// A ranked document as the metrics see it: its source and corpus path.
@@ -338,21 +336,24 @@ pub fn score(ranking: &[Ranked], gold: &[String]) -> Option<Scores> {
         .collect();
     Some(Scores {
         gold_ranks,
-        recall_at_1: recall(1),
-        recall_at_5: recall(5),
-        recall_at_10: recall(10),
-        mrr_at_10: mrr,
-        ndcg_at_10: dcg / ideal,
+        metrics: Metrics {
+            questions: 1,
+            recall_at_1: recall(1),
+            recall_at_5: recall(5),
+            recall_at_10: recall(10),
+            mrr_at_10: mrr,
+            ndcg_at_10: dcg / ideal,
+        },
     })
 }
 
-/// Mean of per-question scores.
-pub fn mean(scores: &[&Scores]) -> Metrics {
+/// Mean of per-question metrics.
+pub fn mean(scores: &[&Metrics]) -> Metrics {
     let n = scores.len();
     if n == 0 {
         return Metrics::default();
     }
-    let avg = |f: fn(&Scores) -> f64| scores.iter().map(|s| f(s)).sum::<f64>() / n as f64;
+    let avg = |f: fn(&Metrics) -> f64| scores.iter().map(|s| f(s)).sum::<f64>() / n as f64;
     Metrics {
         questions: n,
         recall_at_1: avg(|s| s.recall_at_1),
@@ -708,7 +709,8 @@ fn summarize(v: &Variant, results: Vec<QuestionResult>) -> VariantReport {
     let subset = |keep: &dyn Fn(&QuestionResult) -> bool| -> Vec<&QuestionResult> {
         results.iter().filter(|r| keep(r)).collect()
     };
-    let metrics = |rs: &[&QuestionResult]| mean(&rs.iter().map(|r| &r.scores).collect::<Vec<_>>());
+    let metrics =
+        |rs: &[&QuestionResult]| mean(&rs.iter().map(|r| &r.scores.metrics).collect::<Vec<_>>());
     let answer_metrics = |rs: &[&QuestionResult]| {
         let answers: Vec<&AnswerResult> = rs.iter().filter_map(|r| r.answer.as_ref()).collect();
         (!answers.is_empty()).then(|| mean_answers(&answers))
@@ -969,22 +971,26 @@ mod tests {
         let s = score(&ranking(&[A, B, C]), &gold(&["a.com/x/index.html"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(1)]);
         assert_eq!(
-            (s.recall_at_1, s.recall_at_5, s.recall_at_10),
+            (
+                s.metrics.recall_at_1,
+                s.metrics.recall_at_5,
+                s.metrics.recall_at_10
+            ),
             (1.0, 1.0, 1.0)
         );
-        assert_eq!(s.mrr_at_10, 1.0);
-        assert_eq!(s.ndcg_at_10, 1.0);
+        assert_eq!(s.metrics.mrr_at_10, 1.0);
+        assert_eq!(s.metrics.ndcg_at_10, 1.0);
     }
 
     #[test]
     fn one_gold_at_rank_three() {
         let s = score(&ranking(&[B, C, A]), &gold(&["a.com/x/index.html"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(3)]);
-        assert_eq!(s.recall_at_1, 0.0);
-        assert_eq!(s.recall_at_5, 1.0);
-        assert!(close(s.mrr_at_10, 1.0 / 3.0));
+        assert_eq!(s.metrics.recall_at_1, 0.0);
+        assert_eq!(s.metrics.recall_at_5, 1.0);
+        assert!(close(s.metrics.mrr_at_10, 1.0 / 3.0));
         // DCG 1/log2(4) = 0.5, ideal 1.
-        assert!(close(s.ndcg_at_10, 0.5));
+        assert!(close(s.metrics.ndcg_at_10, 0.5));
     }
 
     #[test]
@@ -993,21 +999,21 @@ mod tests {
         // nDCG = (1/log2 3) / (1 + 1/log2 3).
         let s = score(&ranking(&[C, A]), &gold(&["a.com/x", "d.net/missing"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(2), None]);
-        assert_eq!(s.recall_at_1, 0.0);
-        assert_eq!(s.recall_at_5, 0.5);
-        assert_eq!(s.recall_at_10, 0.5);
-        assert_eq!(s.mrr_at_10, 0.5);
+        assert_eq!(s.metrics.recall_at_1, 0.0);
+        assert_eq!(s.metrics.recall_at_5, 0.5);
+        assert_eq!(s.metrics.recall_at_10, 0.5);
+        assert_eq!(s.metrics.mrr_at_10, 0.5);
         let d = 1.0 / 3f64.log2();
-        assert!(close(s.ndcg_at_10, d / (1.0 + d)));
+        assert!(close(s.metrics.ndcg_at_10, d / (1.0 + d)));
     }
 
     #[test]
     fn both_golds_at_the_top_is_perfect() {
         let s = score(&ranking(&[B, A, C]), &gold(&["a.com/x", "b.com/y.html"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(2), Some(1)]);
-        assert_eq!(s.recall_at_1, 0.5);
-        assert_eq!(s.recall_at_5, 1.0);
-        assert_eq!(s.ndcg_at_10, 1.0);
+        assert_eq!(s.metrics.recall_at_1, 0.5);
+        assert_eq!(s.metrics.recall_at_5, 1.0);
+        assert_eq!(s.metrics.ndcg_at_10, 1.0);
     }
 
     #[test]
@@ -1016,12 +1022,12 @@ mod tests {
         let s = score(&ranking(&[A, A, B]), &gold(&["a.com/x", "b.com/y.html"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(1), Some(3)]);
         let ideal = 1.0 + 1.0 / 3f64.log2();
-        assert!(close(s.ndcg_at_10, (1.0 + 0.5) / ideal));
+        assert!(close(s.metrics.ndcg_at_10, (1.0 + 0.5) / ideal));
         // A gold listed twice is one gold document.
         let s = score(&ranking(&[A]), &gold(&["a.com/x", "a.com/x/index.html"])).unwrap();
         assert_eq!(s.gold_ranks, vec![Some(1), Some(1)]);
-        assert_eq!(s.recall_at_1, 1.0);
-        assert_eq!(s.ndcg_at_10, 1.0);
+        assert_eq!(s.metrics.recall_at_1, 1.0);
+        assert_eq!(s.metrics.ndcg_at_10, 1.0);
     }
 
     #[test]
@@ -1030,9 +1036,16 @@ mod tests {
         long.push(doc(A));
         let s = score(&long, &gold(&["a.com/x"])).unwrap();
         assert_eq!(s.gold_ranks, vec![None]);
-        assert_eq!((s.recall_at_10, s.mrr_at_10, s.ndcg_at_10), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (
+                s.metrics.recall_at_10,
+                s.metrics.mrr_at_10,
+                s.metrics.ndcg_at_10
+            ),
+            (0.0, 0.0, 0.0)
+        );
         let s = score(&[], &gold(&["a.com/x"])).unwrap();
-        assert_eq!(s.recall_at_10, 0.0);
+        assert_eq!(s.metrics.recall_at_10, 0.0);
     }
 
     #[test]
@@ -1044,7 +1057,7 @@ mod tests {
     fn ties_keep_the_ranking_order() {
         // Two gold documents: whichever comes first in the list gets rank 1.
         let s = score(&ranking(&[B, A]), &gold(&["a.com/x", "b.com/y.html"])).unwrap();
-        assert_eq!(s.mrr_at_10, 1.0);
+        assert_eq!(s.metrics.mrr_at_10, 1.0);
         assert_eq!(s.gold_ranks, vec![Some(2), Some(1)]);
     }
 
@@ -1053,7 +1066,7 @@ mod tests {
         let a = score(&ranking(&[A]), &gold(&["a.com/x"])).unwrap();
         let b = score(&ranking(&[B, C, A]), &gold(&["a.com/x"])).unwrap();
         let c = score(&ranking(&[B]), &gold(&["a.com/x"])).unwrap();
-        let m = mean(&[&a, &b, &c]);
+        let m = mean(&[&a.metrics, &b.metrics, &c.metrics]);
         assert_eq!(m.questions, 3);
         assert!(close(m.recall_at_1, 1.0 / 3.0));
         assert!(close(m.recall_at_5, 2.0 / 3.0));
