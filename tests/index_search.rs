@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ragmap::config::RetrieveMode;
+use ragmap::config::{Config, RetrieveMode};
 use ragmap::index::{self, BuildOptions, Index};
 
 const SMALL_CHUNKS: &str = "[chunk]\nmax_tokens = 120\noverlap_tokens = 16\n";
@@ -159,6 +159,49 @@ fn incremental_index_reembeds_only_changed_documents() {
         "{text}"
     );
     assert!(text.contains("5 added"), "{text}");
+}
+
+#[test]
+fn a_changed_model_rebuilds_and_a_touched_one_does_not() {
+    if !model_available("changed_model_rebuilds") {
+        return;
+    }
+    // A private copy of the model, so its files can be touched and edited.
+    let installed = Config::default().model_dir();
+    let models = tempfile::tempdir().unwrap();
+    let model_dir = models.path().join("e5");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for entry in std::fs::read_dir(&installed).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model_dir.join(entry.file_name())).unwrap();
+    }
+    let ws = Workspace::new(&format!(
+        "{SMALL_CHUNKS}\n[embed]\nmodel_dir = \"{}\"\n",
+        model_dir.display()
+    ));
+    topic_corpus(&ws);
+    let first = ws.build_index();
+    assert!(first.rebuilt.is_none());
+
+    // Same bytes, new modification time: re-hashed, same identity, nothing to do.
+    let tokenizer = model_dir.join("tokenizer.json");
+    let bytes = std::fs::read(&tokenizer).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&tokenizer, &bytes).unwrap();
+    let touched = ws.build_index();
+    assert!(touched.rebuilt.is_none(), "{:?}", touched.rebuilt);
+    assert_eq!(touched.chunks_embedded, 0);
+
+    // Different bytes (still a valid tokenizer): everything is re-embedded.
+    let mut edited = bytes.clone();
+    edited.push(b'\n');
+    std::fs::write(&tokenizer, &edited).unwrap();
+    let changed = ws.build_index();
+    assert_eq!(
+        changed.rebuilt.as_deref(),
+        Some("the embedding model changed")
+    );
+    assert_eq!(changed.chunks_embedded, first.chunks_embedded);
 }
 
 #[test]

@@ -138,7 +138,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     report.documents = docs.len();
 
     // Checked before anything is written, so a missing install changes nothing.
-    let model_identity = embed::model_identity(config)?;
+    let model_stamp = embed::model_files_stamp(config)?;
     let db = db_path(&index_dir);
     if options.rebuild {
         remove_index_files(&index_dir);
@@ -146,6 +146,14 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     let store = match Store::open_rw(&db) {
         Ok(s) => s,
         Err(e) => return Err(corrupt(&db, e)),
+    };
+    let cached_identity = match store.meta("model_stamp").map_err(|e| corrupt(&db, e))? {
+        Some(stamp) if stamp == model_stamp => store.meta("model").map_err(|e| corrupt(&db, e))?,
+        _ => None,
+    };
+    let model_identity = match cached_identity {
+        Some(identity) => identity,
+        None => embed::model_identity(config)?,
     };
 
     let identity = format!("{model_identity};{}", settings_identity(config));
@@ -384,6 +392,9 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
             .map_err(|e| write_err(&e))?;
         store
             .set_meta("model", &model_identity)
+            .map_err(|e| write_err(&e))?;
+        store
+            .set_meta("model_stamp", &model_stamp)
             .map_err(|e| write_err(&e))?;
         store
             .set_meta("settings", &settings_identity(config))
