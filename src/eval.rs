@@ -88,11 +88,15 @@ impl Question {
     pub fn language(&self) -> &str {
         match self.lang.as_deref() {
             Some(l) => l,
-            None => match detect_language(&self.question) {
-                Language::Chinese => "zh",
-                Language::English => "en",
-            },
+            None => language_code(detect_language(&self.question)),
         }
+    }
+}
+
+fn language_code(language: Language) -> &'static str {
+    match language {
+        Language::Chinese => "zh",
+        Language::English => "en",
     }
 }
 
@@ -436,16 +440,14 @@ pub struct AnswerScores {
     pub cites_gold: bool,
     /// A gold document is among the prompt's sources: the most `cites_gold` can be.
     pub gold_in_context: bool,
+    /// The answer is written in the question's language (zh or en).
+    pub in_question_language: bool,
 }
 
-/// Scores an answer against the sources its prompt numbered, the gold
-/// documents and the expected keywords.
-pub fn score_answer(
-    answer: &str,
-    sources: &[Source],
-    gold: &[String],
-    keywords: &[String],
-) -> AnswerScores {
+/// Scores an answer against the sources its prompt numbered and the
+/// question's gold documents, keywords and language.
+pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> AnswerScores {
+    let (gold, keywords) = (&question.gold, &question.answer_keywords);
     let is_gold = |s: &Source| {
         let doc = Ranked {
             source: s.location.clone(),
@@ -470,6 +472,8 @@ pub fn score_answer(
         invalid_citations,
         cites_gold: cited.iter().any(|s| is_gold(s)),
         gold_in_context: sources.iter().any(is_gold),
+        in_question_language: !answer.trim().is_empty()
+            && language_code(detect_language(answer)) == question.language(),
     }
 }
 
@@ -502,6 +506,8 @@ pub struct AnswerMetrics {
     pub cites_gold: f64,
     /// Share of prompts holding a gold document.
     pub gold_in_context: f64,
+    /// Share of answers written in the question's language.
+    pub in_question_language: f64,
 }
 
 pub fn mean_answers(answers: &[&AnswerResult]) -> AnswerMetrics {
@@ -531,6 +537,11 @@ pub fn mean_answers(answers: &[&AnswerResult]) -> AnswerMetrics {
         citations_valid: share(valid, citing.len()),
         cites_gold: answers.iter().filter(|a| a.scores.cites_gold).count() as f64 / n as f64,
         gold_in_context: answers.iter().filter(|a| a.scores.gold_in_context).count() as f64
+            / n as f64,
+        in_question_language: answers
+            .iter()
+            .filter(|a| a.scores.in_question_language)
+            .count() as f64
             / n as f64,
     }
 }
@@ -669,8 +680,7 @@ pub async fn run(
                         Some(e.to_string()),
                     ),
                 };
-                let scores =
-                    score_answer(&text, &prepared.prompt.sources, &q.gold, &q.answer_keywords);
+                let scores = score_answer(&text, &prepared.prompt.sources, q);
                 Some(AnswerResult {
                     text,
                     error,
@@ -860,11 +870,11 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0));
     let _ = writeln!(
         out,
-        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one)"
+        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language)"
     );
     let _ = writeln!(
         out,
-        "  {:<width$}  {:<14} {:>9} {:>7} {:>7} {:>11} {:>14} {:>7}",
+        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
         "variant",
         "subset",
         "keywords",
@@ -872,6 +882,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         "valid",
         "gold cited",
         "gold in prompt",
+        "language",
         "failed"
     );
     for v in &report.variants {
@@ -883,7 +894,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         for (subset, a) in rows {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:<14} {:>9} {:>7} {:>7} {:>11} {:>14} {:>7}",
+                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
                 v.name,
                 format!("{subset} ({})", a.questions),
                 pct(a.keyword_coverage),
@@ -891,6 +902,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
                 pct(a.citations_valid),
                 pct(Some(a.cites_gold)),
                 pct(Some(a.gold_in_context)),
+                pct(Some(a.in_question_language)),
                 a.failed
             );
         }
@@ -1206,18 +1218,29 @@ mod tests {
         }
     }
 
-    fn keywords(k: &[&str]) -> Vec<String> {
-        k.iter().map(|s| s.to_string()).collect()
+    fn question(text: &str, golds: &[&str], keywords: &[&str]) -> Question {
+        Question {
+            id: "q".into(),
+            question: text.into(),
+            gold: gold(golds),
+            answer_keywords: keywords.iter().map(|s| s.to_string()).collect(),
+            lang: None,
+            cross_language: false,
+        }
     }
 
     #[test]
-    fn answer_scores_keywords_citations_and_gold() {
+    fn answer_scores_keywords_citations_gold_and_language() {
         let sources = [source(1, A, "web/a.md"), source(2, B, "web/b.md")];
+        let q = question(
+            "How does vLLM manage memory?",
+            &["a.com/x/index.html"],
+            &["pagedattention", "KV cache"],
+        );
         let s = score_answer(
             "vLLM uses PagedAttention [2]; see also [2, 5].",
             &sources,
-            &gold(&["a.com/x/index.html"]),
-            &keywords(&["pagedattention", "KV cache"]),
+            &q,
         );
         assert_eq!(s.keyword_coverage, Some(0.5));
         assert_eq!(s.keywords_missing, ["KV cache"]);
@@ -1225,21 +1248,24 @@ mod tests {
         assert_eq!(s.invalid_citations, [5]);
         assert!(!s.cites_gold, "[2] is b.com, not the gold");
         assert!(s.gold_in_context);
+        assert!(s.in_question_language);
 
-        // Citing the gold by its corpus path; no keywords listed.
-        let s = score_answer("答案见[1]。", &sources, &gold(&["corpus/web/a.md"]), &[]);
+        // Citing the gold by its corpus path; no keywords listed; a Chinese
+        // answer to an English question.
+        let q = question("What is the answer?", &["corpus/web/a.md"], &[]);
+        let s = score_answer("答案见[1]。", &sources, &q);
         assert_eq!(s.keyword_coverage, None);
         assert!(s.cites_gold && s.invalid_citations.is_empty());
+        assert!(!s.in_question_language);
 
         // Full-width letters, case and spaces do not hide a keyword.
-        let s = score_answer(
-            "需要 ６ＧＢ 显存",
-            &sources,
-            &gold(&["c.org/z"]),
-            &keywords(&["6gb"]),
-        );
+        let q = question("需要多少显存？", &["c.org/z"], &["6gb"]);
+        let s = score_answer("需要 ６ＧＢ 显存", &sources, &q);
         assert_eq!(s.keyword_coverage, Some(1.0));
         assert!(!s.gold_in_context && !s.cites_gold);
+        assert!(s.in_question_language);
+        // An empty answer is in no language.
+        assert!(!score_answer("  ", &sources, &q).in_question_language);
     }
 
     fn answered(
@@ -1261,6 +1287,7 @@ mod tests {
                 invalid_citations: invalid.to_vec(),
                 cites_gold: gold,
                 gold_in_context: true,
+                in_question_language: !text.is_empty(),
             },
         }
     }
@@ -1282,6 +1309,7 @@ mod tests {
         assert!(close(m.citations_valid.unwrap(), 0.5), "of the two citing");
         assert!(close(m.cites_gold, 0.25));
         assert!(close(m.gold_in_context, 1.0));
+        assert!(close(m.in_question_language, 0.75));
         // Nothing cites: validity has no base.
         let m = mean_answers(&[&c]);
         assert_eq!(m.citations_valid, None);

@@ -356,6 +356,7 @@ fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
     assert!(close(&m["citations_valid"], 0.5), "{m}");
     assert!(close(&m["cites_gold"], 0.5), "{m}");
     assert!(close(&m["gold_in_context"], 1.0), "{m}");
+    assert!(close(&m["in_question_language"], 0.75), "{m}");
     assert_eq!(hybrid["answers_by_subset"]["zh"]["questions"], 1);
     assert_eq!(
         hybrid["answers_by_subset"]["cross-language"]["questions"],
