@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
+use rayon::prelude::*;
 
 use crate::config::Config;
 
@@ -192,7 +193,9 @@ impl Embedder {
             },
         )
         .with_pooling(Pooling::Mean);
+        // Sessions load side by side: each parses the tokenizer and optimizes the graph.
         let sessions = (0..sessions.max(1))
+            .into_par_iter()
             .map(|_| load_session(&dir, model.clone(), config.embed.threads, &environment))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Embedder {
