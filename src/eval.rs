@@ -601,7 +601,9 @@ pub struct Report {
     pub questions: usize,
     /// Questions were also retrieved with their LLM translation.
     pub rewrite: bool,
-    /// Translations the model failed to give (retrieval went on without them).
+    /// Questions retrieved with a usable translation (non-empty, in the other language).
+    pub translated: usize,
+    /// Translation requests that failed (retrieval went on without them).
     pub rewrite_failures: usize,
     pub answers: bool,
     pub variants: Vec<VariantReport>,
@@ -709,6 +711,7 @@ pub async fn run(
         k: K,
         questions: questions.len(),
         rewrite: options.rewrite,
+        translated: translations.iter().filter(|t| t.is_some()).count(),
         rewrite_failures,
         answers: options.answers,
         variants: reports,
@@ -827,7 +830,9 @@ pub fn render(report: &Report) -> String {
     if report.rewrite {
         let _ = writeln!(
             out,
-            "\nretrieved with each question and its translation by the model ({} translations failed)",
+            "\nretrieved with each question and its translation by the model: {} of {} translated ({} requests failed; the others were empty or not in the other language)",
+            report.translated,
+            report.questions,
             report.rewrite_failures
         );
     }

@@ -318,6 +318,8 @@ fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
     let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
     assert_eq!(report["answers"], true);
     assert_eq!(report["rewrite"], true);
+    assert_eq!(report["translated"], 4);
+    assert_eq!(report["rewrite_failures"], 0);
     // The Chinese question was translated; "翻译" is returned for the English
     // ones, which is Chinese, so it is kept too.
     let hybrid = &report["variants"][0];
