@@ -161,47 +161,43 @@ pub struct Embedder {
 impl Embedder {
     /// Loads one session: enough for queries.
     pub fn load(config: &Config) -> Result<Embedder, EmbedError> {
-        Self::load_sessions(config, 1)
+        let environment = environment(config)?;
+        let session = load_session(
+            &config.model_dir(),
+            read_model(config)?,
+            config.embed.threads,
+            &environment,
+        )?;
+        Ok(Embedder {
+            sessions: vec![session],
+            batch_size: config.embed.batch_size.max(1),
+        })
     }
 
-    /// Loads up to `[embed] sessions` parallel sessions for indexing `texts`
-    /// passages: a second session costs a model load (seconds), which only
-    /// pays off when there are batches enough to share.
-    pub fn load_for_indexing(config: &Config, texts: usize) -> Result<Embedder, EmbedError> {
+    /// Sessions worth having to embed `texts` passages: up to `[embed]
+    /// sessions`, but a further session costs a model load (about a second),
+    /// which only pays off when there are batches enough to share.
+    pub fn sessions_for(config: &Config, texts: usize) -> usize {
         let batches = texts.div_ceil(config.embed.batch_size.max(1));
-        let sessions = config.embed.sessions.clamp(1, (batches / 8).max(1));
-        Self::load_sessions(config, sessions)
+        config.embed.sessions.clamp(1, (batches / 8).max(1))
     }
 
-    fn load_sessions(config: &Config, sessions: usize) -> Result<Embedder, EmbedError> {
+    /// Adds sessions, loaded side by side, until there are `wanted`.
+    pub fn add_sessions(&mut self, config: &Config, wanted: usize) -> Result<(), EmbedError> {
+        let missing = wanted.saturating_sub(self.sessions.len());
+        if missing == 0 {
+            return Ok(());
+        }
+        // Read again rather than kept: 85 MB a query process has no use for.
+        let model = read_model(config)?;
         let environment = environment(config)?;
         let dir = config.model_dir();
-        let read = |name: &str| {
-            let path = dir.join(name);
-            fs::read(&path).map_err(|e| EmbedError::BadModel {
-                path,
-                message: e.to_string(),
-            })
-        };
-        let model = UserDefinedEmbeddingModel::new(
-            read("model.onnx")?,
-            TokenizerFiles {
-                tokenizer_file: read("tokenizer.json")?,
-                config_file: read("config.json")?,
-                special_tokens_map_file: read("special_tokens_map.json")?,
-                tokenizer_config_file: read("tokenizer_config.json")?,
-            },
-        )
-        .with_pooling(Pooling::Mean);
-        // Sessions load side by side: each parses the tokenizer and optimizes the graph.
-        let sessions = (0..sessions.max(1))
+        let more = (0..missing)
             .into_par_iter()
             .map(|_| load_session(&dir, model.clone(), config.embed.threads, &environment))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Embedder {
-            sessions,
-            batch_size: config.embed.batch_size.max(1),
-        })
+        self.sessions.extend(more);
+        Ok(())
     }
 
     pub fn embed_query(&mut self, query: &str) -> Result<Vec<f32>, EmbedError> {
@@ -281,6 +277,28 @@ impl Embedder {
         }
         Ok(vectors)
     }
+}
+
+/// The model and tokenizer files, read once for every session.
+fn read_model(config: &Config) -> Result<UserDefinedEmbeddingModel, EmbedError> {
+    let dir = config.model_dir();
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read(&path).map_err(|e| EmbedError::BadModel {
+            path,
+            message: e.to_string(),
+        })
+    };
+    Ok(UserDefinedEmbeddingModel::new(
+        read("model.onnx")?,
+        TokenizerFiles {
+            tokenizer_file: read("tokenizer.json")?,
+            config_file: read("config.json")?,
+            special_tokens_map_file: read("special_tokens_map.json")?,
+            tokenizer_config_file: read("tokenizer_config.json")?,
+        },
+    )
+    .with_pooling(Pooling::Mean))
 }
 
 fn load_session(

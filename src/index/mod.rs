@@ -83,9 +83,10 @@ pub struct BuildReport {
     pub rebuilt: Option<String>,
     #[serde(skip)]
     pub skipped: Vec<Skipped>,
-    /// Splitting the changed documents into chunks.
+    /// Splitting the changed documents into chunks (the first embedding
+    /// session loads meanwhile).
     pub chunk_seconds: f64,
-    /// Loading the embedding sessions (not counted in `embed_seconds`).
+    /// Waiting for the embedding sessions after splitting (not counted in `embed_seconds`).
     pub model_load_seconds: f64,
     pub embed_seconds: f64,
     pub total_seconds: f64,
@@ -219,16 +220,25 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         return Ok(report);
     }
 
-    // Chunk first, then embed: the chunker's tokenizer is dropped before the
-    // model loads, which keeps peak memory down. Documents are split on every
-    // core: counting tokens for the splitter is the largest cost after the model.
+    // The first embedding session loads while the documents are split (on
+    // every core: counting tokens for the splitter is the largest cost after
+    // the model); both take seconds, and an incremental run needs both.
     let chunk_started = Instant::now();
-    if !pending.is_empty() {
-        let chunker = Chunker::new(&embed::tokenizer_path(config), &config.chunk)?;
-        pending
-            .par_iter_mut()
-            .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
-    }
+    let (chunked, first_session) = std::thread::scope(|scope| {
+        let loader = (!pending.is_empty()).then(|| scope.spawn(|| Embedder::load(config)));
+        let chunked = Chunker::new(&embed::tokenizer_path(config), &config.chunk).map(|chunker| {
+            pending
+                .par_iter_mut()
+                .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
+        });
+        let session = loader.map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())))
+        });
+        (chunked, session)
+    });
+    chunked?;
     report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
     let texts: Vec<String> = pending
         .iter()
@@ -247,16 +257,18 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         .sum();
 
     let mut embed_started = Instant::now();
-    let embedded = if texts.is_empty() {
-        Vec::new()
-    } else {
-        let mut embedder = Embedder::load_for_indexing(config, texts.len())?;
-        report.model_load_seconds = embed_started.elapsed().as_secs_f64();
-        embed_started = Instant::now();
-        let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
-        let vectors = embedder.embed_passages(&texts, |n| bar.inc(n as u64))?;
-        bar.finish_and_clear();
-        vectors
+    let embedded = match first_session {
+        Some(embedder) if !texts.is_empty() => {
+            let mut embedder = embedder?;
+            embedder.add_sessions(config, Embedder::sessions_for(config, texts.len()))?;
+            report.model_load_seconds = embed_started.elapsed().as_secs_f64();
+            embed_started = Instant::now();
+            let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
+            let vectors = embedder.embed_passages(&texts, |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            vectors
+        }
+        _ => Vec::new(),
     };
     report.embed_seconds = embed_started.elapsed().as_secs_f64();
     drop(texts);
