@@ -91,13 +91,7 @@ fn print_sources(answer: &str, sources: &[Source]) {
     };
     let _ = writeln!(out, "\n{heading}");
     for s in listed {
-        let _ = writeln!(
-            out,
-            "[{}] {} — {}",
-            s.number,
-            sanitize(&s.title),
-            sanitize(&s.location)
-        );
+        write_source(&mut out, s);
     }
     if !invalid.is_empty() {
         let list: Vec<String> = invalid.iter().map(|n| format!("[{n}]")).collect();
@@ -106,6 +100,21 @@ fn print_sources(answer: &str, sources: &[Source]) {
             "(the answer cites {} which match no source)",
             list.join(", ")
         );
+    }
+}
+
+/// `[n] title — location`, then the section it came from: two passages of
+/// one page are told apart by their headings.
+fn write_source(out: &mut impl Write, s: &Source) {
+    let _ = writeln!(
+        out,
+        "[{}] {} — {}",
+        s.number,
+        sanitize(&s.title),
+        sanitize(&s.location)
+    );
+    if !s.heading.is_empty() && s.heading != s.title {
+        let _ = writeln!(out, "    {}", sanitize(&s.heading));
     }
 }
 
@@ -326,16 +335,9 @@ pub fn chat(
                 if last_sources.is_empty() {
                     println!("(no sources yet)");
                 }
+                let mut out = std::io::stdout().lock();
                 for s in &last_sources {
-                    println!(
-                        "[{}] {} — {}",
-                        s.number,
-                        sanitize(&s.title),
-                        sanitize(&s.location)
-                    );
-                    if !s.heading.is_empty() {
-                        println!("    {}", sanitize(&s.heading));
-                    }
+                    write_source(&mut out, s);
                 }
                 continue;
             }
