@@ -5,17 +5,14 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Retrieve, RetrieveMode};
-use crate::embed::Embedder;
-use crate::index::Index;
 use crate::llm::{ChatBackend, ChatMessage, ChatOptions, LlmError};
 use crate::prompt::{self, Budget, Language, Prompt, Source};
-use crate::retrieve::{self, Hit, RetrieveError};
+use crate::retrieve::{Hit, RetrieveError, Retriever};
 
 /// Everything needed to answer, loaded once (model, index, backend).
 pub struct Answerer<'c> {
     pub config: &'c Config,
-    pub index: Index,
-    embedder: Option<Embedder>,
+    pub retriever: Retriever,
     pub backend: Box<dyn ChatBackend>,
     pub mode: RetrieveMode,
     /// Retrieval settings; `[retrieve]` of the config unless a caller (eval) varies them.
@@ -52,8 +49,7 @@ fn ms(d: Duration) -> u64 {
 impl<'c> Answerer<'c> {
     pub fn new(
         config: &'c Config,
-        index: Index,
-        embedder: Option<Embedder>,
+        retriever: Retriever,
         backend: Box<dyn ChatBackend>,
         mode: RetrieveMode,
         k: usize,
@@ -61,8 +57,7 @@ impl<'c> Answerer<'c> {
     ) -> Self {
         Answerer {
             config,
-            index,
-            embedder,
+            retriever,
             backend,
             mode,
             settings: config.retrieve.clone(),
@@ -129,8 +124,9 @@ impl<'c> Answerer<'c> {
         if let Some(t) = &translated {
             queries.push(t.clone());
         }
-        let (mode, settings) = (self.mode, self.settings.clone());
-        let hits = self.search(&queries, mode, &settings, self.k)?;
+        let hits = self
+            .retriever
+            .search(&queries, self.mode, &self.settings, self.k)?;
         let hits = self.with_neighbours(hits);
         let budget = Budget {
             context_tokens: self.config.llm.context_tokens,
@@ -145,24 +141,6 @@ impl<'c> Answerer<'c> {
         })
     }
 
-    /// Plain retrieval with this answerer's index and model, in any mode and settings.
-    pub fn search(
-        &mut self,
-        queries: &[String],
-        mode: RetrieveMode,
-        settings: &Retrieve,
-        k: usize,
-    ) -> Result<Vec<Hit>, RetrieveError> {
-        retrieve::retrieve(
-            &self.index,
-            self.embedder.as_mut(),
-            queries,
-            mode,
-            settings,
-            k,
-        )
-    }
-
     /// Widens each hit with its neighbouring chunks so context is not cut mid-paragraph.
     fn with_neighbours(&self, hits: Vec<Hit>) -> Vec<Hit> {
         let radius = self.settings.neighbours as i64;
@@ -171,11 +149,11 @@ impl<'c> Answerer<'c> {
         }
         hits.into_iter()
             .map(|mut hit| {
-                if let Ok(rows) =
-                    self.index
-                        .store
-                        .neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius)
-                {
+                if let Ok(rows) = self.retriever.index.store.neighbours(
+                    hit.chunk.doc_id,
+                    hit.chunk.ordinal,
+                    radius,
+                ) {
                     if rows.len() > 1 {
                         hit.chunk.text = merge_overlapping(
                             rows.iter().map(|r| (r.start, r.end, r.text.as_str())),

@@ -29,7 +29,7 @@ use crate::answer::{cited_sources, Answerer};
 use crate::config::{Retrieve, RetrieveMode};
 use crate::llm::LlmError;
 use crate::prompt::{detect_language, Language, Source};
-use crate::retrieve::{Hit, RetrieveError};
+use crate::retrieve::{Hit, RetrieveError, Retriever};
 
 /// Slots ranked per question (documents, with one chunk per document).
 pub const K: usize = 10;
@@ -59,6 +59,8 @@ pub enum EvalError {
         #[source]
         source: RetrieveError,
     },
+    #[error("--answers and --rewrite need a model endpoint")]
+    NeedsModel,
     /// The model endpoint cannot be reached: no later question would fare better.
     #[error("question {id}: {source}")]
     Unreachable {
@@ -618,10 +620,33 @@ pub struct RunOptions {
     pub answers: bool,
 }
 
+/// What the evaluation runs on: retrieval alone (no model endpoint needed),
+/// or retrieval with a model to translate and answer.
+pub enum Engine<'a, 'c> {
+    Retrieval(&'a mut Retriever),
+    WithModel(&'a mut Answerer<'c>),
+}
+
+impl<'c> Engine<'_, 'c> {
+    fn retriever(&mut self) -> &mut Retriever {
+        match self {
+            Engine::Retrieval(r) => r,
+            Engine::WithModel(a) => &mut a.retriever,
+        }
+    }
+
+    fn answerer(&mut self) -> Result<&mut Answerer<'c>, EvalError> {
+        match self {
+            Engine::Retrieval(_) => Err(EvalError::NeedsModel),
+            Engine::WithModel(a) => Ok(a),
+        }
+    }
+}
+
 /// Runs every question through every variant. `tick` is called once per
 /// translation and once per question and variant, for progress.
 pub async fn run(
-    answerer: &mut Answerer<'_>,
+    mut engine: Engine<'_, '_>,
     questions: &[Question],
     variants: &[Variant],
     options: RunOptions,
@@ -630,6 +655,7 @@ pub async fn run(
     let mut translations: Vec<Option<String>> = vec![None; questions.len()];
     let mut rewrite_failures = 0;
     if options.rewrite {
+        let answerer = engine.answerer()?;
         for (q, slot) in questions.iter().zip(translations.iter_mut()) {
             match answerer.translate(&q.question).await {
                 Ok(t) => *slot = t,
@@ -654,7 +680,8 @@ pub async fn run(
                 id: q.id.clone(),
                 source,
             };
-            let hits = answerer
+            let hits = engine
+                .retriever()
                 .search(&queries, v.mode, &v.settings, K)
                 .map_err(retrieve_error)?;
             let retrieved: Vec<Ranked> = hits.iter().map(Ranked::from).collect();
@@ -663,6 +690,7 @@ pub async fn run(
                 continue;
             };
             let answer = if options.answers {
+                let answerer = engine.answerer()?;
                 answerer.mode = v.mode;
                 answerer.settings = v.answer_settings.clone();
                 let prepared = answerer

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragmap::config::{Config, RetrieveMode};
-use ragmap::embed::{EmbedError, Embedder};
+use ragmap::embed::EmbedError;
 use ragmap::eval;
-use ragmap::index::{self, BuildOptions, Index, IndexError};
-use ragmap::retrieve::{self, Hit, RetrieveError};
+use ragmap::index::{self, BuildOptions, IndexError};
+use ragmap::retrieve::{Hit, RetrieveError};
 use ragmap::term::sanitize;
 
 mod cli {
@@ -413,20 +413,9 @@ fn cmd_search(
     }
     let mode = mode.unwrap_or(config.retrieve.mode);
     let k = k.unwrap_or(config.retrieve.top_k).max(1);
-    let index = Index::open(config)?;
-    let mut embedder = match mode {
-        RetrieveMode::Lexical => None,
-        _ => Some(Embedder::load(config)?),
-    };
-    let hits = retrieve::retrieve(
-        &index,
-        embedder.as_mut(),
-        &[question.to_string()],
-        mode,
-        &config.retrieve,
-        k,
-    )
-    .context("search failed")?;
+    let hits = ask::open_retriever(config, mode)?
+        .search(&[question.to_string()], mode, &config.retrieve, k)
+        .context("search failed")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&hits)?);
     } else {

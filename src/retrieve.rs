@@ -28,6 +28,37 @@ pub struct Hit {
     pub lexical_rank: Option<usize>,
 }
 
+/// An open index and, unless only lexical search is wanted, the embedding
+/// model: what every retrieval needs, loaded once per process.
+pub struct Retriever {
+    pub index: Index,
+    embedder: Option<Embedder>,
+}
+
+impl Retriever {
+    pub fn new(index: Index, embedder: Option<Embedder>) -> Retriever {
+        Retriever { index, embedder }
+    }
+
+    /// [`retrieve`] with this index and model.
+    pub fn search(
+        &mut self,
+        queries: &[String],
+        mode: RetrieveMode,
+        settings: &Retrieve,
+        k: usize,
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        retrieve(
+            &self.index,
+            self.embedder.as_mut(),
+            queries,
+            mode,
+            settings,
+            k,
+        )
+    }
+}
+
 /// One ranked list from one retriever for one query form.
 pub struct Ranked {
     /// (chunk id, the retriever's own score), best first.

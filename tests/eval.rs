@@ -400,4 +400,12 @@ fn eval_answers_without_a_model_server_is_exit_5_naming_the_fix() {
         &[("RAGMAP_LLM_URL", closed.as_str())],
     );
     assert_clean_failure(&out, 5, "start the model server");
+
+    // Ranking alone needs no endpoint, not even a well-formed one.
+    let out = ws.run_env(
+        &["eval", q.to_str().unwrap(), "--mode", "lexical"],
+        &[("RAGMAP_LLM_URL", "::not a url")],
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("all (4 questions)"));
 }

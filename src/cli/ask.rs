@@ -10,6 +10,7 @@ use ragmap::embed::Embedder;
 use ragmap::index::Index;
 use ragmap::llm::{self, ChatMessage, LlmError};
 use ragmap::prompt::{estimate_tokens, Source};
+use ragmap::retrieve::Retriever;
 use ragmap::term::{sanitize, StreamSanitizer};
 
 use crate::exit;
@@ -22,21 +23,26 @@ pub(crate) fn load<'c>(
 ) -> anyhow::Result<Answerer<'c>> {
     let mode = mode.unwrap_or(config.retrieve.mode);
     let k = k.unwrap_or(config.retrieve.top_k).max(1);
-    let index = Index::open(config)?;
-    let embedder = match mode {
-        RetrieveMode::Lexical => None,
-        _ => Some(Embedder::load(config)?),
-    };
+    let retriever = open_retriever(config, mode)?;
     let backend = llm::backend_from_config(config)?;
     Ok(Answerer::new(
         config,
-        index,
-        embedder,
+        retriever,
         backend,
         mode,
         k,
         rewrite && config.llm.rewrite,
     ))
+}
+
+/// The index, and the embedding model unless `mode` is lexical.
+pub(crate) fn open_retriever(config: &Config, mode: RetrieveMode) -> anyhow::Result<Retriever> {
+    let index = Index::open(config)?;
+    let embedder = match mode {
+        RetrieveMode::Lexical => None,
+        _ => Some(Embedder::load(config)?),
+    };
+    Ok(Retriever::new(index, embedder))
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

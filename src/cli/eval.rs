@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use ragmap::config::{Config, RetrieveMode};
-use ragmap::eval::{self, EvalError, RunOptions};
+use ragmap::eval::{self, Engine, EvalError, RunOptions};
 use ragmap::term::sanitize;
 
 use crate::cli::ask;
@@ -26,13 +26,21 @@ pub fn run(
         (None, None) => eval::mode_name(config.retrieve.mode).to_string(),
     };
     let variants = eval::parse_variants(&spec, &config.retrieve)?;
-    // The embedding model is loaded only when some variant needs it.
+    // The embedding model is loaded only when some variant needs it, the
+    // model endpoint only when translating or answering.
     let load_mode = if variants.iter().all(|v| v.mode == RetrieveMode::Lexical) {
         RetrieveMode::Lexical
     } else {
         RetrieveMode::Hybrid
     };
-    let mut answerer = ask::load(config, None, Some(load_mode), false)?;
+    let (mut retriever, mut answerer);
+    let engine = if options.rewrite || options.answers {
+        answerer = ask::load(config, None, Some(load_mode), false)?;
+        Engine::WithModel(&mut answerer)
+    } else {
+        retriever = ask::open_retriever(config, load_mode)?;
+        Engine::Retrieval(&mut retriever)
+    };
     let rt = ask::runtime()?;
 
     // Answers take seconds each: show progress on a terminal.
@@ -50,13 +58,7 @@ pub fn run(
         indicatif::ProgressBar::hidden()
     };
     let mut tick = || bar.inc(1);
-    let result = rt.block_on(eval::run(
-        &mut answerer,
-        &questions,
-        &variants,
-        options,
-        &mut tick,
-    ));
+    let result = rt.block_on(eval::run(engine, &questions, &variants, options, &mut tick));
     bar.finish_and_clear();
     let report = match result {
         Ok(report) => report,
