@@ -91,9 +91,9 @@ fn bench_terms(c: &mut Criterion) {
     g.bench_function("terms_mixed_zh_en", |b| {
         b.iter(|| terms::terms(black_box(&text)))
     });
-    g.bench_function("match_query", |b| {
+    g.bench_function("query_terms", |b| {
         b.iter(|| {
-            terms::match_query(black_box(
+            terms::query_terms(black_box(
                 "RAG 和微调有什么区别？How is retrieval different?",
             ))
         })

@@ -54,7 +54,7 @@ proptest! {
     #[test]
     fn segmentation_never_panics(text in any::<String>()) {
         let _ = ragmap::index::terms::terms(&text);
-        let _ = ragmap::index::terms::match_query(&text);
+        let _ = ragmap::index::terms::match_expr(&ragmap::index::terms::query_terms(&text));
     }
 
     #[test]

@@ -94,12 +94,6 @@ pub fn match_expr(terms: &[String]) -> Option<String> {
     (!quoted.is_empty()).then(|| quoted.join(" OR "))
 }
 
-/// An FTS5 MATCH expression for a question: its distinct non-stopword terms,
-/// each quoted, joined by OR. `None` when nothing searchable is left.
-pub fn match_query(question: &str) -> Option<String> {
-    match_expr(&query_terms(question))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +110,7 @@ mod tests {
 
     #[test]
     fn query_drops_stopwords_and_duplicates() {
+        let match_query = |q: &str| match_expr(&query_terms(q));
         assert_eq!(
             match_query("什么是 RAG 的 RAG?").as_deref(),
             Some("\"rag\"")
