@@ -66,18 +66,18 @@ pub fn check_assets(config: &Config) -> Result<(), EmbedError> {
     Ok(())
 }
 
+/// The files whose bytes make the model's identity.
+const IDENTITY_FILES: [&str; 2] = ["model.onnx", "tokenizer.json"];
+
 /// A string that changes whenever the model's weights or tokenizer change: the
 /// index stores it and rebuilds when it differs.
 pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
     check_assets(config)?;
     let dir = config.model_dir();
     let mut parts = Vec::new();
-    for name in ["model.onnx", "tokenizer.json"] {
+    for name in IDENTITY_FILES {
         let path = dir.join(name);
-        parts.push(hash_file(&path).map_err(|e| EmbedError::BadModel {
-            path: path.clone(),
-            message: e.to_string(),
-        })?);
+        parts.push(hash_file(&path).map_err(bad_model(&path))?);
     }
     Ok(format!(
         "multilingual-e5-small:{}",
@@ -92,12 +92,9 @@ pub fn model_files_stamp(config: &Config) -> Result<String, EmbedError> {
     check_assets(config)?;
     let dir = config.model_dir();
     let mut parts = Vec::new();
-    for name in ["model.onnx", "tokenizer.json"] {
+    for name in IDENTITY_FILES {
         let path = dir.join(name);
-        let meta = fs::metadata(&path).map_err(|e| EmbedError::BadModel {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let meta = fs::metadata(&path).map_err(bad_model(&path))?;
         let modified = meta
             .modified()
             .ok()
@@ -106,6 +103,14 @@ pub fn model_files_stamp(config: &Config) -> Result<String, EmbedError> {
         parts.push(format!("{name}:{}:{modified}", meta.len()));
     }
     Ok(parts.join(";"))
+}
+
+/// An I/O error on a model file, as the error naming that file.
+fn bad_model(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
+    move |e| EmbedError::BadModel {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn hash_file(path: &Path) -> std::io::Result<String> {
@@ -221,7 +226,7 @@ impl Embedder {
         // a poor proxy when Chinese and English mix (measured in BENCHMARKS.md).
         let tokenizer = &self.sessions[0].tokenizer;
         let tokens: Vec<usize> = inputs
-            .iter()
+            .par_iter()
             .map(|t| {
                 tokenizer
                     .encode_fast(t.as_str(), true)
@@ -284,10 +289,7 @@ fn read_model(config: &Config) -> Result<UserDefinedEmbeddingModel, EmbedError> 
     let dir = config.model_dir();
     let read = |name: &str| {
         let path = dir.join(name);
-        fs::read(&path).map_err(|e| EmbedError::BadModel {
-            path,
-            message: e.to_string(),
-        })
+        fs::read(&path).map_err(bad_model(&path))
     };
     Ok(UserDefinedEmbeddingModel::new(
         read("model.onnx")?,
