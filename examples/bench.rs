@@ -51,32 +51,7 @@ enum Command {
         chunks: usize,
     },
     /// In-process retrieval latency over synthetic indexes.
-    Latency {
-        /// Markdown corpus whose text the synthetic chunks are cut from.
-        #[arg(long)]
-        corpus: PathBuf,
-        /// Comma-separated index sizes, in chunks.
-        #[arg(long, default_value = "1000,10000,100000")]
-        sizes: String,
-        /// Questions (JSON lines with a "question" field, or plain lines).
-        #[arg(long)]
-        queries: Option<PathBuf>,
-        /// Timed searches per mode and size.
-        #[arg(long, default_value_t = 300)]
-        searches: usize,
-        /// Workspace whose model times query embedding (skipped when absent or not installed).
-        #[arg(long)]
-        workspace: Option<PathBuf>,
-        /// Where the synthetic indexes are built (a temporary folder by default).
-        #[arg(long)]
-        scratch: Option<PathBuf>,
-        /// Row budgets of lexical term pruning to compare (speed against exact BM25 order).
-        #[arg(long, default_value = "4000,8000,16000,32000")]
-        budgets: String,
-        /// Reuse synthetic indexes already in --scratch (for iterating on retrieval code).
-        #[arg(long)]
-        reuse: bool,
-    },
+    Latency(LatencyArgs),
     /// One process answering many consecutive searches on one synthetic index:
     /// latency and resident memory at the start and at the end (a leak or a
     /// slowdown shows as a difference).
@@ -111,29 +86,7 @@ fn main() -> Result<()> {
             rounds,
             chunks,
         } => embed_bench(&workspace, rounds, chunks)?,
-        Command::Latency {
-            corpus,
-            sizes,
-            queries,
-            searches,
-            workspace,
-            scratch,
-            reuse,
-            budgets,
-        } => latency_bench(&LatencyOptions {
-            corpus_dir: &corpus,
-            sizes: &sizes,
-            queries: queries.as_deref(),
-            searches,
-            workspace: workspace.as_deref(),
-            scratch: scratch.as_deref(),
-            reuse,
-            budgets: &budgets
-                .split(',')
-                .map(|b| b.trim().parse())
-                .collect::<Result<Vec<usize>, _>>()
-                .context("bad --budgets")?,
-        })?,
+        Command::Latency(args) => latency_bench(&args)?,
         Command::Recall {
             workspace,
             questions,
@@ -598,34 +551,52 @@ fn percentiles(mut ms: Vec<f64>) -> Value {
     json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64, "n": ms.len()})
 }
 
-struct LatencyOptions<'a> {
-    corpus_dir: &'a Path,
-    sizes: &'a str,
-    queries: Option<&'a Path>,
+#[derive(clap::Args)]
+struct LatencyArgs {
+    /// Markdown corpus whose text the synthetic chunks are cut from.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Comma-separated index sizes, in chunks.
+    #[arg(long, default_value = "1000,10000,100000")]
+    sizes: String,
+    /// Questions (JSON lines with a "question" field, or plain lines).
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Timed searches per mode and size.
+    #[arg(long, default_value_t = 300)]
     searches: usize,
-    workspace: Option<&'a Path>,
-    scratch: Option<&'a Path>,
+    /// Workspace whose model times query embedding (skipped when absent or not installed).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Where the synthetic indexes are built (a temporary folder by default).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Row budgets of lexical term pruning to compare (speed against exact BM25 order).
+    #[arg(long, value_delimiter = ',', default_value = "4000,8000,16000,32000")]
+    budgets: Vec<usize>,
+    /// Reuse synthetic indexes already in --scratch (for iterating on retrieval code).
+    #[arg(long)]
     reuse: bool,
-    budgets: &'a [usize],
 }
 
-fn latency_bench(opts: &LatencyOptions) -> Result<Value> {
-    let &LatencyOptions {
-        corpus_dir,
+fn latency_bench(args: &LatencyArgs) -> Result<Value> {
+    let LatencyArgs {
+        corpus,
         sizes,
         queries,
         searches,
         workspace,
         scratch,
-        reuse,
         budgets,
-    } = opts;
-    let text = corpus_text(corpus_dir)?;
-    let queries = load_queries(queries)?;
+        reuse,
+    } = args;
+    let (searches, reuse) = (*searches, *reuse);
+    let text = corpus_text(corpus)?;
+    let queries = load_queries(queries.as_deref())?;
     let settings = Config::default().retrieve;
     let k = settings.top_k;
     let tmp = tempfile::tempdir()?;
-    let scratch = scratch.unwrap_or(tmp.path());
+    let scratch = scratch.as_deref().unwrap_or(tmp.path());
     let mut rng = StdRng::seed_from_u64(7);
     let query_vectors: Vec<Vec<f32>> = queries.iter().map(|_| random_unit(&mut rng)).collect();
 
