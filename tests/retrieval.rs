@@ -24,6 +24,14 @@ fn rank_of(ws: &Workspace, query: &str, mode: RetrieveMode, path: &str) -> Optio
     hits.iter().position(|h| h.chunk.path == path)
 }
 
+/// A workspace holding [`corpus`], indexed.
+fn indexed_corpus() -> Workspace {
+    let ws = Workspace::new("");
+    corpus(&ws);
+    ws.build_index();
+    ws
+}
+
 fn corpus(ws: &Workspace) {
     // Documents close in meaning to "robust evaluation" that never use the word 鲁棒性.
     for (i, text) in [
@@ -65,9 +73,7 @@ fn lexical_side_rescues_keywords_and_api_names() {
     if !model_available("hybrid_keywords") {
         return;
     }
-    let ws = Workspace::new("");
-    corpus(&ws);
-    ws.build_index();
+    let ws = indexed_corpus();
 
     let query = "鲁棒性";
     let vector = rank_of(&ws, query, RetrieveMode::Vector, "target.md");
@@ -95,9 +101,7 @@ fn results_carry_no_duplicates() {
     if !model_available("hybrid_no_duplicates") {
         return;
     }
-    let ws = Workspace::new("");
-    corpus(&ws);
-    ws.build_index();
+    let ws = indexed_corpus();
     let config = ws.config();
     let index = Index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
