@@ -9,7 +9,7 @@ use ragmap::chunk::Chunker;
 use ragmap::config::{Config, RetrieveMode};
 use ragmap::index::{terms, ChunkRow};
 use ragmap::prompt::{self, Budget};
-use ragmap::retrieve::{self, Hit, Ranked};
+use ragmap::retrieve::{self, Hit, RankedList};
 
 const ZH: &str = "检索增强生成（RAG）把外部知识库中检索到的段落交给大语言模型，让它在回答问题时引用可靠的来源。与微调相比，RAG 不需要重新训练模型，知识更新只需要重建索引。常见的工程问题包括文档切分、向量召回、混合检索与重排序。";
 const EN: &str = "Retrieval-augmented generation hands passages retrieved from an external knowledge base to a large language model, so that its answers cite reliable sources. Unlike fine-tuning, RAG needs no retraining: updating knowledge only means rebuilding the index. Typical engineering problems are chunking, vector recall, hybrid retrieval and reranking with max_tokens=320.";
@@ -104,8 +104,8 @@ fn bench_terms(c: &mut Criterion) {
 fn bench_retrieve(c: &mut Criterion) {
     let settings = Config::default().retrieve;
     // Two query forms x two retrievers x 40 candidates, overlapping ids.
-    let lists: Vec<Ranked> = (0..4)
-        .map(|l| Ranked {
+    let lists: Vec<RankedList> = (0..4)
+        .map(|l| RankedList {
             ids: (0..40)
                 .map(|r| ((r * (l + 1) % 97) as i64, 1.0 - r as f32 / 40.0))
                 .collect(),

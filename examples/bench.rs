@@ -22,9 +22,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use ragmap::chunk::{self, Chunker};
-use ragmap::config::{Config, RetrieveMode};
+use ragmap::config::{Config, Retrieve, RetrieveMode};
 use ragmap::corpus;
 use ragmap::embed::{self, Embedder};
+use ragmap::eval;
 use ragmap::index::store::{NewChunk, NewDocument, Store};
 use ragmap::index::vectors::{Vectors, DIMENSIONS};
 use ragmap::index::{terms, Index};
@@ -525,9 +526,7 @@ fn soak_bench(
             &index,
             std::slice::from_ref(&v),
             std::slice::from_ref(q),
-            RetrieveMode::Hybrid,
             &settings,
-            settings.top_k,
         )?;
         ms.push(s.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(hits);
@@ -595,6 +594,10 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
     let queries = load_queries(queries.as_deref())?;
     let settings = Config::default().retrieve;
     let k = settings.top_k;
+    let hybrid = Retrieve {
+        mode: RetrieveMode::Hybrid,
+        ..settings.clone()
+    };
     let tmp = tempfile::tempdir()?;
     let scratch = scratch.as_deref().unwrap_or(tmp.path());
     let mut rng = StdRng::seed_from_u64(7);
@@ -615,9 +618,7 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                 &index,
                 std::slice::from_ref(v),
                 std::slice::from_ref(q),
-                RetrieveMode::Hybrid,
-                &settings,
-                k,
+                &hybrid,
             )?;
         }
         for (name, mode) in [
@@ -625,6 +626,10 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
             ("lexical", RetrieveMode::Lexical),
             ("hybrid", RetrieveMode::Hybrid),
         ] {
+            let by_mode = Retrieve {
+                mode,
+                ..settings.clone()
+            };
             let mut ms = Vec::with_capacity(searches);
             for i in 0..searches {
                 let q = &queries[i % queries.len()];
@@ -634,9 +639,7 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                     &index,
                     std::slice::from_ref(v),
                     std::slice::from_ref(q),
-                    mode,
-                    &settings,
-                    k,
+                    &by_mode,
                 )?;
                 ms.push(s.elapsed().as_secs_f64() * 1000.0);
                 std::hint::black_box(hits);
@@ -785,66 +788,33 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
 
 // ---------------------------------------------------------------- recall
 
-/// Gold entries are mirror paths such as `github.com/x/y/index.html`; a
-/// document matches when its URL, scheme and host dropped, ends with one.
-fn matches_gold(source: &str, path: &str, gold: &str) -> bool {
-    let gold = gold
-        .split_once("://")
-        .map(|x| x.1)
-        .unwrap_or(gold)
-        .trim_matches('/');
-    let url_path = source
-        .split_once("://")
-        .map(|x| x.1)
-        .and_then(|rest| rest.split_once('/'))
-        .map(|x| x.1)
-        .unwrap_or(source)
-        .trim_matches('/');
-    url_path == gold || url_path.ends_with(&format!("/{gold}")) || path == gold
-}
-
 fn recall_bench(workspace: &Path, questions: &Path, k: usize) -> Result<Value> {
     let config = Config::load(workspace)?;
     let index = Index::open(&config)?;
     let mut embedder = Embedder::load(&config)?;
-    let text = std::fs::read_to_string(questions)?;
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line)?;
-        let q = v["question"].as_str().unwrap_or_default().to_string();
-        let gold = v["gold"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| g.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        rows.push((q, gold));
-    }
+    let rows = eval::load_questions(questions)?;
     let mut settings = config.retrieve.clone();
     settings.max_chunks_per_doc = 1;
+    settings.top_k = k;
     let mut out = json!({"questions": rows.len(), "k": k});
     for (name, mode) in [
         ("hybrid", RetrieveMode::Hybrid),
         ("vector", RetrieveMode::Vector),
         ("lexical", RetrieveMode::Lexical),
     ] {
+        settings.mode = mode;
         let mut found = 0usize;
-        for (q, gold) in &rows {
+        for q in &rows {
             let hits = retrieve::retrieve(
                 &index,
                 Some(&mut embedder),
-                std::slice::from_ref(q),
-                mode,
+                std::slice::from_ref(&q.question),
                 &settings,
-                k,
             )?;
-            let mut docs = HashSet::new();
+            // A question counts when any gold document is among its k passages.
             let hit = hits.iter().any(|h| {
-                docs.insert(h.chunk.doc_id);
-                gold.iter()
-                    .any(|g| matches_gold(&h.chunk.source, &h.chunk.path, g))
+                let doc = eval::RankedDoc::from(h);
+                q.gold.iter().any(|g| eval::matches(&doc, g))
             });
             found += usize::from(hit);
         }

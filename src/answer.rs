@@ -1,25 +1,44 @@
-//! Answering: question → (translation) → retrieval → prompt → streamed answer →
-//! cited sources. `ragmap ask` runs it once; `ragmap chat` keeps a history and
-//! rewrites each follow-up into a standalone question first.
+//! Answering, one way through: [`Answerer::query`] turns the user's words
+//! (and the conversation so far) into a [`Query`], a [`Retriever`] finds its
+//! passages, [`Prepared::new`] numbers them into a prompt, and
+//! [`Answerer::answer`] streams the model's answer into a sink. `ragmap ask`,
+//! `ragmap chat`, `ragmap eval --answers` and the server all take these steps.
+//!
+//! [`Retriever`]: crate::retrieve::Retriever
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::config::{Config, Retrieve, RetrieveMode};
-use crate::llm::{ChatBackend, ChatMessage, ChatOptions, LlmError};
+use crate::config::Config;
+use crate::llm::{self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, TokenSink};
 use crate::prompt::{self, Budget, Language, Prompt, Source};
-use crate::retrieve::{Hit, RetrieveError, Retriever};
+use crate::query::Query;
+use crate::retrieve::Hit;
 
-/// Everything needed to answer, loaded once (model, index, backend).
-pub struct Answerer<'c> {
-    pub config: &'c Config,
-    pub retriever: Retriever,
-    pub backend: Box<dyn ChatBackend>,
-    pub mode: RetrieveMode,
-    /// Retrieval settings; `[retrieve]` of the config unless a caller (eval) varies them.
-    pub settings: Retrieve,
-    pub k: usize,
+/// One earlier exchange of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub question: String,
+    pub answer: String,
+}
+
+/// The chat model's side of answering: the backend and how to use it.
+pub struct Answerer {
+    backend: Box<dyn ChatBackend>,
+    options: ChatOptions,
+    budget: Budget,
+    history_tokens: usize,
     /// Translate questions into the other language and retrieve with both.
-    pub rewrite: bool,
+    translate: bool,
+}
+
+/// A query built with the model's help, and whether the model was there.
+pub struct Rewrite {
+    pub query: Query,
+    /// Nothing answered at the endpoint: answering would fail the same way,
+    /// so the caller can fall back at once instead of waiting a second time.
+    pub unreachable: Option<LlmError>,
+    /// Requests that failed otherwise; the query went on without their form.
+    pub failed_requests: usize,
 }
 
 /// Milliseconds from the start of `ask` to each step.
@@ -33,220 +52,191 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// The retrieval half of an answer: what the model will be shown.
+/// What the model will be shown: the query, its passages, the prompt.
 pub struct Prepared {
-    pub question: String,
-    /// The question in the other language, when rewriting succeeded.
-    pub translated: Option<String>,
+    pub query: Query,
     pub hits: Vec<Hit>,
     pub prompt: Prompt,
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+impl Prepared {
+    /// Numbers `hits` into the prompt for the query's question, within `budget`.
+    pub fn new(query: Query, hits: Vec<Hit>, budget: Budget) -> Prepared {
+        let prompt = prompt::build(query.question(), &hits, budget);
+        Prepared {
+            query,
+            hits,
+            prompt,
+        }
+    }
 }
 
-impl<'c> Answerer<'c> {
-    pub fn new(
-        config: &'c Config,
-        retriever: Retriever,
-        backend: Box<dyn ChatBackend>,
-        mode: RetrieveMode,
-        k: usize,
-        rewrite: bool,
-    ) -> Self {
-        Answerer {
-            config,
-            retriever,
-            backend,
-            mode,
-            settings: config.retrieve.clone(),
-            k,
-            rewrite,
+impl Answerer {
+    /// The backend `[llm]` configures; `translate` turns cross-language
+    /// translation of questions on.
+    pub fn from_config(config: &Config, translate: bool) -> Result<Answerer, LlmError> {
+        Ok(Answerer {
+            backend: llm::backend_from_config(config)?,
+            options: ChatOptions::from_config(config),
+            budget: Budget {
+                context_tokens: config.llm.context_tokens,
+                answer_tokens: config.llm.max_answer_tokens,
+            },
+            history_tokens: config.llm.history_tokens,
+            translate,
+        })
+    }
+
+    pub fn backend(&self) -> &dyn ChatBackend {
+        self.backend.as_ref()
+    }
+
+    /// The prompt budget: the model's context window less its answer.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Whether [`Answerer::query`] asks the model for a translation.
+    pub fn translates(&self) -> bool {
+        self.translate
+    }
+
+    /// The query for `question`: with earlier turns, rewritten by the model into
+    /// a standalone question (or, when the model fails, joined to the previous
+    /// question); then translated into the other language when translation is
+    /// on. A failure of either request only loses that form.
+    pub async fn query(&self, history: &[Turn], question: &str) -> Rewrite {
+        let mut query = Query::new(question);
+        let mut unreachable = None;
+        let mut failed_requests = 0;
+        if !history.is_empty() {
+            match self.standalone_question(history, query.question()).await {
+                Ok(standalone) => query = query.with_search(standalone, true),
+                Err(e) => {
+                    let last = history.last().map_or("", |t| t.question.as_str());
+                    let joined = format!("{last} {}", query.question());
+                    query = query.with_search(joined, false);
+                    failed_requests += usize::from(e.is_some());
+                    unreachable = e.filter(LlmError::is_unreachable);
+                }
+            }
+        }
+        if self.translate && unreachable.is_none() {
+            match self.translate(query.search()).await {
+                Ok(translation) => query = query.with_translation(translation),
+                Err(e) if e.is_unreachable() => unreachable = Some(e),
+                Err(_) => failed_requests += 1,
+            }
+        }
+        Rewrite {
+            query,
+            unreachable,
+            failed_requests,
         }
     }
 
-    fn options(&self, max_tokens: Option<u32>, temperature: Option<f32>) -> ChatOptions {
-        let mut o = ChatOptions::from_config(self.config);
-        if max_tokens.is_some() {
-            o.max_tokens = max_tokens;
-        }
-        if temperature.is_some() {
-            o.temperature = temperature;
-        }
-        o
+    /// The messages for the answer: system prompt, the most recent turns that
+    /// fit `[llm] history_tokens`, then the prompt.
+    pub fn messages(&self, prepared: &Prepared, history: &[Turn]) -> Vec<ChatMessage> {
+        let mut messages = vec![ChatMessage::system(prepared.prompt.system.clone())];
+        messages.extend(bounded_history(history, self.history_tokens));
+        messages.push(ChatMessage::user(prepared.prompt.user.clone()));
+        messages
     }
 
-    /// A short, non-streamed completion (translation, query rewriting).
-    pub async fn complete(
+    /// Streams the answer to `sink` as it arrives. Dropping the future cancels
+    /// the request; on failure the error carries any partial text.
+    pub async fn answer(
+        &self,
+        prepared: &Prepared,
+        history: &[Turn],
+        sink: &mut TokenSink<'_>,
+    ) -> Result<ChatOutcome, LlmError> {
+        let messages = self.messages(prepared, history);
+        self.backend.chat(&messages, &self.options, sink).await
+    }
+
+    /// A short, non-streamed completion at temperature 0 (translation, rewriting).
+    async fn complete(
         &self,
         system: &str,
         user: &str,
         max_tokens: u32,
     ) -> Result<String, LlmError> {
         let messages = [ChatMessage::system(system), ChatMessage::user(user)];
-        let options = self.options(Some(max_tokens), Some(0.0));
+        let options = ChatOptions {
+            max_tokens: Some(max_tokens),
+            temperature: Some(0.0),
+            ..self.options.clone()
+        };
         let mut sink = |_: &str| {};
         let outcome = self.backend.chat(&messages, &options, &mut sink).await?;
         Ok(clean_one_line(&outcome.text))
     }
 
-    /// The question translated into the other language, for cross-language retrieval.
-    pub async fn translate(&self, question: &str) -> Result<Option<String>, LlmError> {
+    /// The question translated into the other language, for cross-language
+    /// retrieval; `None` when the model's reply is not a usable translation.
+    async fn translate(&self, question: &str) -> Result<Option<String>, LlmError> {
         let (target, system) = match prompt::detect_language(question) {
             Language::Chinese => (
-                "English",
+                Language::English,
                 "Translate the user's question into English. Reply with the translation only.",
             ),
-            Language::English => ("Chinese", "把用户的问题翻译成简体中文。只输出译文。"),
+            Language::English => (
+                Language::Chinese,
+                "把用户的问题翻译成简体中文。只输出译文。",
+            ),
         };
         let text = self.complete(system, question, 96).await?;
         // A useful translation is non-empty, differs from the input, and is in the target language.
-        let lang = prompt::detect_language(&text);
-        let right_language = matches!(
-            (target, lang),
-            ("English", Language::English) | ("Chinese", Language::Chinese)
-        );
-        Ok((!text.is_empty() && text != question.trim() && right_language).then_some(text))
+        let usable =
+            !text.is_empty() && text != question.trim() && prompt::detect_language(&text) == target;
+        Ok(usable.then_some(text))
     }
 
-    /// Retrieves for the question (and its translation) and builds the prompt.
-    /// `question` is what the model answers, in the user's words; retrieval
-    /// uses `search` (the question itself, or its standalone rewrite in a chat)
-    /// and its translation.
-    pub fn prepare(
-        &mut self,
-        question: &str,
-        search: &str,
-        translated: Option<String>,
-    ) -> Result<Prepared, RetrieveError> {
-        let mut queries = vec![search.to_string()];
-        if let Some(t) = &translated {
-            queries.push(t.clone());
-        }
-        let hits = self
-            .retriever
-            .search(&queries, self.mode, &self.settings, self.k)?;
-        let hits = self.with_neighbours(hits);
-        let budget = Budget {
-            context_tokens: self.config.llm.context_tokens,
-            answer_tokens: self.config.llm.max_answer_tokens,
-        };
-        let prompt = prompt::build(question, &hits, budget);
-        Ok(Prepared {
-            question: question.to_string(),
-            translated,
-            hits,
-            prompt,
-        })
-    }
-
-    /// Widens each hit with its neighbouring chunks so context is not cut mid-paragraph.
-    fn with_neighbours(&self, hits: Vec<Hit>) -> Vec<Hit> {
-        let radius = self.settings.neighbours as i64;
-        if radius == 0 {
-            return hits;
-        }
-        hits.into_iter()
-            .map(|mut hit| {
-                if let Ok(rows) = self.retriever.index.store.neighbours(
-                    hit.chunk.doc_id,
-                    hit.chunk.ordinal,
-                    radius,
-                ) {
-                    if rows.len() > 1 {
-                        hit.chunk.text = merge_overlapping(
-                            rows.iter().map(|r| (r.start, r.end, r.text.as_str())),
-                        );
-                    }
-                }
-                hit
-            })
-            .collect()
-    }
-
-    /// Messages for the answer: system prompt, bounded history, then the prompt.
-    pub fn messages(&self, prepared: &Prepared, history: &[ChatMessage]) -> Vec<ChatMessage> {
-        let mut messages = vec![ChatMessage::system(prepared.prompt.system.clone())];
-        messages.extend(history.iter().cloned());
-        messages.push(ChatMessage::user(prepared.prompt.user.clone()));
-        messages
-    }
-
-    pub fn answer_options(&self) -> ChatOptions {
-        self.options(None, None)
-    }
-
-    /// The whole answer, not streamed (evaluation). On failure the error
-    /// carries any partial text.
-    pub async fn answer(&self, prepared: &Prepared) -> Result<String, LlmError> {
-        let messages = self.messages(prepared, &[]);
-        let mut sink = |_: &str| {};
-        let outcome = self
-            .backend
-            .chat(&messages, &self.answer_options(), &mut sink)
-            .await?;
-        Ok(outcome.text)
-    }
-
-    /// Rewrites a follow-up into a standalone question using the conversation so far.
-    /// Falls back to joining the previous question and the follow-up when the model fails.
-    pub async fn standalone_question(
+    /// The follow-up rewritten by the model into a standalone question. `Err`
+    /// holds the request's error, or `None` when the reply was unusable.
+    async fn standalone_question(
         &self,
-        history: &[(String, String)],
+        history: &[Turn],
         follow_up: &str,
-    ) -> (String, bool) {
-        if history.is_empty() {
-            return (follow_up.to_string(), true);
-        }
+    ) -> Result<String, Option<LlmError>> {
         let mut convo = String::new();
-        for (q, a) in history.iter().rev().take(3).rev() {
+        for turn in history.iter().rev().take(3).rev() {
             convo.push_str(&format!(
-                "User: {q}\nAssistant: {}\n",
-                truncate_chars(a, 300)
+                "User: {}\nAssistant: {}\n",
+                turn.question,
+                truncate_chars(&turn.answer, 300)
             ));
         }
         let user = format!(
             "Conversation:\n{convo}\nFollow-up: {follow_up}\n\nRewrite the follow-up as one standalone question that can be understood without the conversation. Keep its language. Reply with the question only."
         );
-        match self
-            .complete(
-                "You rewrite follow-up questions into standalone search questions.",
-                &user,
-                96,
-            )
-            .await
-        {
-            Ok(q) if !q.is_empty() && q.chars().count() < 400 => (q, true),
-            _ => {
-                let last = history.last().map(|(q, _)| q.as_str()).unwrap_or("");
-                (format!("{last} {follow_up}"), false)
-            }
+        let system = "You rewrite follow-up questions into standalone search questions.";
+        match self.complete(system, &user, 96).await {
+            Ok(q) if !q.is_empty() && q.chars().count() < 400 => Ok(q),
+            Ok(_) => Err(None),
+            Err(e) => Err(Some(e)),
         }
     }
 }
 
-/// Joins neighbouring chunks whose byte ranges overlap without repeating the overlap.
-fn merge_overlapping<'a>(rows: impl Iterator<Item = (i64, i64, &'a str)>) -> String {
-    let mut out = String::new();
-    let mut covered_to: i64 = -1;
-    for (start, end, text) in rows {
-        if covered_to < 0 || start >= covered_to {
-            if !out.is_empty() {
-                out.push_str("\n\n");
-            }
-            out.push_str(text);
-        } else if end > covered_to {
-            let skip = (covered_to - start) as usize;
-            let mut cut = skip.min(text.len());
-            while !text.is_char_boundary(cut) {
-                cut += 1;
-            }
-            out.push_str(&text[cut..]);
+/// The most recent turns that fit in `budget` tokens, oldest first.
+fn bounded_history(history: &[Turn], budget: usize) -> Vec<ChatMessage> {
+    let mut used = 0;
+    let mut turns = Vec::new();
+    for turn in history.iter().rev() {
+        let cost =
+            prompt::estimate_tokens(&turn.question) + prompt::estimate_tokens(&turn.answer) + 8;
+        if used + cost > budget {
+            break;
         }
-        covered_to = covered_to.max(end);
+        used += cost;
+        turns.push(ChatMessage::assistant(turn.answer.clone()));
+        turns.push(ChatMessage::user(turn.question.clone()));
     }
-    out
+    turns.reverse();
+    turns
 }
 
 fn clean_one_line(s: &str) -> String {
@@ -275,7 +265,7 @@ pub fn cited_sources<'p>(answer: &str, sources: &'p [Source]) -> (Vec<&'p Source
     (cited, invalid)
 }
 
-/// Timer for one `ask`.
+/// Milliseconds since a start, for [`Timings`].
 pub struct Clock(Instant);
 
 impl Clock {
@@ -283,7 +273,7 @@ impl Clock {
         Clock(Instant::now())
     }
     pub fn ms(&self) -> u64 {
-        ms(self.0.elapsed())
+        self.0.elapsed().as_millis() as u64
     }
 }
 
@@ -292,21 +282,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn neighbours_merge_without_repeating_overlap() {
-        let text = "aaaa bbbb cccc dddd";
-        let rows = [
-            (0i64, 9i64, &text[0..9]),
-            (5, 14, &text[5..14]),
-            (10, 19, &text[10..19]),
-        ];
-        assert_eq!(merge_overlapping(rows.into_iter()), text);
-        let apart = [(0i64, 4i64, "aaaa"), (10, 14, "cccc")];
-        assert_eq!(merge_overlapping(apart.into_iter()), "aaaa\n\ncccc");
-    }
-
-    #[test]
     fn one_line_cleanup() {
         assert_eq!(clean_one_line("  \"What is RAG?\"\nextra"), "What is RAG?");
         assert_eq!(clean_one_line("「什么是RAG」"), "什么是RAG");
+    }
+
+    #[test]
+    fn history_keeps_the_latest_turns_that_fit() {
+        let turn = |q: &str, a: &str| Turn {
+            question: q.into(),
+            answer: a.into(),
+        };
+        let history = [turn("first?", &"x".repeat(300)), turn("second?", "short")];
+        let all = bounded_history(&history, 10_000);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0].content, "first?");
+        let latest = bounded_history(&history, 40);
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[0].content, "second?");
+        assert_eq!(latest[1].content, "short");
+        assert!(bounded_history(&history, 5).is_empty());
     }
 }

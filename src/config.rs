@@ -75,7 +75,7 @@ pub struct Crawl {
     pub block_private: BlockPrivate,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockPrivate {
     #[default]

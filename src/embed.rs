@@ -45,6 +45,16 @@ pub enum EmbedError {
     Run(String),
 }
 
+impl EmbedError {
+    /// A failed run is a failure; anything else means set-up is missing or broken.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EmbedError::Run(_) => crate::exit::FAILURE,
+            _ => crate::exit::SETUP,
+        }
+    }
+}
+
 /// Where the model's tokenizer lives (the chunker sizes chunks with it).
 pub fn tokenizer_path(config: &Config) -> PathBuf {
     config.model_dir().join("tokenizer.json")

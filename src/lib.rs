@@ -1,7 +1,10 @@
 //! ragmap: a local RAG assistant over the resources of an AI-engineering roadmap.
 //!
 //! The modules follow the data flow:
-//! roadmap → crawl → corpus → chunk → embed → index → retrieve → prompt → llm.
+//! roadmap → crawl → corpus → chunk → embed → index → query → retrieve →
+//! prompt → llm, with [`answer`] walking a question through the last four.
+//! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`lock`]s, [`term`]
+//! (terminal-safe output).
 
 pub mod answer;
 pub mod chunk;
@@ -10,10 +13,12 @@ pub mod corpus;
 pub mod crawl;
 pub mod embed;
 pub mod eval;
+pub mod exit;
 pub mod index;
 pub mod llm;
 pub mod lock;
 pub mod prompt;
+pub mod query;
 pub mod retrieve;
 pub mod roadmap;
 pub mod term;

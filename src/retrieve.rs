@@ -1,19 +1,36 @@
 //! Retrieval: vector (HNSW), lexical (BM25 over segmented text) or both fused
 //! by reciprocal rank fusion, then near-duplicates removed and each document
 //! capped so one long page cannot fill every slot.
+//!
+//! A [`Retriever`] holds what every search needs (the index, the embedding
+//! model unless the mode is lexical, the `[retrieve]` settings) and searches
+//! with every form of a [`Query`]; it knows nothing of chat models.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{Retrieve, RetrieveMode};
+use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
-use crate::index::{terms, ChunkRow, Index};
+use crate::index::{terms, ChunkRow, Index, IndexError};
+use crate::query::Query;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrieveError {
     #[error(transparent)]
+    Open(#[from] IndexError),
+    #[error(transparent)]
     Embed(#[from] EmbedError),
     #[error("searching the index failed: {0}; run `ragmap index --rebuild` if this persists")]
-    Index(String),
+    Search(String),
+}
+
+impl RetrieveError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RetrieveError::Open(e) => e.exit_code(),
+            RetrieveError::Embed(e) => e.exit_code(),
+            RetrieveError::Search(_) => crate::exit::FAILURE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -28,39 +45,110 @@ pub struct Hit {
     pub lexical_rank: Option<usize>,
 }
 
-/// An open index and, unless only lexical search is wanted, the embedding
-/// model: what every retrieval needs, loaded once per process.
+/// An open index, the embedding model unless only lexical search is wanted,
+/// and the settings searches use: loaded once per process (or per worker).
 pub struct Retriever {
-    pub index: Index,
+    index: Index,
     embedder: Option<Embedder>,
+    settings: Retrieve,
 }
 
 impl Retriever {
-    pub fn new(index: Index, embedder: Option<Embedder>) -> Retriever {
-        Retriever { index, embedder }
+    /// Opens the index of `config` and, unless `[retrieve] mode` is lexical,
+    /// loads the embedding model.
+    pub fn open(config: &Config) -> Result<Retriever, RetrieveError> {
+        let index = Index::open(config)?;
+        let embedder = match config.retrieve.mode {
+            RetrieveMode::Lexical => None,
+            _ => Some(Embedder::load(config)?),
+        };
+        Ok(Retriever::new(index, embedder, config.retrieve.clone()))
     }
 
-    /// [`retrieve`] with this index and model.
-    pub fn search(
-        &mut self,
-        queries: &[String],
-        mode: RetrieveMode,
-        settings: &Retrieve,
-        k: usize,
-    ) -> Result<Vec<Hit>, RetrieveError> {
-        retrieve(
-            &self.index,
-            self.embedder.as_mut(),
-            queries,
-            mode,
+    pub fn new(index: Index, embedder: Option<Embedder>, settings: Retrieve) -> Retriever {
+        Retriever {
+            index,
+            embedder,
             settings,
-            k,
-        )
+        }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn settings(&self) -> &Retrieve {
+        &self.settings
+    }
+
+    /// Searches with other settings from now on (evaluation varies them). A
+    /// mode needing vectors fails at search time when no model was loaded.
+    pub fn set_settings(&mut self, settings: Retrieve) {
+        self.settings = settings;
+    }
+
+    /// The best `top_k` passages for every form of the query, fused.
+    pub fn search(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
+        let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
+        retrieve(&self.index, self.embedder.as_mut(), &forms, &self.settings)
+    }
+
+    /// [`Retriever::search`], each hit widened with its neighbouring chunks
+    /// (`[retrieve] neighbours`) so a prompt's context is not cut mid-paragraph.
+    pub fn passages(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
+        let hits = self.search(query)?;
+        Ok(self.with_neighbours(hits))
+    }
+
+    fn with_neighbours(&self, hits: Vec<Hit>) -> Vec<Hit> {
+        let radius = self.settings.neighbours as i64;
+        if radius == 0 {
+            return hits;
+        }
+        hits.into_iter()
+            .map(|mut hit| {
+                if let Ok(rows) =
+                    self.index
+                        .store
+                        .neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius)
+                {
+                    if rows.len() > 1 {
+                        hit.chunk.text = merge_overlapping(
+                            rows.iter().map(|r| (r.start, r.end, r.text.as_str())),
+                        );
+                    }
+                }
+                hit
+            })
+            .collect()
     }
 }
 
+/// Joins neighbouring chunks whose byte ranges overlap without repeating the overlap.
+fn merge_overlapping<'a>(rows: impl Iterator<Item = (i64, i64, &'a str)>) -> String {
+    let mut out = String::new();
+    let mut covered_to: i64 = -1;
+    for (start, end, text) in rows {
+        if covered_to < 0 || start >= covered_to {
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(text);
+        } else if end > covered_to {
+            let skip = (covered_to - start) as usize;
+            let mut cut = skip.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out.push_str(&text[cut..]);
+        }
+        covered_to = covered_to.max(end);
+    }
+    out
+}
+
 /// One ranked list from one retriever for one query form.
-pub struct Ranked {
+pub struct RankedList {
     /// (chunk id, the retriever's own score), best first.
     pub ids: Vec<(i64, f32)>,
     pub weight: f32,
@@ -68,26 +156,25 @@ pub struct Ranked {
     pub vector: bool,
 }
 
-/// Retrieves for one or more forms of a question (e.g. the original and its
-/// translation), fusing every ranked list into one.
+/// Retrieves the best `settings.top_k` passages for one or more forms of a
+/// question (e.g. the original and its translation), fusing every ranked list
+/// into one, in `settings.mode`.
 pub fn retrieve(
     index: &Index,
     embedder: Option<&mut Embedder>,
     queries: &[String],
-    mode: RetrieveMode,
     settings: &Retrieve,
-    k: usize,
 ) -> Result<Vec<Hit>, RetrieveError> {
     let mut query_vectors = Vec::new();
-    if mode != RetrieveMode::Lexical {
+    if settings.mode != RetrieveMode::Lexical {
         let embedder = embedder.ok_or_else(|| {
-            RetrieveError::Index("vector search needs the embedding model".into())
+            RetrieveError::Search("vector search needs the embedding model".into())
         })?;
         for q in queries {
             query_vectors.push(embedder.embed_query(q)?);
         }
     }
-    retrieve_embedded(index, &query_vectors, queries, mode, settings, k)
+    retrieve_embedded(index, &query_vectors, queries, settings)
 }
 
 /// [`retrieve`] with the queries already embedded (`query_vectors[i]` is the
@@ -97,10 +184,9 @@ pub fn retrieve_embedded(
     index: &Index,
     query_vectors: &[Vec<f32>],
     queries: &[String],
-    mode: RetrieveMode,
     settings: &Retrieve,
-    k: usize,
 ) -> Result<Vec<Hit>, RetrieveError> {
+    let (mode, k) = (settings.mode, settings.top_k.max(1));
     let candidates = settings.candidates.max(k * 3);
     let mut lists = Vec::new();
     if mode != RetrieveMode::Lexical {
@@ -108,8 +194,8 @@ pub fn retrieve_embedded(
             let ids = index
                 .vectors
                 .search(v, candidates)
-                .map_err(|e| RetrieveError::Index(e.to_string()))?;
-            lists.push(Ranked {
+                .map_err(|e| RetrieveError::Search(e.to_string()))?;
+            lists.push(RankedList {
                 ids,
                 weight: settings.vector_weight,
                 vector: true,
@@ -125,11 +211,11 @@ pub fn retrieve_embedded(
             let ids = index
                 .store
                 .lexical_search_terms(&terms, candidates)
-                .map_err(|e| RetrieveError::Index(e.to_string()))?
+                .map_err(|e| RetrieveError::Search(e.to_string()))?
                 .into_iter()
                 .map(|(id, s)| (id, s as f32))
                 .collect();
-            lists.push(Ranked {
+            lists.push(RankedList {
                 ids,
                 weight: settings.lexical_weight,
                 vector: false,
@@ -141,7 +227,7 @@ pub fn retrieve_embedded(
     let mut rows = index
         .store
         .chunks_by_ids(&ids)
-        .map_err(|e| RetrieveError::Index(e.to_string()))?;
+        .map_err(|e| RetrieveError::Search(e.to_string()))?;
     let candidates: Vec<Hit> = fused
         .into_iter()
         .filter_map(|f| {
@@ -175,7 +261,7 @@ pub struct Fused {
 /// Reciprocal rank fusion: each list adds `weight / (rrf_k + rank)` (rank from 1).
 /// With a single retriever the scores of that retriever are kept instead, so
 /// they stay meaningful to a reader.
-pub fn fuse(lists: &[Ranked], mode: RetrieveMode, rrf_k: f32) -> Vec<Fused> {
+pub fn fuse(lists: &[RankedList], mode: RetrieveMode, rrf_k: f32) -> Vec<Fused> {
     let mut by_id: HashMap<i64, Fused> = HashMap::new();
     for list in lists {
         for (rank0, &(id, raw)) in list.ids.iter().enumerate() {
@@ -270,14 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn neighbours_merge_without_repeating_overlap() {
+        let text = "aaaa bbbb cccc dddd";
+        let rows = [
+            (0i64, 9i64, &text[0..9]),
+            (5, 14, &text[5..14]),
+            (10, 19, &text[10..19]),
+        ];
+        assert_eq!(merge_overlapping(rows.into_iter()), text);
+        let apart = [(0i64, 4i64, "aaaa"), (10, 14, "cccc")];
+        assert_eq!(merge_overlapping(apart.into_iter()), "aaaa\n\ncccc");
+    }
+
+    #[test]
     fn rrf_rewards_agreement_between_lists() {
         let lists = [
-            Ranked {
+            RankedList {
                 ids: vec![(1, 0.9), (2, 0.8), (3, 0.7)],
                 weight: 1.0,
                 vector: true,
             },
-            Ranked {
+            RankedList {
                 ids: vec![(3, 5.0), (2, 4.0)],
                 weight: 1.0,
                 vector: false,
@@ -295,12 +394,12 @@ mod tests {
     #[test]
     fn weights_shift_the_fusion() {
         let lists = [
-            Ranked {
+            RankedList {
                 ids: vec![(1, 0.9), (2, 0.8)],
                 weight: 0.1,
                 vector: true,
             },
-            Ranked {
+            RankedList {
                 ids: vec![(2, 5.0), (1, 4.0)],
                 weight: 1.0,
                 vector: false,

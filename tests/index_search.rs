@@ -35,13 +35,16 @@ fn ranked_paths(ws: &Workspace, question: &str, mode: RetrieveMode) -> Vec<Strin
     let config = ws.config();
     let index = Index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
+    let settings = ragmap::config::Retrieve {
+        mode,
+        top_k: 5,
+        ..config.retrieve.clone()
+    };
     ragmap::retrieve::retrieve(
         &index,
         Some(&mut embedder),
         &[question.to_string()],
-        mode,
-        &config.retrieve,
-        5,
+        &settings,
     )
     .unwrap()
     .into_iter()

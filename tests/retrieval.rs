@@ -12,15 +12,14 @@ fn rank_of(ws: &Workspace, query: &str, mode: RetrieveMode, path: &str) -> Optio
     let config = ws.config();
     let index = Index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
-    let hits = ragmap::retrieve::retrieve(
-        &index,
-        Some(&mut embedder),
-        &[query.to_string()],
+    let settings = ragmap::config::Retrieve {
         mode,
-        &config.retrieve,
-        3,
-    )
-    .unwrap();
+        top_k: 3,
+        ..config.retrieve.clone()
+    };
+    let hits =
+        ragmap::retrieve::retrieve(&index, Some(&mut embedder), &[query.to_string()], &settings)
+            .unwrap();
     hits.iter().position(|h| h.chunk.path == path)
 }
 
@@ -110,6 +109,11 @@ fn results_carry_no_duplicates() {
         RetrieveMode::Vector,
         RetrieveMode::Lexical,
     ] {
+        let settings = ragmap::config::Retrieve {
+            mode,
+            top_k: 6,
+            ..config.retrieve.clone()
+        };
         let hits = ragmap::retrieve::retrieve(
             &index,
             Some(&mut embedder),
@@ -117,9 +121,7 @@ fn results_carry_no_duplicates() {
                 "少样本提示 few-shot 示例".to_string(),
                 "few-shot prompting examples".to_string(),
             ],
-            mode,
-            &config.retrieve,
-            6,
+            &settings,
         )
         .unwrap();
         let dups = hits

@@ -15,7 +15,9 @@ import argparse
 import json
 import os
 import pickle
+import re
 import time
+import urllib.parse
 
 T0 = time.perf_counter()
 
@@ -126,12 +128,38 @@ def cmd_index(a):
     }))
 
 
+def normalize(s):
+    """ragmap's eval rule: scheme, query and fragment dropped, percent-decoded,
+    a trailing /index.html and slashes dropped."""
+    s = s.strip()
+    s = s.split("://", 1)[1] if "://" in s else s
+    s = re.split(r"[#?]", s)[0]
+    s = urllib.parse.unquote(s, errors="replace")
+    if s == "index.html":
+        s = ""
+    elif s.endswith("/index.html"):
+        s = s[: -len("/index.html")]
+    return s.rstrip("/")
+
+
+def without_host(source):
+    n = normalize(source)
+    if "://" in source:
+        i = n.find("/")
+        return n[i:] if i >= 0 else ""
+    return "/" + n.lstrip("/")
+
+
 def matches_gold(url, path, gold):
-    gold = gold.split("://", 1)[-1].strip("/")
-    rest = url.split("://", 1)[-1]
-    url_path = rest.split("/", 1)[1] if "/" in rest else rest
-    url_path = url_path.strip("/")
-    return url_path == gold or url_path.endswith("/" + gold) or path == gold
+    """The same matching as ragmap's eval (src/eval/metrics.rs `matches`)."""
+    gold = gold.strip()
+    if gold in (url, path, "corpus/" + path):
+        return True
+    g = normalize(gold)
+    if not g:
+        return False
+    suffix = "/" + g
+    return normalize(url) == g or without_host(url).endswith(suffix) or ("/" + normalize(path)).endswith(suffix)
 
 
 def cmd_recall(a):

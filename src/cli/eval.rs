@@ -1,15 +1,16 @@
-//! `ragmap eval`: loads what answering needs, runs the evaluation with a
-//! progress bar, prints the table or the JSON report.
+//! `ragmap eval`: loads what the evaluation needs (the model endpoint only
+//! when translating or answering), runs it with a progress bar, prints the
+//! table or the JSON report.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
 use ragmap::config::{Config, RetrieveMode};
-use ragmap::eval::{self, Engine, EvalError, RunOptions};
+use ragmap::eval::{self, EvalError, RunOptions};
+use ragmap::exit;
 use ragmap::term::sanitize;
 
-use crate::cli::ask;
-use crate::exit;
+use super::setup;
 
 pub fn run(
     config: &Config,
@@ -26,22 +27,23 @@ pub fn run(
         (None, None) => eval::mode_name(config.retrieve.mode).to_string(),
     };
     let variants = eval::parse_variants(&spec, &config.retrieve)?;
-    // The embedding model is loaded only when some variant needs it, the
-    // model endpoint only when translating or answering.
-    let load_mode = if variants.iter().all(|v| v.mode == RetrieveMode::Lexical) {
+    // The embedding model is loaded only when some variant needs it.
+    let mut load = config.clone();
+    load.retrieve.mode = if variants
+        .iter()
+        .all(|v| v.settings.mode == RetrieveMode::Lexical)
+    {
         RetrieveMode::Lexical
     } else {
         RetrieveMode::Hybrid
     };
-    let (mut retriever, mut answerer);
-    let engine = if options.rewrite || options.answers {
-        answerer = ask::load(config, None, Some(load_mode), false)?;
-        Engine::WithModel(&mut answerer)
+    let mut retriever = setup::retriever(&load)?;
+    let answerer = if options.rewrite || options.answers {
+        Some(setup::answerer(config, options.rewrite)?)
     } else {
-        retriever = ask::open_retriever(config, load_mode)?;
-        Engine::Retrieval(&mut retriever)
+        None
     };
-    let rt = ask::runtime()?;
+    let rt = setup::runtime()?;
 
     // Answers take seconds each: show progress on a terminal.
     let total =
@@ -58,7 +60,14 @@ pub fn run(
         indicatif::ProgressBar::hidden()
     };
     let mut tick = || bar.inc(1);
-    let result = rt.block_on(eval::run(engine, &questions, &variants, options, &mut tick));
+    let result = rt.block_on(eval::run(
+        &mut retriever,
+        answerer.as_ref(),
+        &questions,
+        &variants,
+        options,
+        &mut tick,
+    ));
     bar.finish_and_clear();
     let report = match result {
         Ok(report) => report,
@@ -66,7 +75,7 @@ pub fn run(
             eprintln!(
                 "error: {}; {}",
                 sanitize(&e.to_string()),
-                ask::unreachable_hint(config)
+                setup::unreachable_hint(config)
             );
             return Ok(exit::LLM_UNREACHABLE);
         }
@@ -77,5 +86,5 @@ pub fn run(
     } else {
         print!("{}", sanitize(&eval::render(&report)));
     }
-    Ok(0)
+    Ok(exit::SUCCESS)
 }

@@ -56,6 +56,16 @@ pub enum IndexError {
     Write { path: PathBuf, detail: String },
 }
 
+impl IndexError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            IndexError::Embed(e) => e.exit_code(),
+            IndexError::Missing(_) | IndexError::Corrupt { .. } => crate::exit::INDEX,
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
 fn settings_identity(config: &Config) -> String {
     format!(
         "chunker=v{};max_tokens={};overlap_tokens={}",

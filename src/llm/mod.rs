@@ -224,6 +224,15 @@ impl LlmError {
         )
     }
 
+    /// Unreachable: the passages were printed instead; else the model failed.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_unreachable() {
+            crate::exit::LLM_UNREACHABLE
+        } else {
+            crate::exit::LLM_FAILED
+        }
+    }
+
     /// HTTP status, when the server answered with an error status.
     pub fn status(&self) -> Option<u16> {
         match self {

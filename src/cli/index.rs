@@ -1,0 +1,51 @@
+//! `ragmap index`: build or update the index, report what changed.
+
+use std::io::IsTerminal;
+
+use ragmap::config::Config;
+use ragmap::exit;
+use ragmap::index::{self, BuildOptions};
+use ragmap::term::sanitize;
+
+pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
+    let progress = std::io::stderr().is_terminal() && !json;
+    let report = index::build(config, &BuildOptions { rebuild, progress })?;
+    for s in &report.skipped {
+        eprintln!(
+            "warning: skipped corpus/{}: {}",
+            sanitize(&s.rel_path),
+            sanitize(&s.reason)
+        );
+    }
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["skipped"] = report
+            .skipped
+            .iter()
+            .map(|s| serde_json::json!({"path": s.rel_path, "reason": s.reason}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(exit::SUCCESS);
+    }
+    if let Some(reason) = &report.rebuilt {
+        println!("rebuilding the whole index: {reason}");
+    }
+    let tokens_per_sec = if report.embed_seconds > 0.0 {
+        report.tokens_embedded as f64 / report.embed_seconds
+    } else {
+        0.0
+    };
+    println!(
+        "indexed {} documents: {} added, {} changed, {} deleted, {} unchanged; {} chunks embedded ({} tokens, {:.0} tokens/s) in {:.1}s",
+        report.documents,
+        report.added,
+        report.changed,
+        report.deleted,
+        report.unchanged,
+        report.chunks_embedded,
+        report.tokens_embedded,
+        tokens_per_sec,
+        report.total_seconds
+    );
+    Ok(exit::SUCCESS)
+}

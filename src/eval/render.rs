@@ -1,0 +1,202 @@
+//! The text report: the side-by-side table, answers, then misses.
+
+use std::fmt::Write as _;
+
+use super::answers::AnswerResult;
+use super::metrics::Metrics;
+use super::run::{QuestionResult, Report};
+use super::MISS_RANK;
+
+/// The side-by-side table, then the misses of each variant.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let names: Vec<&str> = report.variants.iter().map(|v| v.name.as_str()).collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let _ = writeln!(
+        out,
+        "{} questions, {} documents ranked per question (one chunk per document)",
+        report.questions, report.k
+    );
+    // Each subset's metrics, one entry per variant.
+    let mut subsets: Vec<(String, Vec<Metrics>)> = vec![(
+        "all".to_string(),
+        report.variants.iter().map(|v| v.overall.clone()).collect(),
+    )];
+    for lang in ["zh", "en"] {
+        if report
+            .variants
+            .iter()
+            .any(|v| v.by_language.contains_key(lang))
+        {
+            subsets.push((
+                lang.to_string(),
+                report
+                    .variants
+                    .iter()
+                    .map(|v| v.by_language.get(lang).cloned().unwrap_or_default())
+                    .collect(),
+            ));
+        }
+    }
+    if report
+        .variants
+        .iter()
+        .any(|v| v.cross_language.questions > 0)
+    {
+        subsets.push((
+            "cross-language".to_string(),
+            report
+                .variants
+                .iter()
+                .map(|v| v.cross_language.clone())
+                .collect(),
+        ));
+    }
+    for (label, metrics) in &subsets {
+        let n = metrics.first().map_or(0, |m| m.questions);
+        let _ = writeln!(out, "\n{label} ({n} questions)");
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>6} {:>6} {:>6} {:>6} {:>7}",
+            "variant", "R@1", "R@5", "R@10", "MRR", "nDCG@10"
+        );
+        for (v, m) in report.variants.iter().zip(metrics) {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7.3}",
+                v.name, m.recall_at_1, m.recall_at_5, m.recall_at_10, m.mrr_at_10, m.ndcg_at_10
+            );
+        }
+    }
+    if report.rewrite {
+        let _ = writeln!(
+            out,
+            "\nretrieved with each question and its translation by the model: {} of {} translated ({} requests failed; the others were empty or not in the other language)",
+            report.translated,
+            report.questions,
+            report.rewrite_failures
+        );
+    }
+    if report.answers {
+        render_answers(&mut out, report, width);
+    }
+    for v in &report.variants {
+        let misses: Vec<&QuestionResult> = v.questions.iter().filter(|q| q.is_miss()).collect();
+        let _ = writeln!(
+            out,
+            "\nmisses of {} (no gold document in the top {MISS_RANK}): {}",
+            v.name,
+            misses.len()
+        );
+        for q in misses {
+            let ranks: Vec<String> = q
+                .scores
+                .gold_ranks
+                .iter()
+                .map(|r| r.map_or("-".to_string(), |r| r.to_string()))
+                .collect();
+            let _ = writeln!(out, "  [{}] {}", q.id, q.question);
+            let _ = writeln!(
+                out,
+                "      gold: {} (rank {})",
+                q.gold.join(", "),
+                ranks.join(", ")
+            );
+            for (i, d) in q.retrieved.iter().take(3).enumerate() {
+                let _ = writeln!(out, "      {}. {}  {}", i + 1, d.title, d.source);
+            }
+        }
+    }
+    out
+}
+
+/// The answer table (one row per variant and subset), then the answers
+/// that missed keywords or cited nothing valid.
+fn render_answers(out: &mut String, report: &Report, width: usize) {
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0));
+    let _ = writeln!(
+        out,
+        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language)"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+        "variant",
+        "subset",
+        "keywords",
+        "citing",
+        "valid",
+        "gold cited",
+        "gold in prompt",
+        "language",
+        "failed"
+    );
+    for v in &report.variants {
+        let rows = v
+            .answers
+            .iter()
+            .map(|a| ("all", a))
+            .chain(v.answers_by_subset.iter().map(|(k, a)| (k.as_str(), a)));
+        for (subset, a) in rows {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+                v.name,
+                format!("{subset} ({})", a.questions),
+                pct(a.keyword_coverage),
+                pct(Some(a.citing)),
+                pct(a.citations_valid),
+                pct(Some(a.cites_gold)),
+                pct(Some(a.gold_in_context)),
+                pct(Some(a.in_question_language)),
+                a.failed
+            );
+        }
+    }
+    for v in &report.variants {
+        let weak: Vec<(&QuestionResult, &AnswerResult)> = v
+            .questions
+            .iter()
+            .filter_map(|q| q.answer.as_ref().map(|a| (q, a)))
+            .filter(|(_, a)| {
+                a.error.is_some()
+                    || !a.scores.keywords_missing.is_empty()
+                    || !a.scores.invalid_citations.is_empty()
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nanswers of {} missing keywords, citing nothing valid or failed: {}",
+            v.name,
+            weak.len()
+        );
+        for (q, a) in weak.iter().take(20) {
+            let mut notes = Vec::new();
+            if !a.scores.keywords_missing.is_empty() {
+                notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
+            }
+            if !a.scores.invalid_citations.is_empty() {
+                let list: Vec<String> = a
+                    .scores
+                    .invalid_citations
+                    .iter()
+                    .map(|n| format!("[{n}]"))
+                    .collect();
+                notes.push(format!("cites {} (no such source)", list.join(" ")));
+            }
+            if let Some(e) = &a.error {
+                notes.push(format!("failed: {e}"));
+            }
+            let _ = writeln!(out, "  [{}] {}", q.id, notes.join("; "));
+            let _ = writeln!(out, "      {}", crate::term::snippet(&a.text, 160));
+        }
+        if weak.len() > 20 {
+            let _ = writeln!(out, "  … {} more in --json", weak.len() - 20);
+        }
+    }
+}
