@@ -11,6 +11,7 @@ pub mod crawl;
 pub mod embed;
 pub mod eval;
 pub mod index;
+pub mod lang;
 pub mod llm;
 pub mod lock;
 pub mod prompt;
