@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use crate::config::{BlockPrivate, Config};
-use crate::corpus::{self, FrontMatter};
+use crate::corpus::{self, now_rfc3339, FrontMatter};
 use crate::roadmap;
 use fetch::{Conditional, Failure, Fetcher, Response, Settings};
 pub use report::{load_report, report_path, status_line, CrawlReport, Entry, Outcome};
@@ -347,14 +347,6 @@ pub async fn crawl(config: &Config, opts: &CrawlOptions) -> Result<CrawlReport, 
 
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(60))
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn simple_entry(url: &str, outcome: Outcome, detail: &str) -> Entry {

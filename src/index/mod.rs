@@ -293,7 +293,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
                 store.delete_document(row.id).map_err(|e| write_err(&e))?;
             }
         }
-        let now = now_rfc3339();
+        let now = corpus::now_rfc3339();
         let mut added_vectors: Vec<(i64, &[f32])> = Vec::with_capacity(embedded.len());
         let mut next_vector = embedded.iter();
         for p in &pending {
@@ -476,12 +476,6 @@ fn remove_index_files(dir: &Path) {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     remove_stale_vector_files(dir, "");
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn progress_bar(enabled: bool, len: u64, what: &str) -> indicatif::ProgressBar {
