@@ -7,10 +7,7 @@
 
 use pulldown_cmark::{Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd};
 
-use crate::corpus::{self, FrontMatter};
-
-/// Joins the headings of a section path.
-pub const SECTION_SEPARATOR: &str = " › ";
+use crate::corpus::{self, FrontMatter, PATH_SEPARATOR};
 
 /// One linked resource of the roadmap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +173,7 @@ pub fn parse(markdown: &str) -> Roadmap {
                     .iter()
                     .map(|(_, i)| map.headings[*i].text.as_str())
                     .collect();
-                let section = section_path.join(SECTION_SEPARATOR);
+                let section = section_path.join(PATH_SEPARATOR);
                 let idx = match by_url.get(&open.url) {
                     Some(&i) => i,
                     None => {
@@ -390,7 +387,7 @@ fn section_path(headings: &[Heading], i: usize) -> String {
         }
     }
     parts.reverse();
-    parts.join(SECTION_SEPARATOR)
+    parts.join(PATH_SEPARATOR)
 }
 
 /// Backslash-escapes what markdown would otherwise read as syntax. Every ASCII
