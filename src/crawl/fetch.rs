@@ -24,6 +24,7 @@ use url::Url;
 
 use super::report::Outcome;
 use super::sniff;
+use crate::term;
 
 /// Product token matched against robots.txt `User-agent` lines.
 pub const ROBOTS_AGENT: &str = "ragmap";
@@ -620,16 +621,16 @@ fn error_attempt(e: &reqwest::Error) -> Attempt {
         return Attempt::Fatal(Failure::new(Outcome::BlockedPrivate, p.to_string()));
     }
     if e.is_connect() {
-        return Attempt::Fatal(Failure::new(Outcome::Unreachable, error_chain(e)));
+        return Attempt::Fatal(Failure::new(Outcome::Unreachable, term::one_line(e)));
     }
     if e.is_timeout() {
-        return timeout_attempt(error_chain(e));
+        return timeout_attempt(term::one_line(e));
     }
     if e.is_decode() {
-        return Attempt::Fatal(Failure::new(Outcome::FailedAfterRetries, error_chain(e)));
+        return Attempt::Fatal(Failure::new(Outcome::FailedAfterRetries, term::one_line(e)));
     }
     Attempt::Retryable {
-        detail: error_chain(e),
+        detail: term::one_line(e),
         status: None,
         retry_after: None,
         timeout: false,
@@ -647,20 +648,6 @@ fn find_source<'a, T: std::error::Error + 'static>(
         cur = err.source();
     }
     None
-}
-
-/// The error and its causes on one line (reqwest's Display hides the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// A robots.txt Crawl-delay as a pause, capped at [`MAX_CRAWL_DELAY`]; nonsense
