@@ -499,7 +499,6 @@ async fn process(ctx: &Ctx, job: Job) -> Done {
                     || sniff::classify(r.content_type.as_deref(), r.final_url.path(), &r.body)
                         != sniff::Kind::Html =>
             {
-                requests += r.requests;
                 raw_title = github::repo_name(&job.fetch);
                 fetched = Some(r);
             }
