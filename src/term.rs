@@ -232,6 +232,13 @@ mod tests {
     }
 
     #[test]
+    fn anyhow_context_chain_on_one_line() {
+        let err =
+            anyhow::Error::new(Layer("no such file", None)).context("cannot read config.toml");
+        assert_eq!(one_line(&*err), "cannot read config.toml: no such file");
+    }
+
+    #[test]
     fn plain_text_is_borrowed_unchanged() {
         let t = "Hello, 世界!\n\tindent — ok 😀";
         assert!(matches!(sanitize(t), Cow::Borrowed(s) if s == t));
