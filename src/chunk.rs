@@ -11,9 +11,7 @@ use text_splitter::{ChunkConfig, MarkdownSplitter};
 use tokenizers::Tokenizer;
 
 use crate::config;
-
-/// Separator of heading paths, as shown to users.
-pub const PATH_SEPARATOR: &str = " › ";
+use crate::corpus::PATH_SEPARATOR;
 
 /// Bumped whenever chunk boundaries or embedded text change for the same settings,
 /// so existing indexes are rebuilt rather than silently mixed.

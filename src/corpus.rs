@@ -12,6 +12,20 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Joins headings into a path: a roadmap section (`阶段2：RAG应用开发工程 › RAG › 学习资源`)
+/// or the headings above a chunk.
+pub const PATH_SEPARATOR: &str = " › ";
+
+/// The current UTC time in RFC 3339 to the second (`2026-05-01T10:00:00Z`): the
+/// timestamps of front matter, the crawl report and the index catalogue.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Metadata carried at the top of every corpus document. All fields are optional
 /// because users drop plain markdown files in `corpus/` too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -290,6 +304,16 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_to_the_second() {
+        let now = now_rfc3339();
+        let parsed =
+            time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert_eq!(parsed.nanosecond(), 0, "{now}");
+        assert!(now.ends_with('Z') && !now.contains('.'), "{now}");
+    }
 
     #[test]
     fn round_trips_front_matter_with_awkward_values() {

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod eval;
 pub mod exit;
 pub mod index;
+pub mod lang;
 pub mod llm;
 pub mod lock;
 pub mod prompt;

@@ -4,6 +4,7 @@
 //! previous instructions" is quoted to the model, never obeyed. The context is
 //! cut to a token budget derived from the model's context window.
 
+pub use crate::lang::{detect_language, Language};
 use crate::retrieve::Hit;
 
 /// A numbered source as shown to the model and, after the answer, to the user.
@@ -17,34 +18,6 @@ pub struct Source {
     pub text: String,
     pub chunk_id: i64,
     pub path: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Language {
-    Chinese,
-    English,
-}
-
-/// Chinese when CJK characters make up a real share of the letters.
-pub fn detect_language(text: &str) -> Language {
-    let (mut cjk, mut latin) = (0usize, 0usize);
-    for c in text.chars() {
-        if is_cjk(c) {
-            cjk += 1;
-        } else if c.is_ascii_alphabetic() {
-            latin += 1;
-        }
-    }
-    // A CJK character carries about as much as a short English word.
-    if cjk * 4 >= latin && cjk > 0 {
-        Language::Chinese
-    } else {
-        Language::English
-    }
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
 
 /// A deliberately pessimistic token estimate for an unknown chat model's
@@ -241,19 +214,6 @@ mod tests {
             vector_rank: None,
             lexical_rank: None,
         }
-    }
-
-    #[test]
-    fn language_follows_the_question() {
-        assert_eq!(detect_language("什么是RAG？"), Language::Chinese);
-        assert_eq!(
-            detect_language("What is RAG and how does LangChain use it?"),
-            Language::English
-        );
-        assert_eq!(
-            detect_language("LangChain 的 Agent 怎么用"),
-            Language::Chinese
-        );
     }
 
     #[test]

@@ -7,10 +7,7 @@
 
 use pulldown_cmark::{Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd};
 
-use crate::corpus::{self, FrontMatter};
-
-/// Joins the headings of a section path.
-pub const SECTION_SEPARATOR: &str = " › ";
+use crate::corpus::{self, FrontMatter, PATH_SEPARATOR};
 
 /// One linked resource of the roadmap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +52,18 @@ fn options() -> Options {
 /// is ignored.
 pub fn parse(markdown: &str) -> Roadmap {
     let events: Vec<Event> = Parser::new_ext(markdown, options()).collect();
+    let mut reader = Reader {
+        title_is_first_h1: title_is_first_h1(&events),
+        ..Reader::default()
+    };
+    for event in events {
+        reader.event(event);
+    }
+    reader.map
+}
+
+/// The article has a title: a single level-1 heading, before any other heading.
+fn title_is_first_h1(events: &[Event]) -> bool {
     let h1_count = events
         .iter()
         .filter(|e| {
@@ -74,182 +83,212 @@ pub fn parse(markdown: &str) -> Roadmap {
             _ => None,
         })
         .unwrap_or(false);
-    let title_is_first_h1 = h1_count == 1 && first_heading_is_h1;
+    h1_count == 1 && first_heading_is_h1
+}
 
-    let mut map = Roadmap::default();
-    let mut by_url: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    // Stack of (level, index into map.headings) for the current section path.
-    let mut stack: Vec<(u8, usize)> = Vec::new();
+/// The link being read.
+struct OpenLink {
+    url: String,
+    text: String,
+    in_image: usize,
+}
 
-    let mut in_heading: Option<u8> = None;
-    let mut heading_text = String::new();
-    let mut link_depth_in_heading = 0usize;
+/// A walk over the article's events, building the [`Roadmap`].
+#[derive(Default)]
+struct Reader {
+    map: Roadmap,
+    title_is_first_h1: bool,
+    by_url: std::collections::HashMap<String, usize>,
+    /// (level, index into map.headings) of the current section path.
+    stack: Vec<(u8, usize)>,
+    /// The level of the heading being read, if any.
+    in_heading: Option<u8>,
+    heading_text: String,
+    link_depth_in_heading: usize,
+    link: Option<OpenLink>,
+    image_depth: usize,
+    /// Text of the current leaf block before the link (a label such as `课程：`).
+    block_text: String,
+    /// The last link-free paragraph when it is a numbered label (`1）Some course`); it names
+    /// the bare-URL links of the paragraphs that follow, up to the next prose or heading.
+    numbered_label: Option<String>,
+    paragraph_had_link: bool,
+}
 
-    // The link being read, if any.
-    struct OpenLink {
-        url: String,
-        text: String,
-        in_image: usize,
-    }
-    let mut link: Option<OpenLink> = None;
-    let mut image_depth = 0usize;
-    // Text of the current leaf block before the link (a label such as `课程：`).
-    let mut block_text = String::new();
-    // The last link-free paragraph when it is a numbered label (`1）Some course`); it names
-    // the bare-URL links of the paragraphs that follow, up to the next prose or heading.
-    let mut numbered_label: Option<String> = None;
-    let mut paragraph_had_link = false;
-
-    for event in events {
+impl Reader {
+    fn event(&mut self, event: Event) {
         match event {
             Event::Start(Tag::Heading { level, .. }) => {
-                in_heading = Some(level as u8);
-                heading_text.clear();
-                link_depth_in_heading = 0;
+                self.in_heading = Some(level as u8);
+                self.heading_text.clear();
+                self.link_depth_in_heading = 0;
             }
-            Event::End(TagEnd::Heading(_)) => {
-                let level = in_heading.take().unwrap_or(1);
-                let text = normalise_space(&heading_text);
-                if level == 1 && title_is_first_h1 && map.title.is_none() {
-                    map.title = Some(text);
-                    stack.clear();
-                } else {
-                    while stack.last().is_some_and(|(l, _)| *l >= level) {
-                        stack.pop();
-                    }
-                    map.headings.push(Heading { level, text });
-                    stack.push((level, map.headings.len() - 1));
-                }
-                numbered_label = None;
-                block_text.clear();
-            }
+            Event::End(TagEnd::Heading(_)) => self.end_heading(),
             Event::Start(Tag::Link {
                 link_type,
                 dest_url,
                 ..
-            }) => {
-                if in_heading.is_some() {
-                    // Links inside headings (e.g. "more questions") are not resources,
-                    // and their text is not part of the heading's name.
-                    link_depth_in_heading += 1;
-                    continue;
-                }
-                let url = dest_url.trim().to_string();
-                let wanted = matches!(
-                    link_type,
-                    LinkType::Inline
-                        | LinkType::Reference
-                        | LinkType::ReferenceUnknown
-                        | LinkType::Collapsed
-                        | LinkType::CollapsedUnknown
-                        | LinkType::Shortcut
-                        | LinkType::ShortcutUnknown
-                        | LinkType::Autolink
-                ) && is_http_url(&url)
-                    && image_depth == 0;
-                link = wanted.then(|| OpenLink {
-                    url,
-                    text: String::new(),
-                    in_image: 0,
-                });
-            }
-            Event::End(TagEnd::Link) => {
-                if in_heading.is_some() {
-                    link_depth_in_heading = link_depth_in_heading.saturating_sub(1);
-                    continue;
-                }
-                let Some(open) = link.take() else { continue };
-                paragraph_had_link = true;
-                let text = normalise_space(&open.text);
-                let title = if looks_like_url(&text) || text.is_empty() {
-                    fallback_title(&block_text, numbered_label.as_deref()).unwrap_or(text)
-                } else {
-                    text
-                };
-                let title = if title.is_empty() {
-                    // Shown as a title, so spaced like every other title.
-                    normalise_space(&open.url)
-                } else {
-                    title
-                };
-                let section_path: Vec<&str> = stack
-                    .iter()
-                    .map(|(_, i)| map.headings[*i].text.as_str())
-                    .collect();
-                let section = section_path.join(SECTION_SEPARATOR);
-                let idx = match by_url.get(&open.url) {
-                    Some(&i) => i,
-                    None => {
-                        map.resources.push(Resource {
-                            url: open.url.clone(),
-                            title,
-                            sections: Vec::new(),
-                        });
-                        by_url.insert(open.url.clone(), map.resources.len() - 1);
-                        map.resources.len() - 1
-                    }
-                };
-                let res = &mut map.resources[idx];
-                if !section.is_empty() && !res.sections.contains(&section) {
-                    res.sections.push(section);
-                }
-                map.occurrences.push((stack.last().map(|(_, i)| *i), idx));
-                // Text after the link belongs to a new label.
-                block_text.clear();
-            }
+            }) => self.start_link(link_type, &dest_url),
+            Event::End(TagEnd::Link) => self.end_link(),
             Event::Start(Tag::Image { .. }) => {
-                image_depth += 1;
-                if let Some(l) = link.as_mut() {
+                self.image_depth += 1;
+                if let Some(l) = self.link.as_mut() {
                     l.in_image += 1;
                 }
             }
             Event::End(TagEnd::Image) => {
-                image_depth = image_depth.saturating_sub(1);
-                if let Some(l) = link.as_mut() {
+                self.image_depth = self.image_depth.saturating_sub(1);
+                if let Some(l) = self.link.as_mut() {
                     l.in_image = l.in_image.saturating_sub(1);
                 }
             }
-            Event::Text(t) | Event::Code(t) => {
-                if in_heading.is_some() {
-                    if link_depth_in_heading == 0 && image_depth == 0 {
-                        heading_text.push_str(&t);
-                    }
-                } else if let Some(l) = link.as_mut() {
-                    if l.in_image == 0 || l.text.is_empty() {
-                        l.text.push_str(&t);
-                    }
-                } else if image_depth == 0 {
-                    block_text.push_str(&t);
-                }
-            }
-            Event::SoftBreak | Event::HardBreak => {
-                if in_heading.is_some() {
-                    heading_text.push(' ');
-                } else if let Some(l) = link.as_mut() {
-                    l.text.push(' ');
-                } else {
-                    // A line break separates labels: `课程：[url](url)` then `视频：[url](url)`.
-                    block_text.push(' ');
-                }
-            }
+            Event::Text(t) | Event::Code(t) => self.text(&t),
+            Event::SoftBreak | Event::HardBreak => self.line_break(),
             Event::Start(Tag::Paragraph)
             | Event::Start(Tag::Item)
             | Event::Start(Tag::TableCell) => {
-                block_text.clear();
-                paragraph_had_link = false;
+                self.block_text.clear();
+                self.paragraph_had_link = false;
             }
             Event::End(TagEnd::Paragraph) => {
-                if !paragraph_had_link {
-                    numbered_label = strip_numbering(&normalise_space(&block_text))
+                if !self.paragraph_had_link {
+                    self.numbered_label = strip_numbering(&normalise_space(&self.block_text))
                         .filter(|t| t.chars().count() <= 80);
                 }
-                block_text.clear();
+                self.block_text.clear();
             }
-            Event::End(TagEnd::Item) | Event::End(TagEnd::TableCell) => block_text.clear(),
+            Event::End(TagEnd::Item) | Event::End(TagEnd::TableCell) => self.block_text.clear(),
             _ => {}
         }
     }
-    map
+
+    /// The article's title, or a heading that opens a section.
+    fn end_heading(&mut self) {
+        let level = self.in_heading.take().unwrap_or(1);
+        let text = normalise_space(&self.heading_text);
+        if level == 1 && self.title_is_first_h1 && self.map.title.is_none() {
+            self.map.title = Some(text);
+            self.stack.clear();
+        } else {
+            while self.stack.last().is_some_and(|(l, _)| *l >= level) {
+                self.stack.pop();
+            }
+            self.map.headings.push(Heading { level, text });
+            self.stack.push((level, self.map.headings.len() - 1));
+        }
+        self.numbered_label = None;
+        self.block_text.clear();
+    }
+
+    fn start_link(&mut self, link_type: LinkType, dest_url: &str) {
+        if self.in_heading.is_some() {
+            // Links inside headings (e.g. "more questions") are not resources,
+            // and their text is not part of the heading's name.
+            self.link_depth_in_heading += 1;
+            return;
+        }
+        let url = dest_url.trim().to_string();
+        let wanted = matches!(
+            link_type,
+            LinkType::Inline
+                | LinkType::Reference
+                | LinkType::ReferenceUnknown
+                | LinkType::Collapsed
+                | LinkType::CollapsedUnknown
+                | LinkType::Shortcut
+                | LinkType::ShortcutUnknown
+                | LinkType::Autolink
+        ) && is_http_url(&url)
+            && self.image_depth == 0;
+        self.link = wanted.then(|| OpenLink {
+            url,
+            text: String::new(),
+            in_image: 0,
+        });
+    }
+
+    /// A finished link: a resource (new, or one more section of a known one)
+    /// and an occurrence.
+    fn end_link(&mut self) {
+        if self.in_heading.is_some() {
+            self.link_depth_in_heading = self.link_depth_in_heading.saturating_sub(1);
+            return;
+        }
+        let Some(open) = self.link.take() else {
+            return;
+        };
+        self.paragraph_had_link = true;
+        let title = self.link_title(&open);
+        let section = self
+            .stack
+            .iter()
+            .map(|(_, i)| self.map.headings[*i].text.as_str())
+            .collect::<Vec<_>>()
+            .join(PATH_SEPARATOR);
+        let idx = match self.by_url.get(&open.url) {
+            Some(&i) => i,
+            None => {
+                self.map.resources.push(Resource {
+                    url: open.url.clone(),
+                    title,
+                    sections: Vec::new(),
+                });
+                self.by_url.insert(open.url, self.map.resources.len() - 1);
+                self.map.resources.len() - 1
+            }
+        };
+        let res = &mut self.map.resources[idx];
+        if !section.is_empty() && !res.sections.contains(&section) {
+            res.sections.push(section);
+        }
+        self.map
+            .occurrences
+            .push((self.stack.last().map(|(_, i)| *i), idx));
+        // Text after the link belongs to a new label.
+        self.block_text.clear();
+    }
+
+    /// The link's text; for a bare URL, the label beside it or above it;
+    /// failing both, the URL.
+    fn link_title(&self, open: &OpenLink) -> String {
+        let text = normalise_space(&open.text);
+        let title = if looks_like_url(&text) || text.is_empty() {
+            fallback_title(&self.block_text, self.numbered_label.as_deref()).unwrap_or(text)
+        } else {
+            text
+        };
+        if title.is_empty() {
+            // Shown as a title, so spaced like every other title.
+            normalise_space(&open.url)
+        } else {
+            title
+        }
+    }
+
+    fn text(&mut self, t: &str) {
+        if self.in_heading.is_some() {
+            if self.link_depth_in_heading == 0 && self.image_depth == 0 {
+                self.heading_text.push_str(t);
+            }
+        } else if let Some(l) = self.link.as_mut() {
+            if l.in_image == 0 || l.text.is_empty() {
+                l.text.push_str(t);
+            }
+        } else if self.image_depth == 0 {
+            self.block_text.push_str(t);
+        }
+    }
+
+    fn line_break(&mut self) {
+        if self.in_heading.is_some() {
+            self.heading_text.push(' ');
+        } else if let Some(l) = self.link.as_mut() {
+            l.text.push(' ');
+        } else {
+            // A line break separates labels: `课程：[url](url)` then `视频：[url](url)`.
+            self.block_text.push(' ');
+        }
+    }
 }
 
 fn normalise_space(s: &str) -> String {
@@ -390,7 +429,7 @@ fn section_path(headings: &[Heading], i: usize) -> String {
         }
     }
     parts.reverse();
-    parts.join(SECTION_SEPARATOR)
+    parts.join(PATH_SEPARATOR)
 }
 
 /// Backslash-escapes what markdown would otherwise read as syntax. Every ASCII

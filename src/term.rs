@@ -166,6 +166,23 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     Cow::Owned(s.push(text))
 }
 
+/// An error and its causes on one line, "context: cause: root cause", safe to
+/// print: a cause whose text an earlier part already holds is left out (many
+/// errors repeat their source's message), line breaks become spaces, and escape
+/// sequences and control characters go (a cause may quote a server or a page).
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    sanitize(&parts.join(": ").replace('\n', " ")).into_owned()
+}
+
 /// The first `max_chars` of `text` on one line (white space runs become one space).
 pub fn snippet(text: &str, max_chars: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -182,6 +199,44 @@ pub fn snippet(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_on_one_line_without_repeats_or_escapes() {
+        let err = Layer(
+            "cannot fetch x: connection refused",
+            Some(Box::new(Layer(
+                "connection refused",
+                Some(Box::new(Layer("line one\nline \u{1b}[31mtwo", None))),
+            ))),
+        );
+        assert_eq!(
+            one_line(&err),
+            "cannot fetch x: connection refused: line one line two"
+        );
+        assert_eq!(one_line(&Layer("alone", None)), "alone");
+    }
+
+    #[test]
+    fn anyhow_context_chain_on_one_line() {
+        let err =
+            anyhow::Error::new(Layer("no such file", None)).context("cannot read config.toml");
+        assert_eq!(one_line(&*err), "cannot read config.toml: no such file");
+    }
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {

@@ -16,6 +16,8 @@ use htmd::{Element, HtmlToMarkdown};
 use scraper::{ElementRef, Html, Node, Selector};
 use url::Url;
 
+use crate::lang::is_cjk_text;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// dom_smoothie (readability.js port) on the raw page, then htmd.
@@ -745,8 +747,8 @@ fn pdf_text_to_markdown(text: &str) -> String {
             }
         }
         if !para.is_empty() {
-            let cjk_join =
-                para.chars().last().is_some_and(is_cjk) && l.chars().next().is_some_and(is_cjk);
+            let cjk_join = para.chars().last().is_some_and(is_cjk_text)
+                && l.chars().next().is_some_and(is_cjk_text);
             if !cjk_join {
                 para.push(' ');
             }
@@ -755,10 +757,6 @@ fn pdf_text_to_markdown(text: &str) -> String {
     }
     flush(&mut para, &mut out);
     tidy(&out)
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32, 0x3000..=0x303F | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
 }
 
 /// Markdown or plain text as served: line endings normalised, NULs dropped.
@@ -860,6 +858,13 @@ mod tests {
     fn pdf_lines_become_paragraphs() {
         let md = pdf_text_to_markdown("Deep-\nlearning is\nfun.\n\n\n中文\n文本\n");
         assert_eq!(md, "Deeplearning is fun.\n\n中文文本\n");
+    }
+
+    #[test]
+    fn pdf_lines_of_rare_ideographs_and_punctuation_join_without_a_space() {
+        // Extension B ideographs (U+20000…) joined with a space before lang::is_cjk_text.
+        let md = pdf_text_to_markdown("𠀀𠀁\n𠀂，\n「引文」\n");
+        assert_eq!(md, "𠀀𠀁𠀂，「引文」\n");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use url::Url;
 
 use super::report::Outcome;
 use super::sniff;
+use crate::term;
 
 /// Product token matched against robots.txt `User-agent` lines.
 pub const ROBOTS_AGENT: &str = "ragmap";
@@ -391,8 +392,45 @@ impl Fetcher {
 
     /// A single request with its timeouts and size cap.
     async fn attempt(&self, url: &Url, cond: &Conditional, cap: u64) -> Attempt {
-        let started = Instant::now();
-        let deadline = started + self.s.total_timeout;
+        let deadline = Instant::now() + self.s.total_timeout;
+        let resp = match self.send(url, cond).await {
+            Ok(resp) => resp,
+            Err(attempt) => return attempt,
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if let Some(settled) = settled_by_status(status, &headers) {
+            return settled;
+        }
+        let content_type = header(&headers, reqwest::header::CONTENT_TYPE);
+        let etag = header(&headers, ETAG);
+        let last_modified = header(&headers, LAST_MODIFIED);
+        let body = if status == 304 {
+            Vec::new()
+        } else {
+            let announced = resp.content_length();
+            if let Some(refused) =
+                refused_body(status, announced, &headers, content_type.as_deref(), cap)
+            {
+                return refused;
+            }
+            match self.read_body(resp, deadline, cap, status).await {
+                Ok(body) => body,
+                Err(attempt) => return attempt,
+            }
+        };
+        Attempt::Done {
+            status,
+            content_type,
+            etag,
+            last_modified,
+            body,
+        }
+    }
+
+    /// Sends the request with the stored copy's validators; waits for the
+    /// response's head no longer than the read (and total) timeout.
+    async fn send(&self, url: &Url, cond: &Conditional) -> Result<reqwest::Response, Attempt> {
         let mut req = self.client.get(url.clone());
         if let Some(e) = &cond.etag {
             req = req.header(IF_NONE_MATCH, e);
@@ -401,126 +439,57 @@ impl Fetcher {
             req = req.header(IF_MODIFIED_SINCE, lm);
         }
         let first_wait = self.s.read_timeout.min(self.s.total_timeout);
-        let resp = match tokio::time::timeout(first_wait, req.send()).await {
-            Err(_) => {
-                return timeout_attempt(format!(
-                    "no response within {:.1}s",
-                    first_wait.as_secs_f64()
-                ))
-            }
-            Ok(Err(e)) => return error_attempt(&e),
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let header = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        if (300..400).contains(&status) && status != 304 {
-            return match header(LOCATION) {
-                Some(location) => Attempt::Redirect { location },
-                None => Attempt::Fatal(
-                    Failure::new(
-                        Outcome::HttpError,
-                        format!("HTTP {status} without Location"),
-                    )
-                    .status(status),
-                ),
-            };
+        match tokio::time::timeout(first_wait, req.send()).await {
+            Err(_) => Err(timeout_attempt(format!(
+                "no response within {:.1}s",
+                first_wait.as_secs_f64()
+            ))),
+            Ok(Err(e)) => Err(error_attempt(&e)),
+            Ok(Ok(r)) => Ok(r),
         }
-        if status == 429 || (500..600).contains(&status) && status != 501 {
-            return Attempt::Retryable {
-                detail: format!("HTTP {status}"),
-                status: Some(status),
-                retry_after: header(RETRY_AFTER).and_then(|v| parse_retry_after(&v)),
-                timeout: false,
-            };
-        }
-        if status == 404 || status == 410 {
-            return Attempt::Fatal(
-                Failure::new(Outcome::NotFound, format!("HTTP {status}")).status(status),
-            );
-        }
-        let content_type = header(reqwest::header::CONTENT_TYPE);
-        let etag = header(ETAG);
-        let last_modified = header(LAST_MODIFIED);
-        if status == 304 {
-            return Attempt::Done {
-                status,
-                content_type,
-                etag,
-                last_modified,
-                body: Vec::new(),
-            };
-        }
-        if !(200..300).contains(&status) {
-            return Attempt::Fatal(
-                Failure::new(Outcome::HttpError, format!("HTTP {status}")).status(status),
-            );
-        }
-        if let Some(len) = resp.content_length() {
-            // Content-Length counts encoded bytes; a compressed body may still grow
-            // past the cap, which the streaming check below catches.
-            if len > cap && headers.get(reqwest::header::CONTENT_ENCODING).is_none() {
-                return Attempt::Fatal(
-                    Failure::new(
-                        Outcome::TooLarge,
-                        format!("{len} bytes announced, limit {cap}"),
-                    )
-                    .status(status),
-                );
-            }
-        }
-        if let Some(media) = sniff::media_type(content_type.as_deref()) {
-            if sniff::binary_media_type(&media) {
-                return Attempt::Fatal(
-                    Failure::new(Outcome::Binary, format!("content type {media}")).status(status),
-                );
-            }
-        }
-        let mut resp = resp;
+    }
+
+    /// The body, read chunk by chunk: each chunk within the read timeout, the
+    /// whole by `deadline`, never more than `cap` bytes.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        deadline: Instant,
+        cap: u64,
+        status: u16,
+    ) -> Result<Vec<u8>, Attempt> {
         let mut body: Vec<u8> = Vec::new();
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return timeout_attempt(format!(
+                return Err(timeout_attempt(format!(
                     "response not complete within {:.1}s",
                     self.s.total_timeout.as_secs_f64()
-                ));
+                )));
             }
             let wait = self.s.read_timeout.min(deadline - now);
             match tokio::time::timeout(wait, resp.chunk()).await {
                 Err(_) => {
-                    return timeout_attempt(format!(
+                    return Err(timeout_attempt(format!(
                         "body stalled or exceeded the time limit after {} bytes",
                         body.len()
-                    ))
+                    )))
                 }
-                Ok(Err(e)) => return error_attempt(&e),
-                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(error_attempt(&e)),
+                Ok(Ok(None)) => return Ok(body),
                 Ok(Ok(Some(chunk))) => {
                     if body.len() as u64 + chunk.len() as u64 > cap {
-                        return Attempt::Fatal(
+                        return Err(Attempt::Fatal(
                             Failure::new(
                                 Outcome::TooLarge,
                                 format!("stopped reading at the {cap}-byte limit"),
                             )
                             .status(status),
-                        );
+                        ));
                     }
                     body.extend_from_slice(&chunk);
                 }
             }
-        }
-        Attempt::Done {
-            status,
-            content_type,
-            etag,
-            last_modified,
-            body,
         }
     }
 
@@ -606,6 +575,76 @@ impl Fetcher {
     }
 }
 
+fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// What a status alone decides: a redirect, a retry (429, 5xx but 501), not
+/// found, or another error. `None` for 2xx and 304, whose body is wanted.
+fn settled_by_status(status: u16, headers: &HeaderMap) -> Option<Attempt> {
+    if (300..400).contains(&status) && status != 304 {
+        return Some(match header(headers, LOCATION) {
+            Some(location) => Attempt::Redirect { location },
+            None => Attempt::Fatal(
+                Failure::new(
+                    Outcome::HttpError,
+                    format!("HTTP {status} without Location"),
+                )
+                .status(status),
+            ),
+        });
+    }
+    if status == 429 || (500..600).contains(&status) && status != 501 {
+        return Some(Attempt::Retryable {
+            detail: format!("HTTP {status}"),
+            status: Some(status),
+            retry_after: header(headers, RETRY_AFTER).and_then(|v| parse_retry_after(&v)),
+            timeout: false,
+        });
+    }
+    let outcome = match status {
+        404 | 410 => Outcome::NotFound,
+        200..=299 | 304 => return None,
+        _ => Outcome::HttpError,
+    };
+    Some(Attempt::Fatal(
+        Failure::new(outcome, format!("HTTP {status}")).status(status),
+    ))
+}
+
+/// A body refused before reading it: larger than `cap` by its announced
+/// length, or of a binary media type.
+fn refused_body(
+    status: u16,
+    announced: Option<u64>,
+    headers: &HeaderMap,
+    content_type: Option<&str>,
+    cap: u64,
+) -> Option<Attempt> {
+    if let Some(len) = announced {
+        // Content-Length counts encoded bytes; a compressed body may still grow
+        // past the cap, which the streaming check in read_body catches.
+        if len > cap && headers.get(reqwest::header::CONTENT_ENCODING).is_none() {
+            return Some(Attempt::Fatal(
+                Failure::new(
+                    Outcome::TooLarge,
+                    format!("{len} bytes announced, limit {cap}"),
+                )
+                .status(status),
+            ));
+        }
+    }
+    let media = sniff::media_type(content_type)?;
+    sniff::binary_media_type(&media).then(|| {
+        Attempt::Fatal(
+            Failure::new(Outcome::Binary, format!("content type {media}")).status(status),
+        )
+    })
+}
+
 fn timeout_attempt(detail: String) -> Attempt {
     Attempt::Retryable {
         detail,
@@ -620,16 +659,16 @@ fn error_attempt(e: &reqwest::Error) -> Attempt {
         return Attempt::Fatal(Failure::new(Outcome::BlockedPrivate, p.to_string()));
     }
     if e.is_connect() {
-        return Attempt::Fatal(Failure::new(Outcome::Unreachable, error_chain(e)));
+        return Attempt::Fatal(Failure::new(Outcome::Unreachable, term::one_line(e)));
     }
     if e.is_timeout() {
-        return timeout_attempt(error_chain(e));
+        return timeout_attempt(term::one_line(e));
     }
     if e.is_decode() {
-        return Attempt::Fatal(Failure::new(Outcome::FailedAfterRetries, error_chain(e)));
+        return Attempt::Fatal(Failure::new(Outcome::FailedAfterRetries, term::one_line(e)));
     }
     Attempt::Retryable {
-        detail: error_chain(e),
+        detail: term::one_line(e),
         status: None,
         retry_after: None,
         timeout: false,
@@ -647,20 +686,6 @@ fn find_source<'a, T: std::error::Error + 'static>(
         cur = err.source();
     }
     None
-}
-
-/// The error and its causes on one line (reqwest's Display hides the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// A robots.txt Crawl-delay as a pause, capped at [`MAX_CRAWL_DELAY`]; nonsense

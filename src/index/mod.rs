@@ -9,7 +9,7 @@ pub mod store;
 pub mod terms;
 pub mod vectors;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -119,6 +119,78 @@ struct Pending {
     chunks: Vec<chunk::Chunk>,
 }
 
+/// The embedding model and chunk settings an index is built with: a change of
+/// either invalidates every vector.
+struct Identity {
+    /// Sizes and times of the model files: while it matches, the model's
+    /// identity is read from the catalogue instead of hashing the files again.
+    model_stamp: String,
+    model: String,
+    settings: String,
+}
+
+impl Identity {
+    fn full(&self) -> String {
+        format!("{};{}", self.model, self.settings)
+    }
+}
+
+/// The corpus against the catalogue: what to embed and what to remove.
+#[derive(Default)]
+struct Diff {
+    /// New and changed documents.
+    pending: Vec<Pending>,
+    /// Catalogue ids of the documents deleted or changed since the last build.
+    stale: Vec<i64>,
+    added: usize,
+    changed: usize,
+    deleted: usize,
+    unchanged: usize,
+}
+
+/// The vectors of the pending chunks, in order, and what producing them took.
+#[derive(Default)]
+struct Embedded {
+    vectors: Vec<Vec<f32>>,
+    model_load_seconds: f64,
+    embed_seconds: f64,
+}
+
+/// Everything one build changes, written in a single SQLite transaction.
+struct Changes<'a> {
+    full_rebuild: bool,
+    stale: &'a [i64],
+    pending: &'a [Pending],
+    vectors: &'a [Vec<f32>],
+    /// The HNSW file the catalogue refers to now, if any.
+    current_vectors: Option<&'a str>,
+}
+
+/// A failure while writing the catalogue or the HNSW file; an
+/// [`IndexError::Write`] once tied to the index folder.
+struct WriteFailure(String);
+
+impl From<store::StoreError> for WriteFailure {
+    fn from(e: store::StoreError) -> Self {
+        WriteFailure(e.to_string())
+    }
+}
+
+impl From<vectors::VectorError> for WriteFailure {
+    fn from(e: vectors::VectorError) -> Self {
+        WriteFailure(e.to_string())
+    }
+}
+
+impl WriteFailure {
+    fn at(self, index_dir: &Path) -> IndexError {
+        IndexError::Write {
+            path: index_dir.to_path_buf(),
+            detail: self.0,
+        }
+    }
+}
+
 /// Brings the index in line with the corpus, re-embedding only what changed.
 pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
@@ -127,114 +199,185 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     if !corpus_dir.is_dir() {
         return Err(IndexError::NoCorpus(corpus_dir));
     }
-    std::fs::create_dir_all(&index_dir).map_err(|source| IndexError::Io {
-        what: "cannot create index folder",
-        path: index_dir.clone(),
-        source,
-    })?;
-    let _lock = crate::lock::Lock::acquire(&index_dir, LOCK_FILE, "index")?;
-
-    let mut report = BuildReport::default();
-    let paths = corpus::list_markdown(&corpus_dir).map_err(|source| IndexError::Io {
-        what: "cannot list",
-        path: corpus_dir.clone(),
-        source,
-    })?;
-    let mut docs = Vec::with_capacity(paths.len());
-    for path in &paths {
-        match corpus::read_document(&corpus_dir, path) {
-            Ok(doc) => docs.push(doc),
-            Err(skipped) => report.skipped.push(skipped),
-        }
-    }
-    if docs.is_empty() {
-        return Err(IndexError::EmptyCorpus(corpus_dir));
-    }
-    report.documents = docs.len();
+    let _lock = lock_index_dir(&index_dir)?;
+    let (docs, skipped) = scan_corpus(&corpus_dir)?;
+    let mut report = BuildReport {
+        documents: docs.len(),
+        skipped,
+        ..BuildReport::default()
+    };
 
     // Checked before anything is written, so a missing install changes nothing.
     let model_stamp = embed::model_files_stamp(config)?;
-    let db = db_path(&index_dir);
     if options.rebuild {
         remove_index_files(&index_dir);
     }
-    let store = match Store::open_rw(&db) {
-        Ok(s) => s,
-        Err(e) => return Err(corrupt(&db, e)),
-    };
-    let cached_identity = match store.meta("model_stamp").map_err(|e| corrupt(&db, e))? {
-        Some(stamp) if stamp == model_stamp => store.meta("model").map_err(|e| corrupt(&db, e))?,
-        _ => None,
-    };
-    let model_identity = match cached_identity {
-        Some(identity) => identity,
-        None => embed::model_identity(config)?,
-    };
-
-    let identity = format!("{model_identity};{}", settings_identity(config));
+    let db = db_path(&index_dir);
+    let store = Store::open_rw(&db).map_err(|e| corrupt(&db, e))?;
+    let identity = identify(config, &store, &db, model_stamp)?;
     let stored_identity = store.meta("identity").map_err(|e| corrupt(&db, e))?;
-    let mut full_rebuild = options.rebuild;
-    if options.rebuild {
-        report.rebuilt = Some("--rebuild".into());
-    } else if let Some(old) = stored_identity.as_deref().filter(|old| *old != identity) {
-        let reason = if old.split(';').next() != identity.split(';').next() {
-            "the embedding model changed"
-        } else {
-            "the [chunk] settings changed"
-        };
-        report.rebuilt = Some(reason.into());
-        full_rebuild = true;
-    }
+    report.rebuilt = rebuild_reason(options.rebuild, stored_identity.as_deref(), &identity);
+    let full_rebuild = report.rebuilt.is_some();
 
     let known = if full_rebuild {
         Default::default()
     } else {
         store.documents().map_err(|e| corrupt(&db, e))?
     };
-    let present: HashSet<&str> = docs.iter().map(|d| d.rel_path.as_str()).collect();
-    let deleted: Vec<&store::DocRow> = known
-        .values()
-        .filter(|d| !present.contains(d.path.as_str()))
-        .collect();
-    report.deleted = deleted.len();
-
-    let mut pending = Vec::new();
-    for doc in docs {
-        match known.get(&doc.rel_path) {
-            Some(row) if row.hash == doc.hash => report.unchanged += 1,
-            Some(_) => {
-                report.changed += 1;
-                pending.push(Pending {
-                    doc,
-                    chunks: Vec::new(),
-                });
-            }
-            None => {
-                report.added += 1;
-                pending.push(Pending {
-                    doc,
-                    chunks: Vec::new(),
-                });
-            }
-        }
-    }
-
+    let mut diff = diff(docs, &known);
+    report.added = diff.added;
+    report.changed = diff.changed;
+    report.deleted = diff.deleted;
+    report.unchanged = diff.unchanged;
     let current_vectors = store.meta("vectors_file").map_err(|e| corrupt(&db, e))?;
-    let nothing_to_do = pending.is_empty() && deleted.is_empty() && !full_rebuild;
-    if nothing_to_do
-        && current_vectors.is_some()
-        && stored_identity.is_some()
-        && vectors_usable(&index_dir, &store)
-    {
+    let nothing_to_do = diff.pending.is_empty() && diff.stale.is_empty() && !full_rebuild;
+    if nothing_to_do && stored_identity.is_some() && vectors_usable(&index_dir, &store) {
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
 
-    // The first embedding session loads while the documents are split (on
-    // every core: counting tokens for the splitter is the largest cost after
-    // the model); both take seconds, and an incremental run needs both.
     let chunk_started = Instant::now();
-    let (chunked, first_session) = std::thread::scope(|scope| {
+    let first_session = chunk_while_loading(config, &mut diff.pending)?;
+    report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
+    let texts = embedding_texts(&diff.pending);
+    report.chunks_embedded = texts.len();
+    report.tokens_embedded = diff
+        .pending
+        .iter()
+        .flat_map(|p| &p.chunks)
+        .map(|c| c.tokens)
+        .sum();
+    let embedded = embed_texts(config, first_session, &texts, options.progress)?;
+    report.model_load_seconds = embedded.model_load_seconds;
+    report.embed_seconds = embedded.embed_seconds;
+    drop(texts);
+
+    let changes = Changes {
+        full_rebuild,
+        stale: &diff.stale,
+        pending: &diff.pending,
+        vectors: &embedded.vectors,
+        current_vectors: current_vectors.as_deref(),
+    };
+    let vectors_file = write_index(&store, &index_dir, &identity, &changes)?;
+    remove_stale_vector_files(&index_dir, &vectors_file);
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Creates the index folder and takes its lock (held until the guard drops).
+fn lock_index_dir(index_dir: &Path) -> Result<crate::lock::Lock, IndexError> {
+    std::fs::create_dir_all(index_dir).map_err(|source| IndexError::Io {
+        what: "cannot create index folder",
+        path: index_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(crate::lock::Lock::acquire(index_dir, LOCK_FILE, "index")?)
+}
+
+/// The corpus's readable documents, and the files skipped with the reason.
+fn scan_corpus(corpus_dir: &Path) -> Result<(Vec<Document>, Vec<Skipped>), IndexError> {
+    let paths = corpus::list_markdown(corpus_dir).map_err(|source| IndexError::Io {
+        what: "cannot list",
+        path: corpus_dir.to_path_buf(),
+        source,
+    })?;
+    let mut docs = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for path in &paths {
+        match corpus::read_document(corpus_dir, path) {
+            Ok(doc) => docs.push(doc),
+            Err(skip) => skipped.push(skip),
+        }
+    }
+    if docs.is_empty() {
+        return Err(IndexError::EmptyCorpus(corpus_dir.to_path_buf()));
+    }
+    Ok((docs, skipped))
+}
+
+/// This build's identity; the model's is reused from the catalogue while the
+/// model files' stamp matches (computing it hashes the files).
+fn identify(
+    config: &Config,
+    store: &Store,
+    db: &Path,
+    model_stamp: String,
+) -> Result<Identity, IndexError> {
+    let cached = match store.meta("model_stamp").map_err(|e| corrupt(db, e))? {
+        Some(stamp) if stamp == model_stamp => store.meta("model").map_err(|e| corrupt(db, e))?,
+        _ => None,
+    };
+    let model = match cached {
+        Some(model) => model,
+        None => embed::model_identity(config)?,
+    };
+    Ok(Identity {
+        model_stamp,
+        model,
+        settings: settings_identity(config),
+    })
+}
+
+/// Why every document is embedded again, when it is: asked for, or the stored
+/// identity differs from this build's.
+fn rebuild_reason(requested: bool, stored: Option<&str>, identity: &Identity) -> Option<String> {
+    if requested {
+        return Some("--rebuild".into());
+    }
+    let identity = identity.full();
+    let old = stored.filter(|old| *old != identity)?;
+    let reason = if old.split(';').next() != identity.split(';').next() {
+        "the embedding model changed"
+    } else {
+        "the [chunk] settings changed"
+    };
+    Some(reason.into())
+}
+
+/// Compares the corpus with the documents the catalogue knows (by content hash).
+fn diff(docs: Vec<Document>, known: &HashMap<String, store::DocRow>) -> Diff {
+    let present: HashSet<&str> = docs.iter().map(|d| d.rel_path.as_str()).collect();
+    let deleted: Vec<i64> = known
+        .values()
+        .filter(|d| !present.contains(d.path.as_str()))
+        .map(|d| d.id)
+        .collect();
+    drop(present);
+    let mut diff = Diff {
+        deleted: deleted.len(),
+        stale: deleted,
+        ..Diff::default()
+    };
+    for doc in docs {
+        match known.get(&doc.rel_path) {
+            Some(row) if row.hash == doc.hash => {
+                diff.unchanged += 1;
+                continue;
+            }
+            Some(row) => {
+                diff.changed += 1;
+                diff.stale.push(row.id);
+            }
+            None => diff.added += 1,
+        }
+        diff.pending.push(Pending {
+            doc,
+            chunks: Vec::new(),
+        });
+    }
+    diff
+}
+
+/// Splits the pending documents on every core while the first embedding
+/// session loads: counting tokens for the splitter is the largest cost after
+/// the model, both take seconds, and an incremental run needs both. Returns
+/// that session (none when nothing is pending).
+fn chunk_while_loading(
+    config: &Config,
+    pending: &mut [Pending],
+) -> Result<Option<Result<Embedder, EmbedError>>, chunk::ChunkError> {
+    std::thread::scope(|scope| {
         let loader = (!pending.is_empty()).then(|| scope.spawn(|| Embedder::load(config)));
         let chunked = Chunker::new(&embed::tokenizer_path(config), &config.chunk).map(|chunker| {
             pending
@@ -246,11 +389,13 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
                 .join()
                 .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())))
         });
-        (chunked, session)
-    });
-    chunked?;
-    report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
-    let texts: Vec<String> = pending
+        chunked.map(|()| session)
+    })
+}
+
+/// What the model embeds for each pending chunk, in order.
+fn embedding_texts(pending: &[Pending]) -> Vec<String> {
+    pending
         .iter()
         .flat_map(|p| {
             let title = p.doc.display_title();
@@ -258,193 +403,225 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
                 .iter()
                 .map(move |c| chunk::embedding_text(&title, &c.heading_path, &c.text))
         })
-        .collect();
-    report.chunks_embedded = texts.len();
-    report.tokens_embedded = pending
-        .iter()
-        .flat_map(|p| &p.chunks)
-        .map(|c| c.tokens)
-        .sum();
+        .collect()
+}
 
-    let mut embed_started = Instant::now();
-    let embedded = match first_session {
-        Some(embedder) if !texts.is_empty() => {
-            let mut embedder = embedder?;
-            embedder.add_sessions(config, Embedder::sessions_for(config, texts.len()))?;
-            report.model_load_seconds = embed_started.elapsed().as_secs_f64();
-            embed_started = Instant::now();
-            let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
-            let vectors = embedder.embed_passages(&texts, |n| bar.inc(n as u64))?;
-            bar.finish_and_clear();
-            vectors
-        }
-        _ => Vec::new(),
-    };
-    report.embed_seconds = embed_started.elapsed().as_secs_f64();
-    drop(texts);
+/// Embeds `texts` with the first session plus as many more as pay off.
+fn embed_texts(
+    config: &Config,
+    first_session: Option<Result<Embedder, EmbedError>>,
+    texts: &[String],
+    progress: bool,
+) -> Result<Embedded, EmbedError> {
+    let mut started = Instant::now();
+    let mut embedded = Embedded::default();
+    if let Some(embedder) = first_session.filter(|_| !texts.is_empty()) {
+        let mut embedder = embedder?;
+        embedder.add_sessions(config, Embedder::sessions_for(config, texts.len()))?;
+        embedded.model_load_seconds = started.elapsed().as_secs_f64();
+        started = Instant::now();
+        let bar = progress_bar(progress, texts.len() as u64, "embedding");
+        embedded.vectors = embedder.embed_passages(texts, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+    }
+    embedded.embed_seconds = started.elapsed().as_secs_f64();
+    Ok(embedded)
+}
 
-    let write_err = |e: &dyn std::fmt::Display| IndexError::Write {
-        path: index_dir.clone(),
-        detail: e.to_string(),
-    };
-
-    store.begin().map_err(|e| write_err(&e))?;
-    let result = (|| -> Result<String, IndexError> {
-        let mut removed_ids = Vec::new();
-        if full_rebuild {
-            store.clear().map_err(|e| write_err(&e))?;
-        } else {
-            for row in deleted
-                .iter()
-                .copied()
-                .chain(pending.iter().filter_map(|p| known.get(&p.doc.rel_path)))
-            {
-                removed_ids.extend(store.chunk_ids_of(row.id).map_err(|e| write_err(&e))?);
-                store.delete_document(row.id).map_err(|e| write_err(&e))?;
-            }
+/// Writes `changes` in one transaction: a crash leaves the old index or the
+/// new one. The HNSW file the new catalogue refers to is written, under a new
+/// generation's name, before the commit. Returns that file's name.
+fn write_index(
+    store: &Store,
+    index_dir: &Path,
+    identity: &Identity,
+    changes: &Changes,
+) -> Result<String, IndexError> {
+    store
+        .begin()
+        .map_err(|e| WriteFailure::from(e).at(index_dir))?;
+    match apply_changes(store, index_dir, identity, changes) {
+        Ok(vectors_file) => {
+            store
+                .commit()
+                .map_err(|e| WriteFailure::from(e).at(index_dir))?;
+            Ok(vectors_file)
         }
-        let now = now_rfc3339();
-        let mut added_vectors: Vec<(i64, &[f32])> = Vec::with_capacity(embedded.len());
-        let mut next_vector = embedded.iter();
-        for p in &pending {
-            let doc = &p.doc;
-            let modified = doc
-                .modified
-                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64);
-            let doc_id = store
-                .insert_document(&NewDocument {
-                    path: &doc.rel_path,
-                    hash: &doc.hash,
-                    title: &doc.display_title(),
-                    source: &doc.source(),
-                    sections: &doc.front.sections,
-                    modified,
-                    indexed_at: &now,
-                })
-                .map_err(|e| write_err(&e))?;
-            for c in &p.chunks {
-                let vector = next_vector
-                    .next()
-                    .ok_or_else(|| write_err(&"fewer vectors than chunks"))?;
-                let terms = terms::index_text(&format!(
-                    "{}\n{}\n{}",
-                    doc.display_title(),
-                    c.heading_path,
-                    c.text
-                ));
-                let id = store
-                    .insert_chunk(
-                        doc_id,
-                        &NewChunk {
-                            ordinal: c.ordinal,
-                            start: c.start,
-                            end: c.end,
-                            heading: &c.heading_path,
-                            text: &c.text,
-                            tokens: c.tokens,
-                            terms: &terms,
-                            vector,
-                        },
-                    )
-                    .map_err(|e| write_err(&e))?;
-                added_vectors.push((id, vector));
-            }
-        }
-
-        // Reuse the current HNSW graph when it is intact; otherwise rebuild it
-        // from the catalogue's vectors (no re-embedding needed).
-        let (_, total_chunks, _) = store.counts().map_err(|e| write_err(&e))?;
-        let previous = (!full_rebuild)
-            .then_some(current_vectors.as_deref())
-            .flatten()
-            .and_then(|name| {
-                let expected: usize = store.meta("vectors_count").ok()??.parse().ok()?;
-                Vectors::load(&index_dir.join(name), expected).ok()
-            });
-        let vectors = match previous {
-            Some(mut v) => {
-                for id in &removed_ids {
-                    v.remove(*id).map_err(|e| write_err(&e))?;
-                }
-                for (id, vector) in &added_vectors {
-                    v.add(*id, vector).map_err(|e| write_err(&e))?;
-                }
-                v
-            }
-            None => {
-                let mut v = Vectors::new(total_chunks as usize).map_err(|e| write_err(&e))?;
-                let mut failure = None;
-                store
-                    .for_each_vector(|id, vector| {
-                        if failure.is_none() {
-                            if let Err(e) = v.add(id, vector) {
-                                failure = Some(e);
-                            }
-                        }
-                    })
-                    .map_err(|e| write_err(&e))?;
-                if let Some(e) = failure {
-                    return Err(write_err(&e));
-                }
-                v
-            }
-        };
-        if vectors.len() != total_chunks as usize {
-            return Err(write_err(&format!(
-                "vector index holds {} vectors for {total_chunks} chunks",
-                vectors.len()
-            )));
-        }
-        let generation: u64 = store
-            .meta("vectors_generation")
-            .ok()
-            .flatten()
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0)
-            + 1;
-        let name = format!("{VECTORS_PREFIX}{generation}{VECTORS_SUFFIX}");
-        let path = index_dir.join(&name);
-        vectors.save(&path).map_err(|e| write_err(&e))?;
-        sync_file(&path);
-        store
-            .set_meta("vectors_file", &name)
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("vectors_count", &vectors.len().to_string())
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("vectors_generation", &generation.to_string())
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("identity", &identity)
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("model", &model_identity)
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("model_stamp", &model_stamp)
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("settings", &settings_identity(config))
-            .map_err(|e| write_err(&e))?;
-        store
-            .set_meta("built_at", &now)
-            .map_err(|e| write_err(&e))?;
-        Ok(name)
-    })();
-    match result {
-        Ok(name) => {
-            store.commit().map_err(|e| write_err(&e))?;
-            remove_stale_vector_files(&index_dir, &name);
-        }
-        Err(e) => {
+        Err(failure) => {
             store.rollback();
-            return Err(e);
+            Err(failure.at(index_dir))
         }
     }
-    report.total_seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+}
+
+/// The body of [`write_index`]'s transaction.
+fn apply_changes(
+    store: &Store,
+    index_dir: &Path,
+    identity: &Identity,
+    changes: &Changes,
+) -> Result<String, WriteFailure> {
+    let removed = remove_documents(store, changes.full_rebuild, changes.stale)?;
+    let now = corpus::now_rfc3339();
+    let added = insert_documents(store, changes.pending, changes.vectors, &now)?;
+    let previous = (!changes.full_rebuild)
+        .then_some(changes.current_vectors)
+        .flatten();
+    let vectors = updated_vectors(store, index_dir, previous, &removed, &added)?;
+    let (vectors_file, generation) = save_vectors(store, index_dir, &vectors)?;
+    store.set_meta(&[
+        ("vectors_file", &vectors_file),
+        ("vectors_count", &vectors.len().to_string()),
+        ("vectors_generation", &generation.to_string()),
+        ("identity", &identity.full()),
+        ("model", &identity.model),
+        ("model_stamp", &identity.model_stamp),
+        ("settings", &identity.settings),
+        ("built_at", &now),
+    ])?;
+    Ok(vectors_file)
+}
+
+/// Deletes the stale documents (everything, on a full rebuild); returns the ids
+/// of their chunks.
+fn remove_documents(
+    store: &Store,
+    full_rebuild: bool,
+    stale: &[i64],
+) -> Result<Vec<i64>, WriteFailure> {
+    let mut removed_ids = Vec::new();
+    if full_rebuild {
+        store.clear()?;
+        return Ok(removed_ids);
+    }
+    for &doc_id in stale {
+        removed_ids.extend(store.chunk_ids_of(doc_id)?);
+        store.delete_document(doc_id)?;
+    }
+    Ok(removed_ids)
+}
+
+/// Inserts the pending documents with their chunks, terms and vectors; returns
+/// each new chunk's id with its vector.
+fn insert_documents<'v>(
+    store: &Store,
+    pending: &[Pending],
+    vectors: &'v [Vec<f32>],
+    now: &str,
+) -> Result<Vec<(i64, &'v [f32])>, WriteFailure> {
+    let mut added: Vec<(i64, &[f32])> = Vec::with_capacity(vectors.len());
+    let mut next_vector = vectors.iter();
+    for p in pending {
+        let doc = &p.doc;
+        let title = doc.display_title();
+        let modified = doc
+            .modified
+            .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let doc_id = store.insert_document(&NewDocument {
+            path: &doc.rel_path,
+            hash: &doc.hash,
+            title: &title,
+            source: &doc.source(),
+            sections: &doc.front.sections,
+            modified,
+            indexed_at: now,
+        })?;
+        for c in &p.chunks {
+            let vector = next_vector
+                .next()
+                .ok_or_else(|| WriteFailure("fewer vectors than chunks".into()))?;
+            let terms = terms::index_text(&format!("{title}\n{}\n{}", c.heading_path, c.text));
+            let id = store.insert_chunk(
+                doc_id,
+                &NewChunk {
+                    ordinal: c.ordinal,
+                    start: c.start,
+                    end: c.end,
+                    heading: &c.heading_path,
+                    text: &c.text,
+                    tokens: c.tokens,
+                    terms: &terms,
+                    vector,
+                },
+            )?;
+            added.push((id, vector));
+        }
+    }
+    Ok(added)
+}
+
+/// The HNSW graph of the new catalogue: the `previous` file updated when it is
+/// intact, otherwise rebuilt from the catalogue's vectors (no re-embedding).
+fn updated_vectors(
+    store: &Store,
+    index_dir: &Path,
+    previous: Option<&str>,
+    removed: &[i64],
+    added: &[(i64, &[f32])],
+) -> Result<Vectors, WriteFailure> {
+    let (_, total_chunks, _) = store.counts()?;
+    let previous = previous.and_then(|name| {
+        let expected: usize = store.meta("vectors_count").ok()??.parse().ok()?;
+        Vectors::load(&index_dir.join(name), expected).ok()
+    });
+    let vectors = match previous {
+        Some(mut v) => {
+            for id in removed {
+                v.remove(*id)?;
+            }
+            for (id, vector) in added {
+                v.add(*id, vector)?;
+            }
+            v
+        }
+        None => vectors_of_catalogue(store, total_chunks as usize)?,
+    };
+    if vectors.len() != total_chunks as usize {
+        return Err(WriteFailure(format!(
+            "vector index holds {} vectors for {total_chunks} chunks",
+            vectors.len()
+        )));
+    }
+    Ok(vectors)
+}
+
+/// A new HNSW graph of every vector in the catalogue.
+fn vectors_of_catalogue(store: &Store, capacity: usize) -> Result<Vectors, WriteFailure> {
+    let mut v = Vectors::new(capacity)?;
+    let mut failure = None;
+    store.for_each_vector(|id, vector| {
+        if failure.is_none() {
+            if let Err(e) = v.add(id, vector) {
+                failure = Some(e);
+            }
+        }
+    })?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(v),
+    }
+}
+
+/// Saves `vectors` under the next generation's name, synced to disk; returns
+/// the file name and the generation.
+fn save_vectors(
+    store: &Store,
+    index_dir: &Path,
+    vectors: &Vectors,
+) -> Result<(String, u64), WriteFailure> {
+    let generation: u64 = store
+        .meta("vectors_generation")
+        .ok()
+        .flatten()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+        + 1;
+    let name = format!("{VECTORS_PREFIX}{generation}{VECTORS_SUFFIX}");
+    let path = index_dir.join(&name);
+    vectors.save(&path)?;
+    sync_file(&path);
+    Ok((name, generation))
 }
 
 fn vectors_usable(index_dir: &Path, store: &Store) -> bool {
@@ -486,12 +663,6 @@ fn remove_index_files(dir: &Path) {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     remove_stale_vector_files(dir, "");
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn progress_bar(enabled: bool, len: u64, what: &str) -> indicatif::ProgressBar {

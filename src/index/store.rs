@@ -112,7 +112,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         let store = Store { conn };
         match store.meta("schema_version")? {
-            None => store.set_meta("schema_version", SCHEMA_VERSION)?,
+            None => store.set_meta(&[("schema_version", SCHEMA_VERSION)])?,
             Some(v) if v == SCHEMA_VERSION => {}
             Some(found) => return Err(StoreError::Schema { found }),
         }
@@ -142,11 +142,14 @@ impl Store {
             .optional()?)
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+    /// Sets each `(key, value)` of `entries`.
+    pub fn set_meta(&self, entries: &[(&str, &str)]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
         )?;
+        for (key, value) in entries {
+            stmt.execute(params![key, value])?;
+        }
         Ok(())
     }
 

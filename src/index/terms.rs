@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
 
+use crate::lang::is_cjk;
+
 fn jieba() -> &'static Jieba {
     static JIEBA: OnceLock<Jieba> = OnceLock::new();
     JIEBA.get_or_init(Jieba::new)
@@ -19,11 +21,6 @@ const STOPWORDS: &[&str] = &[
     "is", "are", "was", "be", "it", "this", "that", "with", "as", "by", "at", "what", "how", "why",
     "which", "do", "does", "i", "you", "can", "from",
 ];
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
-}
 
 /// Splits text into index terms. Chinese runs go through jieba's search-mode
 /// segmentation (which also emits the shorter words inside long ones); other

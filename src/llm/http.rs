@@ -7,6 +7,7 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use serde_json::Value;
 
 use super::{LlmError, Timeouts};
+use crate::term;
 
 /// Error bodies are read up to this size (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -198,18 +199,10 @@ fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::Error
     None
 }
 
-/// An error and its sources on one line, without repeats.
+/// An error and its sources on one line, without repeats, credentials or escapes,
+/// bounded in length.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    one_line(&scrub_urls(&parts.join(": ")))
+    one_line(&scrub_urls(&term::one_line(e)))
 }
 
 /// Collapses whitespace and control characters, and bounds the length.

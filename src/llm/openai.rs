@@ -22,6 +22,23 @@ use super::{
 };
 use crate::config::Provider;
 
+/// The chat request: streamed, with usage in the last chunk.
+fn request_body(messages: &[ChatMessage], options: &ChatOptions) -> serde_json::Value {
+    let mut body = json!({
+        "model": options.model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if let Some(t) = options.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(n) = options.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    body
+}
+
 #[derive(Debug)]
 pub struct OpenAiBackend {
     endpoint: Endpoint,
@@ -66,67 +83,17 @@ impl OpenAiBackend {
     ) -> Result<ChatOutcome, LlmError> {
         let url = self.endpoint.url("/chat/completions");
         let timeouts = self.endpoint.timeouts;
-        let mut run = Run::new(on_token);
+        let run = Run::new(on_token);
         let start = run.start;
         let deadline = start + timeouts.first_token;
-        let mut body = json!({
-            "model": options.model,
-            "messages": messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if let Some(t) = options.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(n) = options.max_tokens {
-            body["max_tokens"] = json!(n);
-        }
-        let mut resp = self
-            .endpoint
-            .send(
-                self.request(&url, &body),
+        let resp = self
+            .open(
                 &url,
+                request_body(messages, options),
+                &options.model,
                 deadline,
-                timeouts.first_token,
             )
             .await?;
-        if !resp.status().is_success() {
-            let err = http::error_response(
-                resp,
-                &self.endpoint.shown(&url),
-                &options.model,
-                self.api_key.as_ref(),
-                timeouts.idle,
-            )
-            .await;
-            let rejects_option = matches!(&err, LlmError::Http { status: 400 | 422, message, .. }
-                if message.contains("stream_options") || message.contains("include_usage"));
-            if !rejects_option {
-                return Err(err);
-            }
-            if let Some(o) = body.as_object_mut() {
-                o.remove("stream_options");
-            }
-            resp = self
-                .endpoint
-                .send(
-                    self.request(&url, &body),
-                    &url,
-                    deadline,
-                    timeouts.first_token,
-                )
-                .await?;
-            if !resp.status().is_success() {
-                return Err(http::error_response(
-                    resp,
-                    &self.endpoint.shown(&url),
-                    &options.model,
-                    self.api_key.as_ref(),
-                    timeouts.idle,
-                )
-                .await);
-            }
-        }
         let content_type = http::content_type(resp.headers());
         let mut body = Body::new(resp, &self.endpoint.shown(&url), timeouts, start);
         if content_type.starts_with("application/json") {
@@ -140,6 +107,69 @@ impl OpenAiBackend {
                 partial: String::new(),
             });
         }
+        self.read_stream(&mut body, run).await
+    }
+
+    /// Sends the chat request and checks its status. A server that rejects
+    /// `stream_options` gets the request again without it.
+    async fn open(
+        &self,
+        url: &str,
+        mut body: serde_json::Value,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, LlmError> {
+        let resp = self.send(url, &body, deadline).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let err = self.error_response(resp, url, model).await;
+        let rejects_option = matches!(&err, LlmError::Http { status: 400 | 422, message, .. }
+            if message.contains("stream_options") || message.contains("include_usage"));
+        if !rejects_option {
+            return Err(err);
+        }
+        if let Some(o) = body.as_object_mut() {
+            o.remove("stream_options");
+        }
+        let resp = self.send(url, &body, deadline).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.error_response(resp, url, model).await)
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, LlmError> {
+        let first_token = self.endpoint.timeouts.first_token;
+        self.endpoint
+            .send(self.request(url, body), url, deadline, first_token)
+            .await
+    }
+
+    async fn error_response(&self, resp: reqwest::Response, url: &str, model: &str) -> LlmError {
+        http::error_response(
+            resp,
+            &self.endpoint.shown(url),
+            model,
+            self.api_key.as_ref(),
+            self.endpoint.timeouts.idle,
+        )
+        .await
+    }
+
+    /// Reads the event stream up to `[DONE]`; a stream that just ends is
+    /// complete only after a finish reason.
+    async fn read_stream(
+        &self,
+        body: &mut Body,
+        mut run: Run<'_, '_>,
+    ) -> Result<ChatOutcome, LlmError> {
         let mut parser = SseParser::new();
         let mut done = false;
         while !done {
