@@ -163,18 +163,17 @@ fn following_links_refuses_loopback_unless_configured() {
     let server = any_path_server();
     let url = server.url("/start.html");
 
+    let crawl_depth_1 = |config_toml: &str| {
+        let ws = Workspace::new(config_toml);
+        write_roadmap(&ws, std::slice::from_ref(&url));
+        let roadmap = ws.roadmap();
+        let out = ws.run(&["crawl", "--plain", "--depth", "1", "--roadmap", &roadmap]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (ws, out)
+    };
+
     // Default config (block_private = "auto"), --depth 1: refused and reported.
-    let ws = Workspace::new("[crawl]\nper_host_delay_ms = 0\n");
-    write_roadmap(&ws, std::slice::from_ref(&url));
-    let out = ws.run(&[
-        "crawl",
-        "--plain",
-        "--depth",
-        "1",
-        "--roadmap",
-        &ws.roadmap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (ws, out) = crawl_depth_1("[crawl]\nper_host_delay_ms = 0\n");
     assert!(
         stdout(&out).contains("blocked-private 1"),
         "{}",
@@ -187,17 +186,7 @@ fn following_links_refuses_loopback_unless_configured() {
     assert_eq!(report.entries[0].outcome, Outcome::BlockedPrivate);
 
     // block_private = "never": the same crawl follows the page's links.
-    let ws = Workspace::new("[crawl]\nper_host_delay_ms = 0\nblock_private = \"never\"\n");
-    write_roadmap(&ws, std::slice::from_ref(&url));
-    let out = ws.run(&[
-        "crawl",
-        "--plain",
-        "--depth",
-        "1",
-        "--roadmap",
-        &ws.roadmap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (ws, _) = crawl_depth_1("[crawl]\nper_host_delay_ms = 0\nblock_private = \"never\"\n");
     let report = crawl::load_report(&crawl::report_path(&ws.config())).unwrap();
     let followed: Vec<_> = report.entries.iter().filter(|e| e.depth == 1).collect();
     assert_eq!(followed.len(), 2, "{:#?}", report.entries);
