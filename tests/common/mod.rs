@@ -68,26 +68,17 @@ pub fn llm_url() -> Option<String> {
     }
 }
 
-/// `../shared` beside the repository (the roadmap seed and the webcorpus;
-/// read at run time, never copied). `RAGMAP_TEST_SHARED` points elsewhere,
-/// e.g. from a git worktree.
-fn shared_root() -> PathBuf {
-    match std::env::var_os("RAGMAP_TEST_SHARED") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    }
-}
-
-/// `../shared/<rel>`, when it exists (otherwise the test skips, or fails in CI).
+/// `../shared/<rel>` beside the repository (the roadmap seed and the
+/// webcorpus; read at run time, never copied), when it exists (otherwise the
+/// test skips, or fails in CI).
 pub fn shared(rel: &str) -> Option<PathBuf> {
-    let path = shared_root().join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
     if path.exists() {
         return Some(path);
     }
-    unavailable(&format!(
-        "{} is absent (set RAGMAP_TEST_SHARED to the shared folder)",
-        path.display()
-    ))
+    unavailable(&format!("{} is absent", path.display()))
 }
 
 /// The offline mirror of the roadmap's pages: `../shared/webcorpus`.
