@@ -30,7 +30,7 @@ fn indexed_workspace(config: &str) -> Workspace {
 
 #[test]
 fn dry_run_prints_the_fenced_prompt_and_never_the_api_key() {
-    if !model_available("ask_dry_run") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("");
@@ -75,7 +75,7 @@ fn dry_run_prints_the_fenced_prompt_and_never_the_api_key() {
 
 #[test]
 fn unreachable_endpoint_prints_passages_and_a_distinct_exit_code() {
-    if !model_available("ask_unreachable") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("");
@@ -98,10 +98,10 @@ fn unreachable_endpoint_prints_passages_and_a_distinct_exit_code() {
 
 #[test]
 fn real_llama_server_streams_a_cited_answer() {
-    let Some(url) = llm_url("real_llama_server_streams_a_cited_answer") else {
+    let Some(url) = llm_url() else {
         return;
     };
-    if !model_available("ask_real_llm") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("[llm]\ncontext_tokens = 2048\nmax_answer_tokens = 96\n");
@@ -140,38 +140,16 @@ fn real_llama_server_streams_a_cited_answer() {
     );
 }
 
-fn chat(ws: &Workspace, input: &str, env: &[(&str, &str)]) -> std::process::Output {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ragmap"));
-    cmd.arg("-C").arg(ws.path()).arg("chat");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn chat_commands_work_without_a_model_server() {
-    if !model_available("chat_offline") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("");
-    let out = chat(
-        &ws,
-        "What is RAG?\n/sources\n/bogus\n/reset\n/sources\n/exit\nnever read\n",
+    let out = ws.run_with_input(
+        &["chat"],
         &[("RAGMAP_LLM_URL", "http://127.0.0.1:9/v1")],
+        "What is RAG?\n/sources\n/bogus\n/reset\n/sources\n/exit\nnever read\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -192,17 +170,17 @@ fn chat_commands_work_without_a_model_server() {
 
 #[test]
 fn real_llama_server_chat_answers_follow_ups() {
-    let Some(url) = llm_url("real_llama_server_chat_answers_follow_ups") else {
+    let Some(url) = llm_url() else {
         return;
     };
-    if !model_available("chat_real_llm") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("[llm]\ncontext_tokens = 2048\nmax_answer_tokens = 64\n");
-    let out = chat(
-        &ws,
-        "What is RAG?\nWhy does it help?\n/sources\n/exit\n",
+    let out = ws.run_with_input(
+        &["chat"],
         &[("RAGMAP_LLM_URL", url.as_str())],
+        "What is RAG?\nWhy does it help?\n/sources\n/exit\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -213,38 +191,14 @@ fn real_llama_server_chat_answers_follow_ups() {
     assert!(text.contains("https://example.com/"), "{text}");
 }
 
-/// A one-shot HTTP server on loopback that answers every request with `response`.
-fn canned_server(response: &'static str) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(8) {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 65536];
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(response.as_bytes());
-        }
-    });
-    format!("http://{addr}/v1")
-}
-
 #[test]
 fn endpoint_errors_and_cut_streams_exit_6_keeping_what_arrived() {
-    if !model_available("ask_endpoint_error") {
+    if !model_available() {
         return;
     }
     let ws = indexed_workspace("");
-    let body = r#"{"error":{"code":500,"message":"model crashed","type":"server_error"}}"#;
-    let response: &'static str = Box::leak(
-        format!(
-            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_boxed_str(),
-    );
-    let url = canned_server(response);
+    let server = ScriptedServer::always(openai_error(500, "model crashed"));
+    let url = server.url("/v1");
     let out = ws.run_env(
         &["ask", "What is RAG?", "--no-rewrite"],
         &[("RAGMAP_LLM_URL", url.as_str())],
@@ -252,8 +206,13 @@ fn endpoint_errors_and_cut_streams_exit_6_keeping_what_arrived() {
     assert_clean_failure(&out, 6, "model crashed");
 
     // A stream that breaks off after some text: the text stays on screen.
-    let cut = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"RAG retrieves \"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"passages\"}}]}\n\n";
-    let url = canned_server(cut);
+    let cut = Reply::new(200)
+        .until_close()
+        .header("content-type", "text/event-stream")
+        .body(openai_delta("RAG retrieves "))
+        .body(openai_delta("passages"));
+    let server = ScriptedServer::always(cut);
+    let url = server.url("/v1");
     let out = ws.run_env(
         &["ask", "What is RAG?", "--no-rewrite"],
         &[("RAGMAP_LLM_URL", url.as_str())],

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,7 +17,7 @@ fn doc(i: usize, version: &str) -> String {
 
 #[test]
 fn index_survives_sigkill_at_ten_points() {
-    if !model_available("index_survives_sigkill") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new("[chunk]\nmax_tokens = 96\noverlap_tokens = 8\n");
@@ -49,17 +48,7 @@ fn index_survives_sigkill_at_ten_points() {
     for point in 0..10u32 {
         change(&ws);
         let delay = full.mul_f64(0.05 + 0.1 * point as f64);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ragmap"))
-            .arg("-C")
-            .arg(ws.path())
-            .arg("index")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL on Unix
-        let _ = child.wait();
+        kill_after(&mut ws.command(&["index"]), delay);
 
         let out = ws.run(&["status", "--json"]);
         assert!(
@@ -101,27 +90,16 @@ fn index_survives_sigkill_at_ten_points() {
 
 #[test]
 fn second_index_run_on_the_same_workspace_is_refused_clearly() {
-    if !model_available("concurrent_index") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new("");
     for i in 0..30 {
         ws.write_doc(&format!("d{i}.md"), &doc(i, "v1"));
     }
-    let mut first = Command::new(env!("CARGO_BIN_EXE_ragmap"))
-        .arg("-C")
-        .arg(ws.path())
-        .arg("index")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = ws.command(&["index"]).spawn().unwrap();
     // Wait until the first run holds the lock.
-    let lock = ws.path().join("index/.lock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !lock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&ws.path().join("index/.lock"), Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(100));
     let second = ws.run(&["index"]);
     let first_status = first.wait().unwrap();

@@ -1,194 +1,39 @@
 //! The crawler against ../shared/webcorpus/serve.py (started per test on a free
-//! port, killed on drop) and a tiny in-process server for the HTTP corners the
+//! port, killed on drop) and the scripted server for the HTTP corners the
 //! mirror does not exercise (304, 429 + Retry-After, Crawl-delay).
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use ragmap::config::{BlockPrivate, Config};
 use ragmap::corpus;
-use ragmap::crawl::{self, CrawlOptions, CrawlReport, Entry, Outcome, Progress};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ragmap::crawl::{self, CrawlReport, Entry, Outcome};
 
-fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/webcorpus");
-    if p.join("serve.py").is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/webcorpus is required when CI=true");
-    }
-    eprintln!("skipping: ../shared/webcorpus not found");
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// serve.py on a free port, with a request log; killed on drop.
-struct Mirror {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    site: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug, Clone)]
-struct LogLine {
-    path: String,
-    status: u64,
-    ua: String,
-    bytes: u64,
-    start: f64,
-    end: f64,
-    aborted: bool,
-}
-
-impl Mirror {
-    fn start() -> Option<Mirror> {
-        let shared = shared()?;
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("requests.jsonl");
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("python3")
-                .arg(shared.join("serve.py"))
-                .arg(port.to_string())
-                .arg("--log")
-                .arg(&log)
-                .args(["--max-seconds", "300"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("python3 runs serve.py");
-            let mut m = Mirror {
-                child,
-                port,
-                log: log.clone(),
-                site: shared.join("site"),
-                _dir: tempfile::TempDir::new().unwrap(),
-            };
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    m._dir = dir;
-                    return Some(m);
-                }
-                if let Ok(Some(_)) = m.child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("serve.py did not start");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<LogLine> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| {
-                let end = v["ts"].as_f64().unwrap();
-                LogLine {
-                    path: v["path"].as_str().unwrap().to_string(),
-                    status: v["status"].as_u64().unwrap(),
-                    ua: v["ua"].as_str().unwrap_or("").to_string(),
-                    bytes: v["bytes"].as_u64().unwrap_or(0),
-                    start: end - v["ms"].as_f64().unwrap() / 1000.0,
-                    end,
-                    aborted: v["aborted"].as_bool().unwrap_or(false),
-                }
-            })
-            .collect()
-    }
-
-    /// The mirrored file behind a URL path (for known-content checks).
-    fn file(&self, path: &str) -> Vec<u8> {
-        std::fs::read(self.site.join(path.trim_start_matches('/'))).unwrap()
-    }
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A workspace with a small-delay config and a roadmap of the given links.
-struct Workspace {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
-impl Workspace {
-    fn new(links: &[(&str, String)]) -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            workspace: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let c = &mut config.crawl;
-        c.per_host_delay_ms = 100;
-        c.connect_timeout_secs = 2.0;
-        c.read_timeout_secs = 1.0;
-        c.total_timeout_secs = 4.0;
-        c.max_retries = 3;
-        c.retry_base_delay_ms = 50;
-        c.max_bytes = 4 * 1024 * 1024;
-        c.block_private = BlockPrivate::Never;
-        let mut md = String::from("# Test roadmap\n\n## Stage › with arrow\n\n### Topic\n\n");
-        for (title, url) in links {
-            md.push_str(&format!("- [{title}](<{url}>)\n"));
-        }
-        std::fs::write(dir.path().join("roadmap.md"), md).unwrap();
-        Workspace { dir, config }
-    }
-
-    fn opts(&self) -> CrawlOptions {
-        CrawlOptions {
-            roadmap: Some(self.dir.path().join("roadmap.md").display().to_string()),
-            depth: 0,
-            progress: Progress::Quiet,
-            block_private: None,
-        }
-    }
-
-    fn corpus(&self) -> PathBuf {
-        self.config.corpus_dir()
-    }
-
-    fn doc(&self, e: &Entry) -> (corpus::FrontMatter, String) {
-        let rel = e
-            .document
-            .as_ref()
-            .unwrap_or_else(|| panic!("no document for {e:?}"));
-        let text = std::fs::read_to_string(self.corpus().join(rel)).unwrap();
-        let (f, b) = corpus::parse(&text).unwrap();
-        (f, b.to_string())
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// A workspace whose roadmap links `links` under "Stage › with arrow ›
+/// Topic", and a config with delays, timeouts and retries short enough for
+/// the fault pages to end in seconds (loopback hosts allowed).
+fn quick_workspace(links: &[(&str, String)]) -> (Workspace, Config) {
+    let ws = Workspace::new("");
+    ws.write_roadmap(
+        "# Test roadmap\n\n## Stage › with arrow\n\n### Topic",
+        links,
+    );
+    let mut config = ws.config();
+    let c = &mut config.crawl;
+    c.per_host_delay_ms = 100;
+    c.connect_timeout_secs = 2.0;
+    c.read_timeout_secs = 1.0;
+    c.total_timeout_secs = 4.0;
+    c.max_retries = 3;
+    c.retry_base_delay_ms = 50;
+    c.max_bytes = 4 * 1024 * 1024;
+    c.block_private = BlockPrivate::Never;
+    (ws, config)
 }
 
 fn entry<'a>(r: &'a CrawlReport, url_suffix: &str) -> &'a Entry {
@@ -266,9 +111,9 @@ fn fault_pages_end_with_the_right_outcomes() {
             m.url("/www.promptingguide.ai/zh/research/rag.html#top"),
         ),
     ];
-    let ws = Workspace::new(&links);
+    let (ws, config) = quick_workspace(&links);
     let t0 = Instant::now();
-    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     let wall = t0.elapsed();
     let log = m.requests();
     let outcome = |s: &str| entry(&report, s).outcome;
@@ -320,7 +165,7 @@ fn fault_pages_end_with_the_right_outcomes() {
         .as_deref()
         .unwrap()
         .ends_with("/huggingface.co/learn/llm-course/en/chapter1/1.html"));
-    let (front, body) = ws.doc(chain);
+    let (front, body) = ws.document(chain);
     assert!(front.final_url.unwrap().ends_with("/en/chapter1/1.html"));
     assert!(body.len() > 1000);
     let looped = entry(&report, "/www.langchain.asia/");
@@ -340,7 +185,7 @@ fn fault_pages_end_with_the_right_outcomes() {
         let e = entry(&report, path);
         assert_eq!(e.outcome, Outcome::Ok, "{e:?}");
         let (heading, para) = gbk_known_text(&m.file(path));
-        let (front, body) = ws.doc(e);
+        let (front, body) = ws.document(e);
         assert!(
             body.contains(&heading) && body.contains(&para),
             "{path}: {body}"
@@ -378,7 +223,7 @@ fn fault_pages_end_with_the_right_outcomes() {
     // gzip: decoded and extracted.
     let gz = entry(&report, "/microsoft/graphrag/index.html");
     assert_eq!(gz.outcome, Outcome::Ok, "{gz:?}");
-    let (front, body) = ws.doc(gz);
+    let (front, body) = ws.document(gz);
     assert!(
         body.starts_with("# GraphRAG"),
         "{}",
@@ -389,7 +234,7 @@ fn fault_pages_end_with_the_right_outcomes() {
     // PDF: text extracted.
     let pdf = entry(&report, "DeepSeek_R1.pdf");
     assert_eq!(pdf.outcome, Outcome::Ok, "{pdf:?}");
-    let (_, body) = ws.doc(pdf);
+    let (_, body) = ws.document(pdf);
     assert!(
         body.contains("DeepSeek-R1") && body.contains("reinforcement learning"),
         "{}",
@@ -403,7 +248,7 @@ fn fault_pages_end_with_the_right_outcomes() {
         m.file("/raw.githubusercontent.com/jiangnanboy/llm_corpus_quality/master/README.md"),
     )
     .unwrap();
-    let (_, body) = ws.doc(md);
+    let (_, body) = ws.document(md);
     assert_eq!(body.trim(), served.replace("\r\n", "\n").trim());
 
     // Chinese, percent-encoded path.
@@ -414,7 +259,7 @@ fn fault_pages_end_with_the_right_outcomes() {
 
     // Every stored document carries its provenance.
     for e in report.entries.iter().filter(|e| e.outcome == Outcome::Ok) {
-        let (f, body) = ws.doc(e);
+        let (f, body) = ws.document(e);
         assert_eq!(f.url.as_deref(), Some(e.url.as_str()));
         assert!(
             f.final_url.is_some() && f.fetched_at.is_some() && f.status.as_deref() == Some("ok")
@@ -452,7 +297,7 @@ fn fault_pages_end_with_the_right_outcomes() {
     }
 
     // Report saved beside the corpus, and loadable.
-    let saved = crawl::load_report(&crawl::report_path(&ws.config)).unwrap();
+    let saved = crawl::load_report(&crawl::report_path(&config)).unwrap();
     assert_eq!(saved.entries.len(), report.entries.len());
     assert!(crawl::status_line(&saved).contains("resources"));
     assert!(wall < Duration::from_secs(60), "{wall:?}");
@@ -461,9 +306,9 @@ fn fault_pages_end_with_the_right_outcomes() {
 #[test]
 fn slow_page_times_out_within_the_configured_limits() {
     let Some(m) = Mirror::start() else { return };
-    let ws = Workspace::new(&[("slow", m.url("/slow/llamaindex-primer.html"))]);
+    let (ws, config) = quick_workspace(&[("slow", m.url("/slow/llamaindex-primer.html"))]);
     let t0 = Instant::now();
-    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     let wall = t0.elapsed();
     let slow = &report.entries[0];
     assert_eq!(slow.outcome, Outcome::Timeout, "{slow:?}");
@@ -477,7 +322,7 @@ fn slow_page_times_out_within_the_configured_limits() {
 #[test]
 fn a_redirect_onto_a_page_another_link_fetched_is_not_fetched_twice() {
     let Some(m) = Mirror::start() else { return };
-    let ws = Workspace::new(&[
+    let (ws, config) = quick_workspace(&[
         (
             "direct",
             m.url("/huggingface.co/learn/llm-course/en/chapter1/1.html"),
@@ -487,7 +332,7 @@ fn a_redirect_onto_a_page_another_link_fetched_is_not_fetched_twice() {
             m.url("/huggingface.co/learn/nlp-course/chapter1/1"),
         ),
     ]);
-    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert_eq!(report.entries[0].outcome, Outcome::Ok);
     let dup = &report.entries[1];
     assert_eq!(dup.outcome, Outcome::Duplicate, "{dup:?}");
@@ -507,10 +352,11 @@ fn a_redirect_onto_a_page_another_link_fetched_is_not_fetched_twice() {
 #[test]
 fn size_cap_applies_while_streaming_decoded_bytes() {
     let Some(m) = Mirror::start() else { return };
-    let mut ws = Workspace::new(&[("gzip", m.url("/github.com/microsoft/graphrag/index.html"))]);
+    let (ws, mut config) =
+        quick_workspace(&[("gzip", m.url("/github.com/microsoft/graphrag/index.html"))]);
     // The compressed body is small; the decoded page is ~19 KB.
-    ws.config.crawl.max_bytes = 10_000;
-    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    config.crawl.max_bytes = 10_000;
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     let e = &report.entries[0];
     assert_eq!(e.outcome, Outcome::TooLarge, "{e:?}");
     assert!(
@@ -522,7 +368,7 @@ fn size_cap_applies_while_streaming_decoded_bytes() {
 #[test]
 fn second_run_leaves_unchanged_documents_alone_and_rewrites_changed_ones() {
     let Some(m) = Mirror::start() else { return };
-    let ws = Workspace::new(&[
+    let (ws, config) = quick_workspace(&[
         ("a", m.url("/www.promptingguide.ai/zh/techniques/cot.html")),
         (
             "b",
@@ -533,8 +379,7 @@ fn second_run_leaves_unchanged_documents_alone_and_rewrites_changed_ones() {
             m.url("/jalammar.github.io/illustrated-transformer/index.html"),
         ),
     ]);
-    let rt = rt();
-    let first = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let first = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert!(
         first.entries.iter().all(|e| e.outcome == Outcome::Ok),
         "{first:?}"
@@ -563,7 +408,7 @@ fn second_run_leaves_unchanged_documents_alone_and_rewrites_changed_ones() {
     let body = body.to_string();
     corpus::write_atomic(tampered, corpus::render(&front, &body).as_bytes()).unwrap();
 
-    let second = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let second = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     let outcomes: Vec<Outcome> = second.entries.iter().map(|e| e.outcome).collect();
     assert_eq!(
         outcomes,
@@ -590,23 +435,22 @@ fn second_run_leaves_unchanged_documents_alone_and_rewrites_changed_ones() {
 #[test]
 fn interrupted_run_resumes_without_refetching_finished_pages() {
     let Some(m) = Mirror::start() else { return };
-    let ws = Workspace::new(&[
+    let (ws, config) = quick_workspace(&[
         ("a", m.url("/www.promptingguide.ai/zh/techniques/cot.html")),
         (
             "b",
             m.url("/jalammar.github.io/illustrated-gpt2/index.html"),
         ),
     ]);
-    let rt = rt();
-    let mut first = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let mut first = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     // Pretend Ctrl-C arrived before the second page finished.
     first.interrupted = true;
     first.entries[1].outcome = Outcome::Interrupted;
     first.entries[1].document = None;
-    first.save(&crawl::report_path(&ws.config)).unwrap();
+    first.save(&crawl::report_path(&config)).unwrap();
     let served_before = m.requests().len();
 
-    let second = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let second = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert!(!second.interrupted);
     assert_eq!(second.entries[0].outcome, Outcome::Kept);
     assert!(
@@ -628,18 +472,19 @@ fn interrupted_run_resumes_without_refetching_finished_pages() {
 #[test]
 fn following_links_stays_on_the_host_and_respects_the_page_cap() {
     let Some(m) = Mirror::start() else { return };
-    let mut ws = Workspace::new(&[("guide", m.url("/www.promptingguide.ai/zh/index.html"))]);
-    ws.config.crawl.max_pages_per_host = 4;
-    let mut opts = ws.opts();
+    let (ws, mut config) =
+        quick_workspace(&[("guide", m.url("/www.promptingguide.ai/zh/index.html"))]);
+    config.crawl.max_pages_per_host = 4;
+    let mut opts = ws.crawl_options(0);
     opts.depth = 1;
-    let report = rt().block_on(crawl::crawl(&ws.config, &opts)).unwrap();
+    let report = block_on(crawl::crawl(&config, &opts)).unwrap();
     assert_eq!(report.entries.len(), 4, "{:#?}", report.entries);
     let followed: Vec<&Entry> = report.entries.iter().filter(|e| e.depth == 1).collect();
     assert_eq!(followed.len(), 3);
     for e in &followed {
         assert!(e.url.starts_with(&m.url("/")), "{}", e.url);
         if e.outcome == Outcome::Ok {
-            let (f, _) = ws.doc(e);
+            let (f, _) = ws.document(e);
             assert_eq!(
                 f.sections,
                 vec!["Stage › with arrow › Topic".to_string()],
@@ -648,15 +493,15 @@ fn following_links_stays_on_the_host_and_respects_the_page_cap() {
         }
     }
     // With block_private left at "auto", following links refuses loopback addresses.
-    ws.config.crawl.block_private = BlockPrivate::Auto;
-    let blocked = rt().block_on(crawl::crawl(&ws.config, &opts)).unwrap();
+    config.crawl.block_private = BlockPrivate::Auto;
+    let blocked = block_on(crawl::crawl(&config, &opts)).unwrap();
     assert_eq!(blocked.entries.len(), 1);
     assert_eq!(blocked.entries[0].outcome, Outcome::BlockedPrivate);
 }
 
 #[test]
 fn unreachable_hosts_fail_fast() {
-    let refused = free_port(); // nothing listens there
+    let refused = closed_port(); // nothing listens there
     let links = vec![
         (
             "dns a",
@@ -673,10 +518,10 @@ fn unreachable_hosts_fail_fast() {
         ("refused", format!("http://127.0.0.1:{refused}/x")),
         ("refused again", format!("http://127.0.0.1:{refused}/y")),
     ];
-    let mut ws = Workspace::new(&links);
-    ws.config.crawl.per_host_delay_ms = 1000;
+    let (ws, mut config) = quick_workspace(&links);
+    config.crawl.per_host_delay_ms = 1000;
     let t0 = Instant::now();
-    let report = rt().block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert!(
         report
             .entries
@@ -692,199 +537,95 @@ fn unreachable_hosts_fail_fast() {
     assert!(report.summary().contains("unreachable 5"));
 }
 
-// ---------------------------------------------------------------- in-process server
-
-/// Requests seen by the in-process server: (path, arrival time).
-type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
-
-type Handler = dyn Fn(&str, &HashMap<String, String>, usize) -> (u16, Vec<(String, String)>, Vec<u8>)
-    + Send
-    + Sync;
-
-/// A minimal HTTP/1.1 server: one response per connection. The handler gets
-/// the path, the lower-cased request headers and the request count for that
-/// path (1 for the first), and returns status, headers and body. Every
-/// request is recorded as (path, time).
-fn mini_server(rt: &tokio::runtime::Runtime, handler: Arc<Handler>) -> (u16, Seen) {
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let seen2 = seen.clone();
-    rt.spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let handler = handler.clone();
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let mut lines = head.split("\r\n");
-                let path = lines
-                    .next()
-                    .unwrap_or("")
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or("/")
-                    .to_string();
-                let headers: HashMap<String, String> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                let n = {
-                    let mut s = seen.lock().unwrap();
-                    s.push((path.clone(), Instant::now()));
-                    s.iter().filter(|(p, _)| *p == path).count()
-                };
-                let (status, extra, body) = handler(&path, &headers, n);
-                let mut resp = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    body.len()
-                );
-                for (k, v) in extra {
-                    resp.push_str(&format!("{k}: {v}\r\n"));
-                }
-                resp.push_str("\r\n");
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    (port, seen)
-}
+// ---------------------------------------------------------------- scripted server
 
 const PAGE: &str = "<html><head><title>Mini page</title></head><body><main><h1>Mini page</h1>\
     <p>Enough words in this paragraph to count as real content for the extractor to keep.</p></main></body></html>";
 
 #[test]
 fn conditional_requests_get_not_modified() {
-    let rt = rt();
-    let handler: Arc<Handler> = Arc::new(|path, headers, _| match path {
-        "/robots.txt" => (404, vec![], vec![]),
-        _ if headers.get("if-none-match").map(String::as_str) == Some("\"v1\"") => {
-            (304, vec![], vec![])
-        }
-        _ => (
-            200,
-            vec![
-                ("Content-Type".into(), "text/html".into()),
-                ("ETag".into(), "\"v1\"".into()),
-            ],
-            PAGE.as_bytes().to_vec(),
-        ),
+    let server = ScriptedServer::start(|req| match req.path.as_str() {
+        "/robots.txt" => Reply::new(404),
+        _ if req.header("if-none-match") == Some("\"v1\"") => Reply::new(304),
+        _ => Reply::with_body(200, "text/html", PAGE).header("ETag", "\"v1\""),
     });
-    let (port, _) = mini_server(&rt, handler);
-    let ws = Workspace::new(&[("p", format!("http://127.0.0.1:{port}/page"))]);
-    let first = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let (ws, config) = quick_workspace(&[("p", server.url("/page"))]);
+    let first = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert_eq!(first.entries[0].outcome, Outcome::Ok);
-    let (front, _) = ws.doc(&first.entries[0]);
+    let (front, _) = ws.document(&first.entries[0]);
     assert_eq!(front.etag.as_deref(), Some("\"v1\""));
     let path = ws
         .corpus()
         .join(first.entries[0].document.as_ref().unwrap());
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    let second = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let second = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert_eq!(second.entries[0].outcome, Outcome::NotModified);
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
 }
 
 #[test]
 fn retry_after_and_crawl_delay_are_honoured() {
-    let rt = rt();
-    let handler: Arc<Handler> = Arc::new(|path, _, n| match path {
-        "/robots.txt" => (200, vec![], b"User-agent: *\nCrawl-delay: 1\n".to_vec()),
-        "/busy" if n == 1 => (429, vec![("Retry-After".into(), "2".into())], vec![]),
-        "/down" => (503, vec![], vec![]),
-        _ => (
-            200,
-            vec![("Content-Type".into(), "text/html".into())],
-            PAGE.as_bytes().to_vec(),
-        ),
+    let server = ScriptedServer::start(|req| match req.path.as_str() {
+        "/robots.txt" => Reply::new(200).body("User-agent: *\nCrawl-delay: 1\n"),
+        "/busy" if req.nth == 1 => Reply::new(429).header("Retry-After", "2"),
+        "/down" => Reply::new(503),
+        _ => Reply::with_body(200, "text/html", PAGE),
     });
-    let (port, seen) = mini_server(&rt, handler);
-    let mut ws = Workspace::new(&[
-        ("busy", format!("http://127.0.0.1:{port}/busy")),
-        ("down", format!("http://127.0.0.1:{port}/down")),
-    ]);
-    ws.config.crawl.max_retries = 1;
-    let report = rt.block_on(crawl::crawl(&ws.config, &ws.opts())).unwrap();
+    let (ws, mut config) =
+        quick_workspace(&[("busy", server.url("/busy")), ("down", server.url("/down"))]);
+    config.crawl.max_retries = 1;
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     let busy = entry(&report, "/busy");
     assert_eq!(busy.outcome, Outcome::Ok, "{busy:?}");
     let down = entry(&report, "/down");
     assert_eq!(down.outcome, Outcome::FailedAfterRetries, "{down:?}");
     assert_eq!(down.requests, 2);
-    let seen = seen.lock().unwrap();
-    let times: Vec<&Instant> = seen
+    let seen = server.requests();
+    let times: Vec<Instant> = seen
         .iter()
-        .filter(|(p, _)| p == "/busy")
-        .map(|(_, t)| t)
+        .filter(|r| r.path == "/busy")
+        .map(|r| r.received)
         .collect();
     assert!(
-        *times[1] - *times[0] >= Duration::from_millis(1950),
+        times[1] - times[0] >= Duration::from_millis(1950),
         "Retry-After: 2 not honoured"
     );
     // Crawl-delay: 1 s between any two requests to the host (robots.txt included).
     for w in seen.windows(2) {
         assert!(
-            w[1].1 - w[0].1 >= Duration::from_millis(950),
+            w[1].received - w[0].received >= Duration::from_millis(950),
             "{:?} → {:?} too close",
-            w[0].0,
-            w[1].0
+            w[0].path,
+            w[1].path
         );
     }
 }
 
 #[test]
 fn roadmap_can_be_a_url_and_missing_roadmap_is_an_error() {
-    let rt = rt();
-    let ws = Workspace::new(&[]);
-    let mut opts = ws.opts();
-    opts.roadmap = Some(ws.dir.path().join("nope.md").display().to_string());
-    let err = rt
-        .block_on(crawl::crawl(&ws.config, &opts))
+    let (ws, config) = quick_workspace(&[]);
+    let mut opts = ws.crawl_options(0);
+    opts.roadmap = Some(ws.path().join("nope.md").display().to_string());
+    let err = block_on(crawl::crawl(&config, &opts))
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope.md"), "{err}");
 
-    let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
-    let p2 = port.clone();
-    let handler: Arc<Handler> = Arc::new(move |path, _, _| match path {
+    let server = ScriptedServer::start(|req| match req.path.as_str() {
         "/roadmap.md" => {
-            let port = p2.load(std::sync::atomic::Ordering::SeqCst);
-            let md =
-                format!("# R\n\n## 阶段 › 学习资源\n\n- [页面](http://127.0.0.1:{port}/page)\n");
-            (
-                200,
-                vec![("Content-Type".into(), "text/markdown; charset=utf-8".into())],
-                md.into_bytes(),
-            )
+            let host = req.header("host").unwrap();
+            let md = format!("# R\n\n## 阶段 › 学习资源\n\n- [页面](http://{host}/page)\n");
+            Reply::with_body(200, "text/markdown; charset=utf-8", md)
         }
-        "/robots.txt" => (404, vec![], vec![]),
-        _ => (
-            200,
-            vec![("Content-Type".into(), "text/html".into())],
-            PAGE.as_bytes().to_vec(),
-        ),
+        "/robots.txt" => Reply::new(404),
+        _ => Reply::with_body(200, "text/html", PAGE),
     });
-    let (p, _) = mini_server(&rt, handler);
-    port.store(p, std::sync::atomic::Ordering::SeqCst);
-    opts.roadmap = Some(format!("http://127.0.0.1:{p}/roadmap.md"));
-    let report = rt.block_on(crawl::crawl(&ws.config, &opts)).unwrap();
+    opts.roadmap = Some(server.url("/roadmap.md"));
+    let report = block_on(crawl::crawl(&config, &opts)).unwrap();
     assert_eq!(report.entries.len(), 1);
     assert_eq!(report.entries[0].outcome, Outcome::Ok);
-    let (front, _) = ws.doc(&report.entries[0]);
+    let (front, _) = ws.document(&report.entries[0]);
     assert_eq!(front.sections, vec!["阶段 › 学习资源".to_string()]);
 }
 
@@ -908,18 +649,14 @@ fn ctrl_c_keeps_finished_documents_and_the_next_run_resumes() {
         "/jalammar.github.io/illustrated-gpt2/index.html",
     ];
     let links: Vec<(&str, String)> = pages.iter().map(|p| ("page", m.url(p))).collect();
-    let ws = Workspace::new(&links);
+    let (ws, _) = quick_workspace(&links);
     std::fs::write(
-        ws.dir.path().join("config.toml"),
+        ws.path().join("config.toml"),
         "[crawl]\nper_host_delay_ms = 400\nblock_private = \"never\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ragmap"))
-        .arg("-C")
-        .arg(ws.dir.path())
-        .args(["crawl", "--plain", "--roadmap"])
-        .arg(ws.dir.path().join("roadmap.md"))
-        .stdout(Stdio::null())
+    let mut child = ws
+        .command(&["crawl", "--plain", "--roadmap", &ws.roadmap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -941,7 +678,7 @@ fn ctrl_c_keeps_finished_documents_and_the_next_run_resumes() {
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
-    let config = Config::load(ws.dir.path()).unwrap();
+    let config = ws.config();
     let report = crawl::load_report(&crawl::report_path(&config)).unwrap();
     assert!(report.interrupted);
     let done: Vec<&Entry> = report
@@ -966,7 +703,7 @@ fn ctrl_c_keeps_finished_documents_and_the_next_run_resumes() {
         .any(|e| e.outcome == Outcome::Interrupted));
 
     let before = m.requests().len();
-    let second = rt().block_on(crawl::crawl(&config, &ws.opts())).unwrap();
+    let second = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
     assert!(!second.interrupted);
     let kept = second
         .entries

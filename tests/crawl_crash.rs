@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,23 +17,14 @@ const PAGES: usize = 15;
 
 fn workspace(m: &Mirror, delay_ms: u64) -> Workspace {
     let ws = Workspace::new(&format!("[crawl]\nper_host_delay_ms = {delay_ms}\n"));
-    let mut md = String::from("# Crash roadmap\n\n## Pages\n\n");
-    for p in m.plain_pages(PAGES) {
-        md.push_str(&format!("- [{p}]({})\n", m.url(&p)));
-    }
-    std::fs::write(ws.path().join("roadmap.md"), md).unwrap();
+    let pages = m.plain_pages(PAGES);
+    let links: Vec<(&str, String)> = pages.iter().map(|p| (p.as_str(), m.url(p))).collect();
+    ws.write_roadmap("# Crash roadmap\n\n## Pages", &links);
     ws
 }
 
 fn crawl_cmd(ws: &Workspace) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragmap"));
-    cmd.arg("-C")
-        .arg(ws.path())
-        .args(["crawl", "--plain", "--roadmap"])
-        .arg(ws.path().join("roadmap.md"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
+    ws.command(&["crawl", "--plain", "--roadmap", &ws.roadmap()])
 }
 
 /// URLs whose document the last finished run reports as present (and on disk).
@@ -107,9 +98,7 @@ fn assert_corpus_whole(ws: &Workspace, point: &str) {
 
 #[test]
 fn crawl_survives_sigkill_at_ten_points() {
-    let Some(m) = Mirror::start("crawl_survives_sigkill") else {
-        return;
-    };
+    let Some(m) = Mirror::start() else { return };
     let ws = workspace(&m, 100);
     let started = Instant::now();
     let status = crawl_cmd(&ws).status().unwrap();
@@ -128,10 +117,7 @@ fn crawl_survives_sigkill_at_ten_points() {
         // Start from an empty folder so that the killed run is writing documents.
         std::fs::remove_dir_all(&web).unwrap();
         let delay = full.mul_f64(0.05 + 0.1 * f64::from(point));
-        let mut child = crawl_cmd(&ws).spawn().unwrap();
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL on Unix
-        let _ = child.wait();
+        kill_after(&mut crawl_cmd(&ws), delay);
         let label = format!("point {point} ({delay:?} of {full:?})");
         assert_corpus_whole(&ws, &label);
         let left = corpus::list_markdown(&ws.corpus()).map_or(0, |v| v.len());
@@ -163,19 +149,12 @@ fn crawl_survives_sigkill_at_ten_points() {
 
 #[test]
 fn second_concurrent_crawl_is_refused_with_one_line() {
-    let Some(m) = Mirror::start("concurrent_crawl") else {
-        return;
-    };
+    let Some(m) = Mirror::start() else { return };
     let ws = workspace(&m, 300);
     let mut first = crawl_cmd(&ws).spawn().unwrap();
-    let lock = ws.corpus().join(".crawl.lock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !lock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&ws.corpus().join(".crawl.lock"), Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(200));
-    let roadmap = ws.path().join("roadmap.md").display().to_string();
-    let second = ws.run(&["crawl", "--plain", "--roadmap", &roadmap]);
+    let second = ws.run(&["crawl", "--plain", "--roadmap", &ws.roadmap()]);
     assert!(
         first.try_wait().unwrap().is_none(),
         "the first crawl should still be running"

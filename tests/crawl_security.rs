@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use ragmap::config::Config;
-use ragmap::crawl::{self, CrawlOptions, Outcome};
+use ragmap::crawl::{self, Outcome};
 
 const PAGE: &str = "<html><head><title>Served page</title></head><body><article>\
 <h1>Served page</h1><p>Retrieval augmented generation splits documents into chunks, \
@@ -23,42 +20,11 @@ embeds them and answers from the best passages. 检索增强生成。</p>\
 </article></body></html>";
 
 /// Answers every GET with [`PAGE`] (robots.txt: 404); records request paths.
-fn any_path_server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            if reader.read_line(&mut first).is_err() {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line == "\r\n" || line == "\n" => break,
-                    Ok(_) => {}
-                }
-            }
-            let path = first.split(' ').nth(1).unwrap_or("").to_string();
-            log.lock().unwrap().push(path.clone());
-            let (status, body) = if path == "/robots.txt" {
-                ("404 Not Found", "")
-            } else {
-                ("200 OK", PAGE)
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (port, seen)
+fn any_path_server() -> ScriptedServer {
+    ScriptedServer::start(|req| match req.path.as_str() {
+        "/robots.txt" => Reply::new(404),
+        _ => Reply::html(PAGE),
+    })
 }
 
 fn config(ws: &Workspace) -> Config {
@@ -68,27 +34,13 @@ fn config(ws: &Workspace) -> Config {
     c
 }
 
-fn opts(ws: &Workspace, depth: u32) -> CrawlOptions {
-    CrawlOptions {
-        roadmap: Some(ws.path().join("roadmap.md").display().to_string()),
-        depth,
-        ..Default::default()
-    }
-}
-
 fn write_roadmap(ws: &Workspace, links: &[String]) {
-    let mut md = String::from("# Hostile roadmap\n\n## Links\n\n");
-    for (i, l) in links.iter().enumerate() {
-        md.push_str(&format!("- [link {i}](<{l}>)\n"));
-    }
-    std::fs::write(ws.path().join("roadmap.md"), md).unwrap();
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    let titled: Vec<(String, &String)> = links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("link {i}"), l))
+        .collect();
+    ws.write_roadmap("# Hostile roadmap\n\n## Links", &titled);
 }
 
 /// Every file in the workspace, relative, with `/`.
@@ -103,8 +55,8 @@ fn all_files(root: &Path) -> Vec<String> {
 
 #[test]
 fn hostile_urls_are_stored_inside_corpus_web() {
-    let (port, seen) = any_path_server();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = any_path_server();
+    let base = server.url("");
     let hostile = [
         "/../../../../etc/passwd".to_string(),
         "/%2F..%2F..%2F..%2Fescape".to_string(),
@@ -124,10 +76,8 @@ fn hostile_urls_are_stored_inside_corpus_web() {
     let links: Vec<String> = hostile.iter().map(|h| format!("{base}{h}")).collect();
     let ws = Workspace::new("");
     write_roadmap(&ws, &links);
-    let report = rt()
-        .block_on(crawl::crawl(&config(&ws), &opts(&ws, 0)))
-        .unwrap();
-    assert!(!seen.lock().unwrap().is_empty());
+    let report = block_on(crawl::crawl(&config(&ws), &ws.crawl_options(0))).unwrap();
+    assert!(!server.requests().is_empty());
     let docs: Vec<&String> = report
         .entries
         .iter()
@@ -161,7 +111,8 @@ fn hostile_urls_are_stored_inside_corpus_web() {
 
 #[test]
 fn only_http_links_are_fetched_and_no_local_file_is_read() {
-    let (port, seen) = any_path_server();
+    let server = any_path_server();
+    let port = server.port();
     let ws = Workspace::new("");
     let links = vec![
         "file:///etc/passwd".to_string(),
@@ -176,14 +127,14 @@ fn only_http_links_are_fetched_and_no_local_file_is_read() {
     // links are not followed either.
     let mut c = config(&ws);
     c.crawl.block_private = ragmap::config::BlockPrivate::Never;
-    let report = rt().block_on(crawl::crawl(&c, &opts(&ws, 1))).unwrap();
+    let report = block_on(crawl::crawl(&c, &ws.crawl_options(1))).unwrap();
     for e in &report.entries {
         assert!(
             e.url.starts_with("http://"),
             "non-http resource crawled: {e:?}"
         );
     }
-    let paths = seen.lock().unwrap().clone();
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
     let mut sorted = paths.clone();
     sorted.sort();
     assert_eq!(
@@ -203,42 +154,39 @@ fn only_http_links_are_fetched_and_no_local_file_is_read() {
 
     // A roadmap with nothing but non-http links is an error naming it.
     write_roadmap(&ws, &links[..4]);
-    let roadmap = ws.path().join("roadmap.md").display().to_string();
-    let out = ws.run(&["crawl", "--plain", "--roadmap", &roadmap]);
+    let out = ws.run(&["crawl", "--plain", "--roadmap", &ws.roadmap()]);
     assert_clean_failure(&out, 1, "has no http(s) links");
 }
 
 #[test]
 fn following_links_refuses_loopback_unless_configured() {
-    let (port, seen) = any_path_server();
-    let url = format!("http://127.0.0.1:{port}/start.html");
+    let server = any_path_server();
+    let url = server.url("/start.html");
+
+    let crawl_depth_1 = |config_toml: &str| {
+        let ws = Workspace::new(config_toml);
+        write_roadmap(&ws, std::slice::from_ref(&url));
+        let roadmap = ws.roadmap();
+        let out = ws.run(&["crawl", "--plain", "--depth", "1", "--roadmap", &roadmap]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (ws, out)
+    };
 
     // Default config (block_private = "auto"), --depth 1: refused and reported.
-    let ws = Workspace::new("[crawl]\nper_host_delay_ms = 0\n");
-    write_roadmap(&ws, std::slice::from_ref(&url));
-    let roadmap = ws.path().join("roadmap.md").display().to_string();
-    let out = ws.run(&["crawl", "--plain", "--depth", "1", "--roadmap", &roadmap]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (ws, out) = crawl_depth_1("[crawl]\nper_host_delay_ms = 0\n");
     assert!(
         stdout(&out).contains("blocked-private 1"),
         "{}",
         stdout(&out)
     );
     assert!(stderr(&out).contains("blocked-private"), "{}", stderr(&out));
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "a blocked host was contacted"
-    );
+    assert!(server.requests().is_empty(), "a blocked host was contacted");
     let report = crawl::load_report(&crawl::report_path(&ws.config())).unwrap();
     assert_eq!(report.entries.len(), 1);
     assert_eq!(report.entries[0].outcome, Outcome::BlockedPrivate);
 
     // block_private = "never": the same crawl follows the page's links.
-    let ws = Workspace::new("[crawl]\nper_host_delay_ms = 0\nblock_private = \"never\"\n");
-    write_roadmap(&ws, std::slice::from_ref(&url));
-    let roadmap = ws.path().join("roadmap.md").display().to_string();
-    let out = ws.run(&["crawl", "--plain", "--depth", "1", "--roadmap", &roadmap]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (ws, _) = crawl_depth_1("[crawl]\nper_host_delay_ms = 0\nblock_private = \"never\"\n");
     let report = crawl::load_report(&crawl::report_path(&ws.config())).unwrap();
     let followed: Vec<_> = report.entries.iter().filter(|e| e.depth == 1).collect();
     assert_eq!(followed.len(), 2, "{:#?}", report.entries);

@@ -11,18 +11,7 @@ fn corpus(ws: &Workspace) {
         "web/rag.md",
         "---\ntitle: Retrieval-augmented generation\nurl: \"http://127.0.0.1:9/example.com/rag/index.html\"\n---\n# How RAG works\n\nRetrieval-augmented generation retrieves relevant passages from a document store and gives them to the language model as context, so answers are grounded in sources.\n",
     );
-    ws.write_doc(
-        "zh/cooking.md",
-        "# 红烧肉做法\n\n五花肉切块焯水，加冰糖炒出糖色，再放入生抽、老抽和八角，小火慢炖一个小时即可出锅。\n",
-    );
-    ws.write_doc(
-        "en/garden.md",
-        "# Growing tomatoes\n\nPlant tomato seedlings in full sun, water them deeply twice a week and stake the stems once they start to flower.\n",
-    );
-    ws.write_doc(
-        "en/finetune.md",
-        "# Fine-tuning with LoRA\n\nLoRA freezes the pretrained weights and trains small low-rank adapter matrices, which cuts the memory needed to fine-tune a large model.\n",
-    );
+    write_topic_docs(ws);
 }
 
 /// Every gold document is first, except one gold of q4 that is not in the corpus.
@@ -47,7 +36,7 @@ fn close(v: &Value, expected: f64) -> bool {
 
 #[test]
 fn eval_reports_exact_metrics_for_a_clear_cut_corpus() {
-    if !model_available("eval_reports_exact_metrics") {
+    if !model_available() {
         return;
     }
     let ws = workspace();
@@ -134,7 +123,7 @@ fn eval_reports_exact_metrics_for_a_clear_cut_corpus() {
 
 #[test]
 fn eval_lists_misses_with_what_was_retrieved_instead() {
-    if !model_available("eval_lists_misses") {
+    if !model_available() {
         return;
     }
     let ws = workspace();
@@ -212,10 +201,8 @@ fn the_development_question_set_loads() {
         assert!(!q.answer_keywords.is_empty(), "{}", q.id);
     }
     // Every gold page is a mirrored page of the web corpus.
-    let Some(shared) = shared_dir("the_development_question_set_loads") else {
-        return;
-    };
-    let manifest = std::fs::read_to_string(shared.join("webcorpus/MANIFEST.tsv")).unwrap();
+    let Some(webcorpus) = webcorpus() else { return };
+    let manifest = std::fs::read_to_string(webcorpus.join("MANIFEST.tsv")).unwrap();
     let mirrored: std::collections::HashSet<&str> = manifest
         .lines()
         .skip(1)
@@ -230,62 +217,24 @@ fn the_development_question_set_loads() {
 /// A loopback OpenAI-compatible server whose answers depend on the question:
 /// translations for rewrite requests, a canned answer (with chosen citations)
 /// per question, HTTP 500 for the LoRA question.
-fn scripted_llm() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            let body = String::from_utf8_lossy(&body);
-            let answer = if body.contains("into English") {
-                Some("How do I cook braised pork belly?")
-            } else if body.contains("翻译成简体中文") {
-                Some("翻译")
-            } else if body.contains("ground answers in sources") {
-                Some("It retrieves passages and answers from them [1].")
-            } else if body.contains("红烧肉怎么做") {
-                Some("要放冰糖炒出糖色 [1][9]。")
-            } else if body.contains("water tomato seedlings") {
-                Some("Water them deeply twice a week.")
-            } else {
-                None
-            };
-            let response = match answer {
-                Some(text) => {
-                    let delta = serde_json::json!({"choices":[{"delta":{"content":text}}]});
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {delta}\n\ndata: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
-                    )
-                }
-                None => {
-                    let body =
-                        r#"{"error":{"code":500,"message":"model crashed","type":"server_error"}}"#;
-                    format!(
-                        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-            };
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(response.as_bytes());
-        }
-    });
-    format!("http://{addr}/v1")
+fn scripted_llm() -> ScriptedServer {
+    ScriptedServer::start(|req| {
+        let body = req.text();
+        let answer = if body.contains("into English") {
+            "How do I cook braised pork belly?"
+        } else if body.contains("翻译成简体中文") {
+            "翻译"
+        } else if body.contains("ground answers in sources") {
+            "It retrieves passages and answers from them [1]."
+        } else if body.contains("红烧肉怎么做") {
+            "要放冰糖炒出糖色 [1][9]。"
+        } else if body.contains("water tomato seedlings") {
+            "Water them deeply twice a week."
+        } else {
+            return openai_error(500, "model crashed");
+        };
+        openai_stream(&[answer])
+    })
 }
 
 const ANSWER_QUESTIONS: &str = r#"{"id":"q1","question":"How does retrieval-augmented generation ground answers in sources?","gold":["example.com/rag/index.html"],"answer_keywords":["retrieves","grounded"]}
@@ -296,13 +245,14 @@ const ANSWER_QUESTIONS: &str = r#"{"id":"q1","question":"How does retrieval-augm
 
 #[test]
 fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
-    if !model_available("eval_answers_scores") {
+    if !model_available() {
         return;
     }
     let ws = workspace();
     let q = ws.path().join("answers.jsonl");
     std::fs::write(&q, ANSWER_QUESTIONS).unwrap();
-    let url = scripted_llm();
+    let server = scripted_llm();
+    let url = server.url("/v1");
     let env = [("RAGMAP_LLM_URL", url.as_str())];
     let out = ws.run_env(
         &[
@@ -386,15 +336,12 @@ fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
 
 #[test]
 fn eval_answers_without_a_model_server_is_exit_5_naming_the_fix() {
-    if !model_available("eval_answers_unreachable") {
+    if !model_available() {
         return;
     }
     let ws = workspace();
     let q = ws.path().join("q.jsonl");
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/v1", l.local_addr().unwrap())
-    };
+    let closed = format!("http://127.0.0.1:{}/v1", closed_port());
     let out = ws.run_env(
         &["eval", q.to_str().unwrap(), "--answers"],
         &[("RAGMAP_LLM_URL", closed.as_str())],

@@ -11,8 +11,12 @@
 //! `--nocapture`); `chosen_extractor_keeps_content_and_drops_chrome` holds the
 //! crawler's extractor to them.
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use common::webcorpus;
 
 use ragmap::crawl::extract::{self, Method};
 use ragmap::crawl::sniff;
@@ -27,18 +31,6 @@ const CHROME: &str = ".cookie-banner, .cookie-tip, #cookie-consent, #cookieTip, 
     .wrapper-masthead, .sidebar-archive, .wrapper-footer, #navbar, #sidebar, .feedback-toolbar, #footer, #top, \
     td.left, .postDesc, #comment_form, #foot, .bmc, #disqus_thread, .preloader, .mobile-header, .search, \
     .sidebar-toggle-button, .show-on-focus, .flash, #ajax-error-message, .BorderGrid, .pagehead-actions, .UnderlineNav";
-
-fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/webcorpus");
-    if p.join("MANIFEST.tsv").is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/webcorpus is required when CI=true");
-    }
-    eprintln!("skipping: ../shared/webcorpus not found");
-    None
-}
 
 struct Page {
     path: String,
@@ -209,7 +201,7 @@ fn base(path: &str) -> Url {
 
 #[test]
 fn compare_methods() {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = webcorpus() else { return };
     let pages = pages(&dir);
     assert!(pages.len() >= 80, "{}", pages.len());
     for (name, method) in [
@@ -259,7 +251,7 @@ fn compare_methods() {
 
 #[test]
 fn chosen_extractor_keeps_content_and_drops_chrome() {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = webcorpus() else { return };
     let pages = pages(&dir);
     let mut recall_sum = 0.0;
     let mut problems = Vec::new();

@@ -17,18 +17,7 @@ fn topic_corpus(ws: &Workspace) {
         "en/rag.md",
         "---\ntitle: Retrieval-augmented generation\nurl: \"https://example.com/rag\"\n---\n# How RAG works\n\nRetrieval-augmented generation retrieves relevant passages from a document store and gives them to the language model as context, so answers are grounded in sources.\n",
     );
-    ws.write_doc(
-        "zh/cooking.md",
-        "# 红烧肉做法\n\n五花肉切块焯水，加冰糖炒出糖色，再放入生抽、老抽和八角，小火慢炖一个小时即可出锅。\n",
-    );
-    ws.write_doc(
-        "en/garden.md",
-        "# Growing tomatoes\n\nPlant tomato seedlings in full sun, water them deeply twice a week and stake the stems once they start to flower.\n",
-    );
-    ws.write_doc(
-        "en/finetune.md",
-        "# Fine-tuning with LoRA\n\nLoRA freezes the pretrained weights and trains small low-rank adapter matrices, which cuts the memory needed to fine-tune a large model.\n",
-    );
+    write_topic_docs(ws);
 }
 
 fn ranked_paths(ws: &Workspace, question: &str, mode: RetrieveMode) -> Vec<String> {
@@ -58,7 +47,7 @@ fn position(paths: &[String], path: &str) -> usize {
 
 #[test]
 fn questions_in_either_language_rank_both_languages_on_topic_first() {
-    if !model_available("cross_language_ranking") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new("");
@@ -80,7 +69,7 @@ fn questions_in_either_language_rank_both_languages_on_topic_first() {
 
 #[test]
 fn incremental_index_reembeds_only_changed_documents() {
-    if !model_available("incremental_index") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new(SMALL_CHUNKS);
@@ -166,7 +155,7 @@ fn incremental_index_reembeds_only_changed_documents() {
 
 #[test]
 fn a_changed_model_rebuilds_and_a_touched_one_does_not() {
-    if !model_available("changed_model_rebuilds") {
+    if !model_available() {
         return;
     }
     // A private copy of the model, so its files can be touched and edited.
@@ -209,7 +198,7 @@ fn a_changed_model_rebuilds_and_a_touched_one_does_not() {
 
 #[test]
 fn cli_index_search_status_round_trip() {
-    if !model_available("cli_round_trip") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new("");
@@ -262,7 +251,7 @@ fn missing_assets_and_index_fail_with_one_line_naming_the_fix() {
     let out = ws.run_env(&["index"], &[("RAGMAP_ORT_DYLIB", missing_ort.as_str())]);
     assert_clean_failure(&out, 3, "scripts/setup");
 
-    if model_available("missing_assets_named") {
+    if model_available() {
         // With the rest installed, the message names exactly what is missing.
         let out = ws.run_env(&["index"], &[("RAGMAP_MODEL_DIR", empty)]);
         assert!(stderr(&out).contains("model.onnx"), "{}", stderr(&out));
@@ -286,7 +275,7 @@ fn missing_assets_and_index_fail_with_one_line_naming_the_fix() {
 
 #[test]
 fn corrupt_index_files_name_the_rebuild_command() {
-    if !model_available("corrupt_index") {
+    if !model_available() {
         return;
     }
     let ws = Workspace::new("");

@@ -1,157 +1,20 @@
-//! Both chat backends against an in-process HTTP/1.1 server whose every byte each test
-//! scripts: the protocol details real servers produce (role-only first delta, usage
+//! Both chat backends against the scripted loopback server (tests/common), each test
+//! scripting every reply: the protocol details real servers produce (role-only first delta, usage
 //! chunk with `choices: []`, CRLF, keep-alives, multi-line data, chunked encoding) and
 //! the failures (HTTP errors with JSON bodies, cut and malformed streams, slow or
 //! stalled servers, nothing listening, unknown host).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::*;
 use ragmap::config::{Config, Provider};
 use ragmap::llm::{
     backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError, OllamaBackend,
     OpenAiBackend, Timeouts,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-// ---------------------------------------------------------------- scripted server
-
-enum Step {
-    /// Raw bytes (the response head, or a body without chunked framing).
-    Raw(Vec<u8>),
-    /// One chunk of a `Transfer-Encoding: chunked` body.
-    Chunk(Vec<u8>),
-    /// The chunked body's terminator.
-    End,
-    Sleep(u64),
-}
-
-use Step::*;
-
-fn chunk(s: &str) -> Step {
-    Chunk(s.as_bytes().to_vec())
-}
-
-fn head(status: &str, content_type: &str) -> Step {
-    Raw(format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes())
-}
-
-fn sse_head() -> Step {
-    head("200 OK", "text/event-stream; charset=utf-8")
-}
-
-fn json_response(status: &str, body: &str) -> Vec<Step> {
-    vec![Raw(
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-    )]
-}
-
-/// An OpenAI stream chunk carrying a content delta.
-fn delta(text: &str) -> String {
-    format!(
-        "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
-        serde_json::to_string(text).unwrap()
-    )
-}
-
-#[derive(Debug)]
-struct Request {
-    head: String,
-    body: serde_json::Value,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
-struct Server {
-    url: String,
-    task: JoinHandle<Vec<Request>>,
-}
-
-impl Server {
-    /// Serves one connection per script, in order.
-    async fn start(scripts: Vec<Vec<Step>>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut requests = Vec::new();
-            for script in scripts {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                requests.push(read_request(&mut sock).await);
-                for step in script {
-                    let res = match step {
-                        Raw(b) => sock.write_all(&b).await,
-                        Chunk(b) => {
-                            let mut framed = format!("{:x}\r\n", b.len()).into_bytes();
-                            framed.extend_from_slice(&b);
-                            framed.extend_from_slice(b"\r\n");
-                            sock.write_all(&framed).await
-                        }
-                        End => sock.write_all(b"0\r\n\r\n").await,
-                        Sleep(ms) => {
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                            Ok(())
-                        }
-                    };
-                    if res.is_err() || sock.flush().await.is_err() {
-                        break;
-                    }
-                }
-                let _ = sock.shutdown().await;
-            }
-            requests
-        });
-        Server { url, task }
-    }
-
-    async fn requests(self) -> Vec<Request> {
-        self.task.await.unwrap()
-    }
-}
-
-async fn read_request(sock: &mut TcpStream) -> Request {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        let n = sock.read(&mut tmp).await.unwrap();
-        assert!(n > 0, "client closed before sending a request");
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = sock.read(&mut tmp).await.unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let body =
-        serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(serde_json::Value::Null);
-    Request { head, body }
-}
+use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- helpers
 
@@ -219,22 +82,18 @@ async fn openai_streams_a_realistic_answer() {
     let role_only = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}],\"created\":1,\"id\":\"x\",\"model\":\"m\",\"object\":\"chat.completion.chunk\"}\r\n\r\n";
     let finish = "data: {\"choices\":[{\"finish_reason\":\"stop\",\"index\":0,\"delta\":{}}],\"object\":\"chat.completion.chunk\"}\r\n\r\n";
     let usage = "data: {\"choices\":[],\"usage\":{\"completion_tokens\":3,\"prompt_tokens\":17,\"total_tokens\":20},\"timings\":{\"predicted_n\":3}}\r\n\r\n";
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(": keep-alive\r\n\r\n"),
-        chunk(role_only),
-        chunk(&delta("Hel").replace("\n\n", "\r\n\r\n")),
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(": keep-alive\r\n\r\n")
+        .body(role_only)
+        .body(openai_delta("Hel").replace("\n\n", "\r\n\r\n"))
         // One event split across two chunks, with its JSON over two data lines.
-        chunk("data: {\"choices\":[{\"index\":0,\n"),
-        chunk("data: \"delta\":{\"content\":\"lo\"}}]}\n\n: ping\n\n"),
-        chunk(&delta(", world")),
-        chunk(finish),
-        chunk(usage),
-        chunk("data: [DONE]\r\n\r\n"),
-        End,
-    ]])
-    .await;
-    let backend = openai(&server.url, timeouts());
+        .body("data: {\"choices\":[{\"index\":0,\n")
+        .body("data: \"delta\":{\"content\":\"lo\"}}]}\n\n: ping\n\n")
+        .body(openai_delta(", world"))
+        .body(finish)
+        .body(usage)
+        .body("data: [DONE]\r\n\r\n")]);
+    let backend = openai(&server.url(""), timeouts());
     let (res, seen) = chat(&backend).await;
     let out = res.unwrap();
     assert_eq!(seen, ["Hel", "lo", ", world"]);
@@ -248,58 +107,48 @@ async fn openai_streams_a_realistic_answer() {
     );
     assert!(out.time_to_first_token.unwrap() <= out.elapsed);
 
-    let reqs = server.requests().await;
+    let reqs = server.requests();
     let req = &reqs[0];
-    assert!(
-        req.head.starts_with("POST /v1/chat/completions "),
-        "{}",
-        req.head
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/v1/chat/completions"),
+        "{req:?}"
     );
     assert_eq!(
-        req.header("authorization").as_deref(),
+        req.header("authorization"),
         Some(format!("Bearer {KEY}").as_str())
     );
-    assert_eq!(req.body["stream"], true);
-    assert_eq!(req.body["stream_options"]["include_usage"], true);
-    assert_eq!(req.body["model"], "smollm2");
-    assert_eq!(req.body["max_tokens"], 64);
-    assert_eq!(req.body["temperature"], 0.0);
-    assert_eq!(req.body["messages"][0]["role"], "system");
-    assert_eq!(req.body["messages"][1]["content"], "Say hello.");
+    assert_eq!(req.json()["stream"], true);
+    assert_eq!(req.json()["stream_options"]["include_usage"], true);
+    assert_eq!(req.json()["model"], "smollm2");
+    assert_eq!(req.json()["max_tokens"], 64);
+    assert_eq!(req.json()["temperature"], 0.0);
+    assert_eq!(req.json()["messages"][0]["role"], "system");
+    assert_eq!(req.json()["messages"][1]["content"], "Say hello.");
 }
 
 #[tokio::test]
 async fn openai_reassembles_utf8_split_across_network_chunks() {
-    let event = delta("你好, 世界 😀");
+    let event = openai_delta("你好, 世界 😀");
     let bytes = event.as_bytes();
     let cut1 = event.find('你').unwrap() + 1; // inside 你
     let cut2 = event.find('😀').unwrap() + 2; // inside the emoji
-    let server = Server::start(vec![vec![
-        sse_head(),
-        Chunk(bytes[..cut1].to_vec()),
-        Sleep(20),
-        Chunk(bytes[cut1..cut2].to_vec()),
-        Sleep(20),
-        Chunk(bytes[cut2..].to_vec()),
-        chunk("data: [DONE]\n\n"),
-        End,
-    ]])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(&bytes[..cut1])
+        .sleep(20)
+        .body(&bytes[cut1..cut2])
+        .sleep(20)
+        .body(&bytes[cut2..])
+        .body(OPENAI_DONE)]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     assert_eq!(res.unwrap().text, "你好, 世界 😀");
 }
 
 #[tokio::test]
 async fn openai_accepts_end_after_finish_reason_without_done() {
     let finish = "data: {\"choices\":[{\"finish_reason\":\"length\",\"index\":0,\"delta\":{\"content\":\"!\"}}]}";
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("Hi")),
-        chunk(finish),
-        End,
-    ]])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply().body(openai_delta("Hi")).body(finish)]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     let out = res.unwrap();
     assert_eq!(out.text, "Hi!");
     assert!(out.truncated());
@@ -308,26 +157,25 @@ async fn openai_accepts_end_after_finish_reason_without_done() {
 
 #[tokio::test]
 async fn openai_retries_without_stream_options_when_rejected() {
-    let server = Server::start(vec![
-        json_response(
-            "400 Bad Request",
+    let server = ScriptedServer::replies(vec![
+        Reply::json(
+            400,
             r#"{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error"}}"#,
         ),
-        vec![sse_head(), chunk(&delta("ok")), chunk("data: [DONE]\n\n"), End],
-    ])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+        sse_reply().body(openai_delta("ok")).body(OPENAI_DONE),
+    ]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     assert_eq!(res.unwrap().text, "ok");
-    let reqs = server.requests().await;
-    assert!(reqs[0].body.get("stream_options").is_some());
-    assert!(reqs[1].body.get("stream_options").is_none());
+    let reqs = server.requests();
+    assert!(reqs[0].json().get("stream_options").is_some());
+    assert!(reqs[1].json().get("stream_options").is_none());
 }
 
 #[tokio::test]
 async fn openai_accepts_a_non_streamed_json_answer() {
     let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
-    let server = Server::start(vec![json_response("200 OK", body)]).await;
-    let (res, seen) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![Reply::json(200, body)]);
+    let (res, seen) = chat(&openai(&server.url(""), timeouts())).await;
     let out = res.unwrap();
     assert_eq!((out.text.as_str(), seen.len()), ("whole", 1));
     assert_eq!(out.usage.unwrap().prompt_tokens, Some(5));
@@ -338,13 +186,11 @@ async fn openai_accepts_a_non_streamed_json_answer() {
 #[tokio::test]
 async fn openai_stream_cut_mid_answer_keeps_the_partial_text() {
     // Chunked body that never terminates: the connection just closes.
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("The answer ")),
-        chunk(&delta("is")),
-    ]])
-    .await;
-    let (res, seen) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(openai_delta("The answer "))
+        .body(openai_delta("is"))
+        .cut()]);
+    let (res, seen) = chat(&openai(&server.url(""), timeouts())).await;
     let err = res.unwrap_err();
     assert!(matches!(err, LlmError::Cut { .. }), "{err:?}");
     assert_eq!(err.partial_text(), Some("The answer is"));
@@ -352,8 +198,8 @@ async fn openai_stream_cut_mid_answer_keeps_the_partial_text() {
     assert_no_key(&err);
 
     // A complete HTTP body that simply lacks [DONE] and any finish_reason.
-    let server = Server::start(vec![vec![sse_head(), chunk(&delta("half")), End]]).await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply().body(openai_delta("half"))]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     let err = res.unwrap_err();
     assert!(
         matches!(&err, LlmError::Cut { reason, .. } if reason.contains("[DONE]")),
@@ -365,15 +211,15 @@ async fn openai_stream_cut_mid_answer_keeps_the_partial_text() {
 #[tokio::test]
 async fn openai_http_errors_are_typed_with_the_server_message() {
     let cases = [
-        ("401 Unauthorized", format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#)),
-        ("404 Not Found", r#"{"error":{"message":"The model `smollm2` does not exist or you do not have access to it.","type":"invalid_request_error","code":"model_not_found"}}"#.to_string()),
-        ("429 Too Many Requests", r#"{"error":{"message":"Rate limit reached, retry in 20s","type":"requests","code":"rate_limit_exceeded"}}"#.to_string()),
-        ("500 Internal Server Error", r#"{"error":"boom: out of memory"}"#.to_string()),
-        ("400 Bad Request", r#"{"error":{"code":400,"message":"request (3000 tokens) exceeds the available context size (2048 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":3000,"n_ctx":2048}}"#.to_string()),
-        ("404 Not Found", "404 page not found".to_string()),
+        (401, format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#)),
+        (404, r#"{"error":{"message":"The model `smollm2` does not exist or you do not have access to it.","type":"invalid_request_error","code":"model_not_found"}}"#.to_string()),
+        (429, r#"{"error":{"message":"Rate limit reached, retry in 20s","type":"requests","code":"rate_limit_exceeded"}}"#.to_string()),
+        (500, r#"{"error":"boom: out of memory"}"#.to_string()),
+        (400, r#"{"error":{"code":400,"message":"request (3000 tokens) exceeds the available context size (2048 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":3000,"n_ctx":2048}}"#.to_string()),
+        (404, "404 page not found".to_string()),
     ];
-    let server = Server::start(cases.iter().map(|(s, b)| json_response(s, b)).collect()).await;
-    let backend = openai(&server.url, timeouts());
+    let server = ScriptedServer::replies(cases.iter().map(|(s, b)| Reply::json(*s, b)).collect());
+    let backend = openai(&server.url(""), timeouts());
     let mut errors = Vec::new();
     for _ in 0..cases.len() {
         let (res, seen) = chat(&backend).await;
@@ -420,14 +266,10 @@ async fn openai_http_errors_are_typed_with_the_server_message() {
 
 #[tokio::test]
 async fn openai_malformed_stream_line_is_an_error_with_partial_text() {
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("ok ")),
-        chunk("data: {\"choices\":[{\"delta\":\n\n"),
-        End,
-    ]])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(openai_delta("ok "))
+        .body("data: {\"choices\":[{\"delta\":\n\n")]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     let err = res.unwrap_err();
     assert!(matches!(err, LlmError::Malformed { .. }), "{err:?}");
     assert_eq!(err.partial_text(), Some("ok "));
@@ -435,14 +277,10 @@ async fn openai_malformed_stream_line_is_an_error_with_partial_text() {
 
 #[tokio::test]
 async fn openai_error_event_mid_stream_is_a_server_error() {
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("part")),
-        chunk("data: {\"error\":{\"message\":\"slot unavailable\",\"type\":\"server_error\"}}\n\n"),
-        End,
-    ]])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![sse_reply().body(openai_delta("part")).body(
+        "data: {\"error\":{\"message\":\"slot unavailable\",\"type\":\"server_error\"}}\n\n",
+    )]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     let err = res.unwrap_err();
     assert!(
         matches!(&err, LlmError::Server { message, partial } if message == "slot unavailable" && partial == "part"),
@@ -452,13 +290,11 @@ async fn openai_error_event_mid_stream_is_a_server_error() {
 
 #[tokio::test]
 async fn openai_html_page_is_refused_clearly() {
-    let server = Server::start(vec![vec![
-        head("200 OK", "text/html"),
-        chunk("<html>login</html>"),
-        End,
-    ]])
-    .await;
-    let (res, _) = chat(&openai(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![Reply::new(200)
+        .chunked()
+        .header("Content-Type", "text/html")
+        .body("<html>login</html>")]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
     let err = res.unwrap_err();
     assert!(
         matches!(&err, LlmError::Malformed { reason, .. } if reason.contains("text/html")),
@@ -470,14 +306,12 @@ async fn openai_html_page_is_refused_clearly() {
 async fn slow_first_token_times_out_within_the_limit() {
     // Headers come at once; then only keep-alives and a role-only delta: no token.
     let role_only = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
-    let mut script = vec![sse_head(), chunk(role_only)];
-    for _ in 0..30 {
-        script.push(Sleep(100));
-        script.push(chunk(": keep-alive\n\n"));
-    }
+    let keep_alives = (0..30).fold(sse_reply().body(role_only), |reply, _| {
+        reply.sleep(100).body(": keep-alive\n\n")
+    });
     // Headers never come.
-    let server = Server::start(vec![script, vec![Sleep(5000)]]).await;
-    let backend = openai(&server.url, short_timeouts());
+    let server = ScriptedServer::replies(vec![keep_alives, Reply::silent().sleep(5000)]);
+    let backend = openai(&server.url(""), short_timeouts());
     for _ in 0..2 {
         let started = Instant::now();
         let (res, _) = chat(&backend).await;
@@ -494,15 +328,12 @@ async fn slow_first_token_times_out_within_the_limit() {
 
 #[tokio::test]
 async fn stall_mid_stream_fires_the_idle_timeout() {
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("so far")),
-        Sleep(5000),
-        chunk(&delta("late")),
-    ]])
-    .await;
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(openai_delta("so far"))
+        .sleep(5000)
+        .body(openai_delta("late"))]);
     let started = Instant::now();
-    let (res, seen) = chat(&openai(&server.url, short_timeouts())).await;
+    let (res, seen) = chat(&openai(&server.url(""), short_timeouts())).await;
     let err = res.unwrap_err();
     assert!(matches!(err, LlmError::Stalled { .. }), "{err:?}");
     assert_eq!(err.partial_text(), Some("so far"));
@@ -512,9 +343,7 @@ async fn stall_mid_stream_fires_the_idle_timeout() {
 
 #[tokio::test]
 async fn connection_refused_is_reported_fast() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", closed_port());
     let backend = openai(&format!("http://{addr}"), timeouts());
     let started = Instant::now();
     let (res, _) = chat(&backend).await;
@@ -605,13 +434,11 @@ async fn api_key_never_shows_in_debug_output() {
 
 #[tokio::test]
 async fn dropping_the_future_cancels_the_request() {
-    let mut script = vec![sse_head(), chunk(&delta("first"))];
-    for _ in 0..50 {
-        script.push(Sleep(100));
-        script.push(chunk(&delta(" more")));
-    }
-    let server = Server::start(vec![script]).await;
-    let backend = openai(&server.url, timeouts());
+    let script = (0..50).fold(sse_reply().body(openai_delta("first")), |reply, _| {
+        reply.sleep(100).body(openai_delta(" more"))
+    });
+    let server = ScriptedServer::replies(vec![script]);
+    let backend = openai(&server.url(""), timeouts());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut tx = Some(tx);
     let mut sink = |_: &str| {
@@ -627,60 +454,53 @@ async fn dropping_the_future_cancels_the_request() {
     }
     // The server notices the closed connection long before its 5 s script ends.
     let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(3), server.requests())
-        .await
-        .expect("server still writing");
+    assert!(
+        server.wait_closed(1, Duration::from_secs(3)).await,
+        "server still writing"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
 async fn ping_answers_quickly() {
-    let server = Server::start(vec![
-        json_response("200 OK", r#"{"object":"list","data":[{"id":"m"}]}"#),
-        vec![Sleep(3000)],
-    ])
-    .await;
-    let backend = openai(&server.url, timeouts());
+    let server = ScriptedServer::replies(vec![openai_models(&["m"]), Reply::silent().sleep(3000)]);
+    let backend = openai(&server.url(""), timeouts());
     backend.ping(Duration::from_secs(1)).await.unwrap();
     let started = Instant::now();
     let err = backend.ping(Duration::from_millis(300)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2), "{err:?}");
-    let reqs = server.requests().await;
-    assert!(reqs[0].head.starts_with("GET /v1/models "));
+    let reqs = server.requests();
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path.as_str()),
+        ("GET", "/v1/models")
+    );
 }
 
 // ---------------------------------------------------------------- from config
 
 #[tokio::test]
 async fn backend_from_config_uses_provider_url_and_key_variable() {
-    let server = Server::start(vec![vec![
-        sse_head(),
-        chunk(&delta("cfg")),
-        chunk("data: [DONE]\n\n"),
-        End,
-    ]])
-    .await;
+    let server = ScriptedServer::replies(vec![sse_reply()
+        .body(openai_delta("cfg"))
+        .body(OPENAI_DONE)]);
     let mut config = Config::default();
-    config.llm.base_url = Some(format!("{}/v1/", server.url));
+    config.llm.base_url = Some(format!("{}/v1/", server.url("")));
     // Cargo sets CARGO_PKG_NAME for test runs: a key variable that exists without set_var.
     config.llm.api_key_env = "CARGO_PKG_NAME".into();
     config.llm.model = "from-config".into();
     let backend = backend_from_config(&config).unwrap();
     assert_eq!(backend.provider(), Provider::Openai);
-    assert_eq!(backend.base_url(), format!("{}/v1", server.url));
+    assert_eq!(backend.base_url(), format!("{}/v1", server.url("")));
     let mut sink = |_: &str| {};
     let out = backend
         .chat(&messages(), &ChatOptions::from_config(&config), &mut sink)
         .await
         .unwrap();
     assert_eq!(out.text, "cfg");
-    let reqs = server.requests().await;
-    assert_eq!(
-        reqs[0].header("authorization").as_deref(),
-        Some("Bearer ragmap")
-    );
-    assert_eq!(reqs[0].body["model"], "from-config");
-    assert_eq!(reqs[0].body["max_tokens"], 512);
+    let reqs = server.requests();
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer ragmap"));
+    assert_eq!(reqs[0].json()["model"], "from-config");
+    assert_eq!(reqs[0].json()["max_tokens"], 512);
 
     let mut config = Config::default();
     config.llm.provider = Provider::Ollama;
@@ -691,19 +511,6 @@ async fn backend_from_config_uses_provider_url_and_key_variable() {
 
 // ---------------------------------------------------------------- Ollama
 
-fn ndjson_head() -> Step {
-    head("200 OK", "application/x-ndjson")
-}
-
-fn ollama_line(text: &str) -> String {
-    format!(
-        "{{\"model\":\"qwen\",\"created_at\":\"2025-01-01T00:00:00Z\",\"message\":{{\"role\":\"assistant\",\"content\":{}}},\"done\":false}}\n",
-        serde_json::to_string(text).unwrap()
-    )
-}
-
-const OLLAMA_DONE: &str = "{\"model\":\"qwen\",\"created_at\":\"2025-01-01T00:00:01Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done_reason\":\"stop\",\"done\":true,\"total_duration\":1000,\"prompt_eval_count\":26,\"eval_count\":4}\n";
-
 fn ollama(url: &str, t: Timeouts) -> OllamaBackend {
     OllamaBackend::new(url, t).unwrap()
 }
@@ -712,17 +519,13 @@ fn ollama(url: &str, t: Timeouts) -> OllamaBackend {
 async fn ollama_streams_ndjson() {
     let line = ollama_line("世界");
     let split = line.find('世').unwrap() + 1;
-    let server = Server::start(vec![vec![
-        ndjson_head(),
-        chunk(&ollama_line("Hello")),
-        Chunk(line.as_bytes()[..split].to_vec()),
-        Chunk(line.as_bytes()[split..].to_vec()),
-        chunk("\r\n"),
-        chunk(OLLAMA_DONE),
-        End,
-    ]])
-    .await;
-    let (res, seen) = chat(&ollama(&server.url, timeouts())).await;
+    let server = ScriptedServer::replies(vec![ndjson_reply()
+        .body(ollama_line("Hello"))
+        .body(&line.as_bytes()[..split])
+        .body(&line.as_bytes()[split..])
+        .body("\r\n")
+        .body(OLLAMA_DONE)]);
+    let (res, seen) = chat(&ollama(&server.url(""), timeouts())).await;
     let out = res.unwrap();
     assert_eq!(seen, ["Hello", "世界"]);
     assert_eq!(out.finish_reason.as_deref(), Some("stop"));
@@ -731,43 +534,34 @@ async fn ollama_streams_ndjson() {
         (usage.prompt_tokens, usage.completion_tokens),
         (Some(26), Some(4))
     );
-    let reqs = server.requests().await;
-    assert!(reqs[0].head.starts_with("POST /api/chat "));
+    let reqs = server.requests();
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path.as_str()),
+        ("POST", "/api/chat")
+    );
     assert_eq!(reqs[0].header("authorization"), None);
-    assert_eq!(reqs[0].body["stream"], true);
-    assert_eq!(reqs[0].body["options"]["num_predict"], 64);
-    assert_eq!(reqs[0].body["options"]["num_ctx"], 2048);
-    assert_eq!(reqs[0].body["options"]["temperature"], 0.0);
+    assert_eq!(reqs[0].json()["stream"], true);
+    assert_eq!(reqs[0].json()["options"]["num_predict"], 64);
+    assert_eq!(reqs[0].json()["options"]["num_ctx"], 2048);
+    assert_eq!(reqs[0].json()["options"]["temperature"], 0.0);
 }
 
 #[tokio::test]
 async fn ollama_unknown_model_and_other_errors() {
-    let server = Server::start(vec![
-        json_response(
-            "404 Not Found",
+    let server = ScriptedServer::replies(vec![
+        Reply::json(
+            404,
             r#"{"error":"model \"smollm2\" not found, try pulling it first"}"#,
         ),
-        json_response(
-            "500 Internal Server Error",
-            r#"{"error":"llama runner process has terminated"}"#,
-        ),
-        vec![
-            ndjson_head(),
-            chunk(&ollama_line("par")),
-            chunk("{\"error\":\"out of memory\"}\n"),
-            End,
-        ],
-        vec![ndjson_head(), chunk(&ollama_line("cut"))],
-        vec![
-            ndjson_head(),
-            chunk(&ollama_line("x")),
-            chunk("not json\n"),
-            End,
-        ],
-        vec![ndjson_head(), chunk(&ollama_line("stall")), Sleep(5000)],
-    ])
-    .await;
-    let backend = ollama(&server.url, short_timeouts());
+        Reply::json(500, r#"{"error":"llama runner process has terminated"}"#),
+        ndjson_reply()
+            .body(ollama_line("par"))
+            .body("{\"error\":\"out of memory\"}\n"),
+        ndjson_reply().body(ollama_line("cut")).cut(),
+        ndjson_reply().body(ollama_line("x")).body("not json\n"),
+        ndjson_reply().body(ollama_line("stall")).sleep(5000),
+    ]);
+    let backend = ollama(&server.url(""), short_timeouts());
     let mut errs = Vec::new();
     for _ in 0..6 {
         errs.push(chat(&backend).await.0.unwrap_err());
@@ -804,21 +598,21 @@ async fn ollama_unknown_model_and_other_errors() {
 
 #[tokio::test]
 async fn ollama_refused_and_ping() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", closed_port());
     let err = chat(&ollama(&format!("http://{addr}"), timeouts()))
         .await
         .0
         .unwrap_err();
     assert!(matches!(err, LlmError::ConnectionRefused { .. }), "{err:?}");
 
-    let server = Server::start(vec![json_response("200 OK", r#"{"version":"0.5.7"}"#)]).await;
-    ollama(&server.url, timeouts())
+    let server = ScriptedServer::replies(vec![Reply::json(200, r#"{"version":"0.5.7"}"#)]);
+    ollama(&server.url(""), timeouts())
         .ping(Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(server.requests().await[0]
-        .head
-        .starts_with("GET /api/version "));
+    let reqs = server.requests();
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path.as_str()),
+        ("GET", "/api/version")
+    );
 }

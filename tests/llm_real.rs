@@ -3,25 +3,13 @@
 //! found through RAGMAP_TEST_LLM_URL (e.g. http://127.0.0.1:PORT/v1). Without it these
 //! tests are skipped with a message — except under CI=true, where that is a failure.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::llm_url;
 use ragmap::config::Config;
 use ragmap::llm::{backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError};
-
-fn server_url() -> Option<String> {
-    match std::env::var("RAGMAP_TEST_LLM_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but RAGMAP_TEST_LLM_URL is not set: start scripts/llm-server first"
-                );
-            }
-            eprintln!("skipped: set RAGMAP_TEST_LLM_URL (see scripts/llm-server start) to run against a real llama-server");
-            None
-        }
-    }
-}
 
 fn backend(url: &str) -> Box<dyn ChatBackend> {
     let mut config = Config::default();
@@ -42,7 +30,7 @@ fn options(model: &str, max_tokens: u32) -> ChatOptions {
 
 #[tokio::test]
 async fn streams_a_real_answer_token_by_token() {
-    let Some(url) = server_url() else { return };
+    let Some(url) = llm_url() else { return };
     let backend = backend(&url);
     backend.ping(Duration::from_secs(2)).await.unwrap();
     let messages = [
@@ -94,7 +82,7 @@ async fn streams_a_real_answer_token_by_token() {
 
 #[tokio::test]
 async fn the_model_name_is_ignored_by_llama_server() {
-    let Some(url) = server_url() else { return };
+    let Some(url) = llm_url() else { return };
     // llama-server serves its one model whatever the request names: no UnknownModel here
     // (Ollama and OpenAI answer 404 instead; see llm_backends.rs).
     let messages = [ChatMessage::user("Say hello.")];
@@ -108,7 +96,7 @@ async fn the_model_name_is_ignored_by_llama_server() {
 
 #[tokio::test]
 async fn an_over_long_prompt_is_a_clear_context_error() {
-    let Some(url) = server_url() else { return };
+    let Some(url) = llm_url() else { return };
     let messages = [ChatMessage::user("word ".repeat(3000))];
     let mut sink = |_: &str| panic!("no token expected");
     let err = backend(&url)
@@ -130,7 +118,7 @@ async fn an_over_long_prompt_is_a_clear_context_error() {
 
 #[tokio::test]
 async fn a_cancelled_answer_frees_the_server_for_the_next_question() {
-    let Some(url) = server_url() else { return };
+    let Some(url) = llm_url() else { return };
     let backend = backend(&url);
     let long = [ChatMessage::user(
         "Count from 1 to 1000, separated by commas.",
@@ -169,7 +157,7 @@ async fn a_cancelled_answer_frees_the_server_for_the_next_question() {
 
 #[tokio::test]
 async fn a_wrong_base_url_is_not_mistaken_for_an_unknown_model() {
-    let Some(url) = server_url() else { return };
+    let Some(url) = llm_url() else { return };
     // llama-server answers unknown paths with a JSON 404 ("File Not Found").
     let wrong = format!("{}/api", url.trim_end_matches('/').trim_end_matches("/v1"));
     let mut sink = |_: &str| {};

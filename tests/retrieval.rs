@@ -69,7 +69,7 @@ fn corpus(ws: &Workspace) {
 
 #[test]
 fn lexical_side_rescues_keywords_and_api_names() {
-    if !model_available("hybrid_keywords") {
+    if !model_available() {
         return;
     }
     let ws = indexed_corpus();
@@ -97,7 +97,7 @@ fn lexical_side_rescues_keywords_and_api_names() {
 
 #[test]
 fn results_carry_no_duplicates() {
-    if !model_available("hybrid_no_duplicates") {
+    if !model_available() {
         return;
     }
     let ws = indexed_corpus();

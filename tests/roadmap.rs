@@ -1,25 +1,14 @@
 //! The roadmap parser on the real seed article (read from ../shared at run time)
 //! and the shipped corpus/roadmap.md.
 
-use std::path::PathBuf;
+mod common;
 
+use common::shared;
 use ragmap::corpus;
 use ragmap::roadmap::{self, build_resource_list, parse};
 
-fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if p.join("seed/roadmap.md").is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared is required when CI=true");
-    }
-    eprintln!("skipping: ../shared/seed/roadmap.md not found");
-    None
-}
-
 fn seed() -> Option<String> {
-    Some(std::fs::read_to_string(shared()?.join("seed/roadmap.md")).unwrap())
+    Some(std::fs::read_to_string(shared("seed/roadmap.md")?).unwrap())
 }
 
 #[test]
@@ -106,9 +95,11 @@ fn shipped_corpus_roadmap_is_current() {
 
 #[test]
 fn mirror_roadmap_keeps_every_seed_section() {
-    let Some(dir) = shared() else { return };
-    let mirror = std::fs::read_to_string(dir.join("webcorpus/roadmap.md")).unwrap();
-    let seed = std::fs::read_to_string(dir.join("seed/roadmap.md")).unwrap();
+    let Some(mirror) = shared("webcorpus/roadmap.md") else {
+        return;
+    };
+    let Some(seed) = seed() else { return };
+    let mirror = std::fs::read_to_string(mirror).unwrap();
     let (m, s) = (parse(&mirror), parse(&seed));
     let secs = |x: &roadmap::Roadmap| {
         let mut v: Vec<String> = x

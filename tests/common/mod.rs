@@ -1,213 +1,119 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! The integration tests' one harness: what a test needs from outside (the
+//! embedding assets, a real model server, `../shared`) and the CI rule for
+//! when it is missing, scratch workspaces, the webcorpus mirror, and a
+//! scripted loopback HTTP server for fake model endpoints and web sites.
+//!
+//! Each test binary uses part of it.
+#![allow(dead_code, unused_imports)]
+
+mod mirror;
+mod model;
+mod scripted;
+mod workspace;
+
+pub use mirror::{LogLine, Mirror};
+pub use model::*;
+pub use scripted::{Reply, Request, ScriptedServer};
+pub use workspace::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use ragmap::config::Config;
 
+/// CI sets `CI=true`: there a missing prerequisite fails the test instead of
+/// skipping it, so a green run means every test ran.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// True when the embedding assets from `scripts/setup` are installed. Locally a
-/// missing install skips the test with a message; in CI it fails the test.
-pub fn model_available(test: &str) -> bool {
-    let config = Config::default();
-    match ragmap::embed::check_assets(&config) {
-        Ok(()) => true,
-        Err(e) if in_ci() => panic!("{test}: embedding assets missing in CI: {e}"),
-        Err(e) => {
-            eprintln!("SKIP {test}: {e}");
-            false
-        }
-    }
+/// The running test's name. libtest runs each test on a thread named after
+/// it (`cargo test`; nextest too, one test per process), so helpers can say
+/// which test skipped without being told.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
 }
 
-/// The real llama-server's base URL that `scripts/test` starts (skips
-/// locally when unset, fails in CI).
-pub fn llm_url(test: &str) -> Option<String> {
-    match std::env::var("RAGMAP_TEST_LLM_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if in_ci() => panic!(
-            "{test}: RAGMAP_TEST_LLM_URL is not set in CI (scripts/test starts llama-server)"
-        ),
-        _ => {
-            eprintln!("SKIP {test}: RAGMAP_TEST_LLM_URL not set");
-            None
-        }
-    }
-}
-
-/// `../shared` beside the project, when present (skips locally, fails in CI).
-pub fn shared_dir(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
-    }
+/// Skips the running test with a message on stderr, or, in CI, fails it.
+/// Returns `None` so that a helper can end with `unavailable(...)`.
+pub fn unavailable<T>(what: &str) -> Option<T> {
+    let test = test_name();
     if in_ci() {
-        panic!("{test}: ../shared is missing in CI");
+        panic!("{test}: {what} (required when CI=true)");
     }
-    eprintln!("SKIP {test}: ../shared is absent");
+    eprintln!("SKIP {test}: {what}");
     None
 }
 
-/// A scratch workspace with an empty corpus/ and the given config.toml text.
-pub struct Workspace {
-    pub dir: tempfile::TempDir,
+/// True when the embedding assets from `scripts/setup` are installed
+/// (otherwise the test skips, or fails in CI).
+pub fn model_available() -> bool {
+    match ragmap::embed::check_assets(&Config::default()) {
+        Ok(()) => true,
+        Err(e) => unavailable::<()>(&format!("embedding assets missing: {e}")).is_some(),
+    }
 }
 
-impl Workspace {
-    pub fn new(config_toml: &str) -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("corpus")).unwrap();
-        std::fs::write(dir.path().join("config.toml"), config_toml).unwrap();
-        Workspace { dir }
+/// The real llama-server's base URL, `RAGMAP_TEST_LLM_URL` (scripts/test
+/// starts one; by hand: `bash scripts/llm-server start PORT`).
+pub fn llm_url() -> Option<String> {
+    match std::env::var("RAGMAP_TEST_LLM_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => unavailable(
+            "RAGMAP_TEST_LLM_URL is not set (start a server with `bash scripts/llm-server start PORT`)",
+        ),
     }
+}
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+/// `../shared/<rel>` beside the repository (the roadmap seed and the
+/// webcorpus; read at run time, never copied), when it exists (otherwise the
+/// test skips, or fails in CI).
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    if path.exists() {
+        return Some(path);
     }
+    unavailable(&format!("{} is absent", path.display()))
+}
 
-    pub fn corpus(&self) -> PathBuf {
-        self.dir.path().join("corpus")
-    }
+/// The offline mirror of the roadmap's pages: `../shared/webcorpus`.
+pub fn webcorpus() -> Option<PathBuf> {
+    shared("webcorpus/MANIFEST.tsv").map(|manifest| manifest.parent().unwrap().to_path_buf())
+}
 
-    pub fn write_doc(&self, rel: &str, text: &str) {
-        let p = self.corpus().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
-    pub fn config(&self) -> Config {
-        Config::load(self.path()).unwrap()
-    }
-
-    /// `ragmap index` through the library (incremental, no progress bar).
-    pub fn build_index(&self) -> ragmap::index::BuildReport {
-        let options = ragmap::index::BuildOptions {
-            rebuild: false,
-            progress: false,
-        };
-        ragmap::index::build(&self.config(), &options).unwrap()
-    }
-
-    /// Runs the real binary in this workspace.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, &[])
-    }
-
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragmap"));
-        cmd.arg("-C").arg(self.path()).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
+/// Waits up to `timeout` for `path` to appear (another process's lock file).
+pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return false;
         }
-        cmd.output().unwrap()
+        std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A user-facing failure: the given exit code, one line on stderr, no panic.
-pub fn assert_clean_failure(o: &Output, code: i32, must_mention: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "expected one line, got: {err}"
-    );
-    assert!(
-        err.contains(must_mention),
-        "expected {must_mention:?} in: {err}"
-    );
-}
-
-/// `../shared/webcorpus/serve.py` on a free port; killed on drop.
-pub struct Mirror {
-    child: std::process::Child,
-    pub port: u16,
-    pub root: PathBuf,
-}
-
-impl Mirror {
-    /// Starts the mirror (None, with a SKIP message, when ../shared is absent locally).
-    pub fn start(test: &str) -> Option<Mirror> {
-        let root = shared_dir(test)?.join("webcorpus");
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new("python3")
-                .arg(root.join("serve.py"))
-                .arg(port.to_string())
-                .args(["--max-seconds", "300"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("python3 runs serve.py");
-            let t0 = std::time::Instant::now();
-            while t0.elapsed() < std::time::Duration::from_secs(10) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Mirror { child, port, root });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: try another
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("{test}: serve.py did not start");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Mirrored pages served as plain HTML (MANIFEST.tsv), ASCII paths only,
-    /// without the fault pages.
-    pub fn plain_pages(&self, n: usize) -> Vec<String> {
-        let manifest = std::fs::read_to_string(self.root.join("MANIFEST.tsv")).unwrap();
-        manifest
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split('\t').collect();
-                (cols.len() >= 7 && cols[6] == "plain").then(|| cols[0].to_string())
-            })
-            .filter(|p| p.ends_with(".html") && p.is_ascii() && !p.contains(' '))
-            .filter(|p| {
-                ![
-                    "/private/",
-                    "/slow/",
-                    "/big/",
-                    "/downloads/",
-                    "bilibili",
-                    "zhihu",
-                ]
-                .iter()
-                .any(|bad| p.contains(bad))
-            })
-            .take(n)
-            .collect()
-    }
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs `future` to completion on a fresh two-worker runtime (for the
+/// library's async entry points called from a plain `#[test]`).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
