@@ -3,8 +3,8 @@
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → query → retrieve →
 //! prompt → llm, with [`answer`] walking a question through the last four.
-//! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`lock`]s, [`term`]
-//! (terminal-safe output).
+//! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`lang`] (script and
+//! language of a text), [`lock`]s, [`term`] (terminal-safe output).
 
 pub mod answer;
 pub mod chunk;
