@@ -462,22 +462,23 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(In
         )?;
         vectors.add(id, &vector)?;
     }
+    let count = size.to_string();
+    store.set_meta(&[
+        ("vectors_file", "vectors.usearch"),
+        ("vectors_count", &count),
+    ])?;
     store.commit()?;
     drop(store);
     let path = dir.join("vectors.usearch");
     vectors.save(&path)?;
     let build_seconds = started.elapsed().as_secs_f64();
-    Ok((open_synthetic(dir, size)?, build_seconds))
+    Ok((open_synthetic(dir)?, build_seconds))
 }
 
 /// Opens a synthetic index as `ragmap search` opens a real one: the catalogue
 /// read-only, the HNSW file memory-mapped.
-fn open_synthetic(dir: &Path, size: usize) -> Result<Index> {
-    Ok(Index {
-        store: Store::open_ro(&dir.join(ragmap::index::store::DB_FILE))?,
-        vectors: Vectors::view(&dir.join("vectors.usearch"), size)?,
-        dir: dir.to_path_buf(),
-    })
+fn open_synthetic(dir: &Path) -> Result<Index> {
+    Ok(Index::open_dir(dir)?)
 }
 
 /// Resident set size of this process in MiB (Linux).
@@ -504,7 +505,7 @@ fn soak_bench(
     let settings = Config::default().retrieve;
     let dir = scratch.join(format!("synthetic-{size}"));
     let (index, build_seconds) = if dir.join("vectors.usearch").is_file() {
-        (open_synthetic(&dir, size)?, 0.0)
+        (open_synthetic(&dir)?, 0.0)
     } else {
         synthetic_index(&dir, size, &text, 42)?
     };
@@ -608,7 +609,7 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
         let size: usize = size.parse().context("bad size")?;
         let dir = scratch.join(format!("synthetic-{size}"));
         let (index, build_seconds) = match reuse {
-            true if dir.join("vectors.usearch").is_file() => (open_synthetic(&dir, size)?, 0.0),
+            true if dir.join("vectors.usearch").is_file() => (open_synthetic(&dir)?, 0.0),
             _ => synthetic_index(&dir, size, &text, 42)?,
         };
         let mut row = json!({"chunks": size, "build_seconds": build_seconds});

@@ -26,6 +26,7 @@ pub struct Config {
     pub crawl: Crawl,
     pub retrieve: Retrieve,
     pub llm: Llm,
+    pub server: Server,
     /// Workspace directory; set on load, not read from the file.
     #[serde(skip)]
     pub workspace: PathBuf,
@@ -98,7 +99,9 @@ pub struct Retrieve {
     pub dedup_threshold: f32,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieveMode {
     #[default]
@@ -132,6 +135,46 @@ pub struct Llm {
     pub history_tokens: usize,
 }
 
+/// `ragmap serve`: where it listens and what it accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// Name of the environment variable holding the API key clients must send
+    /// as a bearer token; required to bind anything but loopback.
+    pub api_key_env: String,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Retrieval workers, each with its own embedding session; 0: one per core.
+    pub workers: usize,
+    /// Requests admitted at once (running or waiting); more get HTTP 429.
+    pub queue: usize,
+    pub max_body_bytes: usize,
+    pub max_question_chars: usize,
+    /// Longest a request may take from arrival to its last byte.
+    pub request_timeout_secs: f64,
+    /// Append a plain "Sources" list to answers, for clients that show only text.
+    pub sources_footer: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            host: "127.0.0.1".into(),
+            port: 8765,
+            api_key_env: "RAGMAP_SERVER_KEY".into(),
+            cors_origins: Vec::new(),
+            workers: 0,
+            queue: 64,
+            max_body_bytes: 1 << 20,
+            max_question_chars: 4000,
+            request_timeout_secs: 600.0,
+            sources_footer: false,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -141,6 +184,7 @@ impl Default for Config {
             crawl: Crawl::default(),
             retrieve: Retrieve::default(),
             llm: Llm::default(),
+            server: Server::default(),
             workspace: PathBuf::from("."),
         }
     }

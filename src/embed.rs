@@ -221,6 +221,32 @@ impl Embedder {
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
 
+    /// Embeds queries (the `query: ` prefix) in one batch; also returns the
+    /// number of tokens the model read.
+    pub fn embed_queries(
+        &mut self,
+        queries: &[String],
+    ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
+        let inputs: Vec<String> = queries
+            .iter()
+            .map(|q| format!("{QUERY_PREFIX}{q}"))
+            .collect();
+        let tokenizer = &self.sessions[0].tokenizer;
+        let tokens = inputs
+            .iter()
+            .map(|t| {
+                tokenizer
+                    .encode_fast(t.as_str(), true)
+                    .map_or(0, |e| e.len())
+            })
+            .sum();
+        let mut vectors = Vec::with_capacity(inputs.len());
+        for batch in inputs.chunks(self.batch_size) {
+            vectors.extend(run(&mut self.sessions[0], batch)?);
+        }
+        Ok((vectors, tokens))
+    }
+
     /// Embeds passages in batches of similar length (less padding, less work),
     /// returning vectors in input order. `on_batch` reports progress in texts.
     pub fn embed_passages(

@@ -32,6 +32,9 @@ pub fn code_of(err: &(dyn Error + 'static)) -> u8 {
         if let Some(e) = e.downcast_ref::<crate::retrieve::RetrieveError>() {
             return e.exit_code();
         }
+        if let Some(e) = e.downcast_ref::<crate::server::ServeError>() {
+            return e.exit_code();
+        }
         next = e.source();
     }
     FAILURE

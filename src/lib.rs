@@ -22,4 +22,5 @@ pub mod prompt;
 pub mod query;
 pub mod retrieve;
 pub mod roadmap;
+pub mod server;
 pub mod term;

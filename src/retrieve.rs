@@ -33,7 +33,7 @@ impl RetrieveError {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     #[serde(flatten)]
     pub chunk: ChunkRow,
@@ -77,6 +77,11 @@ impl Retriever {
         &self.index
     }
 
+    /// The embedding model, when one was loaded.
+    pub fn embedder(&mut self) -> Option<&mut Embedder> {
+        self.embedder.as_mut()
+    }
+
     pub fn settings(&self) -> &Retrieve {
         &self.settings
     }
@@ -89,39 +94,72 @@ impl Retriever {
 
     /// The best `top_k` passages for every form of the query, fused.
     pub fn search(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
-        let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
-        retrieve(&self.index, self.embedder.as_mut(), &forms, &self.settings)
+        self.read(query, false)
     }
 
     /// [`Retriever::search`], each hit widened with its neighbouring chunks
     /// (`[retrieve] neighbours`) so a prompt's context is not cut mid-paragraph.
     pub fn passages(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
-        let hits = self.search(query)?;
-        Ok(self.with_neighbours(hits))
+        self.read(query, true)
     }
 
-    fn with_neighbours(&self, hits: Vec<Hit>) -> Vec<Hit> {
-        let radius = self.settings.neighbours as i64;
-        if radius == 0 {
-            return hits;
-        }
-        hits.into_iter()
-            .map(|mut hit| {
-                if let Ok(rows) =
-                    self.index
-                        .store
-                        .neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius)
-                {
-                    if rows.len() > 1 {
-                        hit.chunk.text = merge_overlapping(
-                            rows.iter().map(|r| (r.start, r.end, r.text.as_str())),
-                        );
-                    }
-                }
-                hit
-            })
-            .collect()
+    /// The committed index state searches read (see [`Index::generation`]).
+    pub fn generation(&self) -> String {
+        self.index.generation()
     }
+
+    /// Searches one committed state of the index: the newest, opened again
+    /// when `ragmap index` committed since, and read in one snapshot so a
+    /// commit landing mid-search cannot mix two states.
+    fn read(&mut self, query: &Query, widen: bool) -> Result<Vec<Hit>, RetrieveError> {
+        let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
+        for _ in 0..3 {
+            self.refresh();
+            let Some(_snapshot) = self.index.snapshot()? else {
+                continue;
+            };
+            let hits = retrieve(&self.index, self.embedder.as_mut(), &forms, &self.settings)?;
+            return Ok(if widen {
+                with_neighbours(&self.index, self.settings.neighbours, hits)
+            } else {
+                hits
+            });
+        }
+        Err(RetrieveError::Search(
+            "the index changed three times during one search".into(),
+        ))
+    }
+
+    /// Opens the index again when a newer commit exists. A failed open (a
+    /// rebuild in progress) keeps the current one, which is still whole.
+    fn refresh(&mut self) {
+        if self.index.is_stale() {
+            if let Ok(fresh) = Index::open_dir(&self.index.dir) {
+                self.index = fresh;
+            }
+        }
+    }
+}
+
+fn with_neighbours(index: &Index, radius: usize, hits: Vec<Hit>) -> Vec<Hit> {
+    if radius == 0 {
+        return hits;
+    }
+    hits.into_iter()
+        .map(|mut hit| {
+            if let Ok(rows) =
+                index
+                    .store
+                    .neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius as i64)
+            {
+                if rows.len() > 1 {
+                    hit.chunk.text =
+                        merge_overlapping(rows.iter().map(|r| (r.start, r.end, r.text.as_str())));
+                }
+            }
+            hit
+        })
+        .collect()
 }
 
 /// Joins neighbouring chunks whose byte ranges overlap without repeating the overlap.

@@ -16,12 +16,13 @@ pub fn run(
     question: &str,
     dry_run: bool,
     translate: bool,
+    use_server: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
     let question = setup::question(question, "ask")?;
     let clock = Clock::start();
     let mut timings = Timings::default();
-    let mut retriever = setup::retriever(config)?;
+    let mut retriever = setup::Retrieval::open(config, use_server)?;
     let answerer = setup::answerer(config, translate)?;
     timings.setup_ms = clock.ms();
     let rt = setup::runtime()?;

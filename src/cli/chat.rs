@@ -14,8 +14,8 @@ use ragmap::term::sanitize;
 use super::output::{self, Streamed};
 use super::setup;
 
-pub fn run(config: &Config, translate: bool) -> anyhow::Result<u8> {
-    let mut retriever = setup::retriever(config)?;
+pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result<u8> {
+    let mut retriever = setup::Retrieval::open(config, use_server)?;
     let answerer = setup::answerer(config, translate)?;
     let rt = setup::runtime()?;
     let interactive = std::io::stdin().is_terminal();

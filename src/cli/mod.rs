@@ -15,6 +15,7 @@ mod index;
 mod output;
 mod roadmap;
 mod search;
+mod serve;
 mod setup;
 mod status;
 
@@ -87,6 +88,19 @@ enum Command {
         #[command(flatten)]
         llm: LlmFlags,
     },
+    /// Serve an OpenAI-compatible API and a web page over this workspace
+    /// (the model and index stay loaded; search, ask and chat use it).
+    Serve {
+        /// Address to listen on (default: [server] host, 127.0.0.1). Any other
+        /// than loopback needs an API key in the variable [server] api_key_env names.
+        #[arg(long)]
+        host: Option<String>,
+        /// Port (default: [server] port, 8765; 0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
     /// Score retrieval (and with --answers, the model's answers) against a
     /// question file with gold documents (JSON lines).
     Eval {
@@ -152,6 +166,9 @@ struct RetrieveFlags {
     /// Retrieval mode (default: [retrieve] mode).
     #[arg(long, value_enum)]
     mode: Option<RetrieveMode>,
+    /// Retrieve in this process even when `ragmap serve` runs for this workspace.
+    #[arg(long)]
+    no_server: bool,
 }
 
 /// Overrides of `[llm]` in config.toml.
@@ -217,6 +234,15 @@ impl Command {
                 llm.apply(config);
             }
             Command::Eval { llm, .. } => llm.apply(config),
+            Command::Serve { host, port, llm } => {
+                if let Some(h) = host {
+                    config.server.host = h.clone();
+                }
+                if let Some(p) = port {
+                    config.server.port = *p;
+                }
+                llm.apply(config);
+            }
             Command::Crawl {
                 block_private: Some(b),
                 ..
@@ -236,18 +262,33 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let config = &config;
     match args.command {
         Command::Index { rebuild, json } => index::run(config, rebuild, json),
-        Command::Search { question, json, .. } => search::run(config, &question, json),
+        Command::Search {
+            question,
+            json,
+            retrieve,
+        } => search::run(config, &question, !retrieve.no_server, json),
         Command::Ask {
             question,
             dry_run,
             no_rewrite,
             json,
+            retrieve,
             ..
         } => {
             let translate = !no_rewrite && !dry_run && config.llm.rewrite;
-            ask::run(config, &question, dry_run, translate, json)
+            let use_server = !retrieve.no_server;
+            ask::run(config, &question, dry_run, translate, use_server, json)
         }
-        Command::Chat { no_rewrite, .. } => chat::run(config, !no_rewrite && config.llm.rewrite),
+        Command::Chat {
+            no_rewrite,
+            retrieve,
+            ..
+        } => chat::run(
+            config,
+            !no_rewrite && config.llm.rewrite,
+            !retrieve.no_server,
+        ),
+        Command::Serve { .. } => serve::run(config),
         Command::Eval {
             questions,
             compare,

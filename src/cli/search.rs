@@ -7,9 +7,9 @@ use ragmap::query::Query;
 
 use super::{output, setup};
 
-pub fn run(config: &Config, question: &str, json: bool) -> anyhow::Result<u8> {
+pub fn run(config: &Config, question: &str, use_server: bool, json: bool) -> anyhow::Result<u8> {
     let question = setup::question(question, "search")?;
-    let hits = setup::retriever(config)?
+    let hits = setup::Retrieval::open(config, use_server)?
         .search(&Query::new(question))
         .context("search failed")?;
     if json {

@@ -4,7 +4,9 @@
 use anyhow::Context;
 use ragmap::answer::Answerer;
 use ragmap::config::Config;
-use ragmap::retrieve::Retriever;
+use ragmap::query::Query;
+use ragmap::retrieve::{Hit, Retriever};
+use ragmap::server::client::Client;
 
 /// The async runtime every networked command runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -29,6 +31,71 @@ pub fn question<'q>(question: &'q str, command: &str) -> anyhow::Result<&'q str>
 /// The index and, unless the configured mode is lexical, the embedding model.
 pub fn retriever(config: &Config) -> anyhow::Result<Retriever> {
     Ok(Retriever::open(config)?)
+}
+
+/// Retrieval for `search`, `ask` and `chat`: sent to the workspace's running
+/// `ragmap serve` when there is one (no model to load here), else, or as
+/// soon as the server fails to answer, done in this process. The results are
+/// the same either way.
+pub struct Retrieval<'c> {
+    config: &'c Config,
+    server: Option<(Client, tokio::runtime::Runtime)>,
+    local: Option<Retriever>,
+}
+
+impl<'c> Retrieval<'c> {
+    /// With `use_server`, a live server of the workspace is used first; the
+    /// local index and model load only when there is none.
+    pub fn open(config: &'c Config, use_server: bool) -> anyhow::Result<Retrieval<'c>> {
+        let server = use_server
+            .then(|| Client::for_workspace(config))
+            .flatten()
+            .and_then(|client| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()
+                    .map(|rt| (client, rt))
+            });
+        let local = match server {
+            Some(_) => None,
+            None => Some(retriever(config)?),
+        };
+        Ok(Retrieval {
+            config,
+            server,
+            local,
+        })
+    }
+
+    /// See `Retriever::search`.
+    pub fn search(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
+        self.run(query, false)
+    }
+
+    /// See `Retriever::passages`.
+    pub fn passages(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
+        self.run(query, true)
+    }
+
+    fn run(&mut self, query: &Query, passages: bool) -> anyhow::Result<Vec<Hit>> {
+        if let Some((client, rt)) = &self.server {
+            match rt.block_on(client.search(query, &self.config.retrieve, passages)) {
+                Ok(hits) => return Ok(hits),
+                // A stale file or a failing server: work here from now on.
+                Err(_) => self.server = None,
+            }
+        }
+        let local = match &mut self.local {
+            Some(local) => local,
+            None => self.local.insert(retriever(self.config)?),
+        };
+        Ok(if passages {
+            local.passages(query)?
+        } else {
+            local.search(query)?
+        })
+    }
 }
 
 /// The chat model `[llm]` configures; `translate` turns on cross-language

@@ -687,17 +687,31 @@ pub struct Index {
     pub store: Store,
     pub vectors: Vectors,
     pub dir: PathBuf,
+    /// The HNSW file `vectors` maps, as the catalogue names it.
+    vectors_file: String,
+    /// The catalogue file this connection opened (device, inode): `index
+    /// --rebuild` replaces the file rather than writing into it.
+    catalogue: Option<(u64, u64)>,
+    built_at: String,
 }
 
 impl Index {
     /// Opens the index read-only: the catalogue and a memory-mapped HNSW file.
     pub fn open(config: &Config) -> Result<Index, IndexError> {
-        let dir = config.index_dir();
+        Index::open_dir(&config.index_dir())
+    }
+
+    /// [`Index::open`] of the index in `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Index, IndexError> {
+        let dir = dir.to_path_buf();
         let db = db_path(&dir);
         if !db.is_file() {
             return Err(IndexError::Missing(dir));
         }
         let store = Store::open_ro(&db).map_err(|e| corrupt(&db, e))?;
+        // The catalogue's identity before reading it: if it is replaced
+        // meanwhile, the next search sees a changed identity and reopens.
+        let catalogue = file_identity(&db);
         let name = store
             .meta("vectors_file")
             .map_err(|e| corrupt(&db, e))?
@@ -707,6 +721,7 @@ impl Index {
             .map_err(|e| corrupt(&db, e))?
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| corrupt(&db, "no vector count recorded"))?;
+        let built_at = store.meta("built_at").ok().flatten().unwrap_or_default();
         let path = dir.join(&name);
         if !path.is_file() {
             return Err(corrupt(&path, "missing"));
@@ -716,8 +731,61 @@ impl Index {
             store,
             vectors,
             dir,
+            vectors_file: name,
+            catalogue,
+            built_at,
         })
     }
+
+    /// Names the committed state this index shows: its build time and HNSW
+    /// file. Two opens of one commit give the same generation.
+    pub fn generation(&self) -> String {
+        let file = self.vectors_file.trim_end_matches(VECTORS_SUFFIX);
+        format!("{}/{file}", self.built_at)
+    }
+
+    /// Whether `ragmap index` has committed since this index was opened, so a
+    /// long-lived reader (the server) should open it again. While a rebuild
+    /// has removed the catalogue and not yet committed, the open one stays
+    /// current: it is still whole.
+    pub fn is_stale(&self) -> bool {
+        let db = db_path(&self.dir);
+        match file_identity(&db) {
+            None => false,
+            Some(id) if Some(id) != self.catalogue => true,
+            Some(_) => self
+                .store
+                .meta("vectors_file")
+                .ok()
+                .flatten()
+                .is_some_and(|name| name != self.vectors_file),
+        }
+    }
+
+    /// Starts a read of one committed state: until the returned snapshot is
+    /// dropped, every catalogue read sees the commit this index's HNSW file
+    /// belongs to, whatever `ragmap index` commits meanwhile. `None` when a
+    /// newer commit already landed (reopen and try again).
+    pub fn snapshot(&self) -> Result<Option<store::Snapshot<'_>>, IndexError> {
+        let db = db_path(&self.dir);
+        let snapshot = self.store.snapshot().map_err(|e| corrupt(&db, e))?;
+        let name = self
+            .store
+            .meta("vectors_file")
+            .map_err(|e| corrupt(&db, e))?;
+        Ok((name.as_deref() == Some(self.vectors_file.as_str())).then_some(snapshot))
+    }
+}
+
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
 /// What `ragmap status` shows about the index.

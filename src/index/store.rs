@@ -53,6 +53,17 @@ pub struct Store {
     conn: Connection,
 }
 
+/// An open read transaction of a [`Store`]; ends when dropped.
+pub struct Snapshot<'s> {
+    store: &'s Store,
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.conn.execute_batch("COMMIT");
+    }
+}
+
 /// A document row as the index knows it.
 #[derive(Debug, Clone)]
 pub struct DocRow {
@@ -65,7 +76,7 @@ pub struct DocRow {
 }
 
 /// A chunk row joined with its document, as retrieval returns it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChunkRow {
     pub id: i64,
     pub doc_id: i64,
@@ -151,6 +162,12 @@ impl Store {
             stmt.execute(params![key, value])?;
         }
         Ok(())
+    }
+
+    /// A read transaction: reads see one committed state until it is dropped.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>, StoreError> {
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(Snapshot { store: self })
     }
 
     pub fn begin(&self) -> Result<(), StoreError> {

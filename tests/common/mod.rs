@@ -9,11 +9,13 @@
 mod mirror;
 mod model;
 mod scripted;
+mod serve;
 mod workspace;
 
 pub use mirror::{LogLine, Mirror};
 pub use model::*;
 pub use scripted::{Reply, Request, ScriptedServer};
+pub use serve::Served;
 pub use workspace::*;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,467 @@
+//! `ragmap serve`: a resident server over one workspace — the OpenAI API
+//! chat apps and scripts speak ([`openai`]), ragmap's own search and health
+//! endpoints ([`api`]), and a web page ([`web`]). The model, tokenizer and
+//! index load once; each request then costs what retrieval and the chat
+//! model cost.
+//!
+//! - Answers take the same way as `ragmap ask` (see [`crate::answer`]).
+//! - Requests run in parallel on a pool of retrieval workers, each with its
+//!   own embedding session; past `[server] queue` requests the answer is 429.
+//! - `ragmap index` may commit while the server runs: each search reads one
+//!   committed state (the newest when it starts), never half of two.
+//! - Loopback by default; any other address needs an API key. The key is
+//!   compared in constant time and never printed.
+//! - The command line finds the server through [`discovery`] and sends its
+//!   searches there ([`client`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::answer::Answerer;
+use crate::config::{Config, RetrieveMode};
+use crate::index::{Index, IndexError};
+use crate::llm::LlmError;
+use crate::retrieve::{RetrieveError, Retriever};
+
+mod api;
+pub mod client;
+pub mod discovery;
+mod error;
+mod openai;
+mod web;
+mod workers;
+
+use error::ApiError;
+use workers::{Admission, Workers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to listen on {addr} without an API key: set the environment variable {var} (clients send it as `Authorization: Bearer KEY`), or listen on 127.0.0.1")]
+    NoKey { addr: String, var: String },
+    #[error("cannot resolve [server] host {host:?}: {reason}")]
+    BadHost { host: String, reason: String },
+    #[error(
+        "cannot listen on {addr}: {source}; is another server running there? pick another --port"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Retrieve(#[from] RetrieveError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("the server failed: {0}")]
+    Run(std::io::Error),
+}
+
+impl ServeError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Retrieve(e) => e.exit_code(),
+            ServeError::Index(e) => e.exit_code(),
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
+/// Where the server listens, once it does.
+pub struct Ready {
+    pub url: String,
+    pub workers: usize,
+    pub documents: i64,
+    pub chunks: i64,
+}
+
+/// What every request reads.
+pub(crate) struct Shared {
+    config: Config,
+    answerer: Answerer,
+    workers: Workers,
+    admission: Admission,
+    /// The index as `/health` and the discovery file describe it.
+    catalogue: Mutex<Index>,
+    api_key_digest: Option<[u8; 32]>,
+    instance: String,
+    started_unix: u64,
+    embedding_model: String,
+    worker_count: usize,
+}
+
+impl Shared {
+    fn request_timeout(&self) -> Duration {
+        let secs = self.config.server.request_timeout_secs;
+        Duration::try_from_secs_f64(if secs > 0.0 { secs } else { 600.0 })
+            .unwrap_or(Duration::from_secs(600))
+    }
+
+    /// `/health`'s body; opens the index again first if it changed.
+    fn catalogue_status(&self) -> Result<Value, ApiError> {
+        let mut index = self
+            .catalogue
+            .lock()
+            .map_err(|_| ApiError::internal("the index status is unavailable"))?;
+        refresh(&mut index);
+        let (documents, chunks, _) = index
+            .store
+            .counts()
+            .map_err(|e| ApiError::internal(format!("reading the index failed: {e}")))?;
+        Ok(json!({
+            "status": "ok",
+            "documents": documents,
+            "chunks": chunks,
+            "model": self.embedding_model,
+            "chat_model": self.config.llm.model,
+            "chat_endpoint": self.config.llm_base_url(),
+            "generation": index.generation(),
+            "workers": self.worker_count,
+            "instance": self.instance,
+        }))
+    }
+}
+
+/// Opens `index` again when `ragmap index` committed since; a failed open (a
+/// rebuild in progress) keeps the old one.
+fn refresh(index: &mut Index) -> bool {
+    if !index.is_stale() {
+        return false;
+    }
+    match Index::open_dir(&index.dir) {
+        Ok(fresh) => {
+            *index = fresh;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Loads everything, listens, and serves until SIGINT/SIGTERM. `on_ready`
+/// is called once the socket is bound (with its real port).
+pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), ServeError> {
+    let addr = resolve(&config)?;
+    let api_key = std::env::var(&config.server.api_key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    if api_key.is_none() && !addr.ip().is_loopback() {
+        return Err(ServeError::NoKey {
+            addr: addr.to_string(),
+            var: config.server.api_key_env.clone(),
+        });
+    }
+    let worker_count = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let loading = config.clone();
+    let (retrievers, catalogue) = tokio::task::spawn_blocking(move || load(&loading, worker_count))
+        .await
+        .map_err(|e| ServeError::Run(std::io::Error::other(e)))??;
+    let answerer = Answerer::from_config(&config, config.llm.rewrite)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(ServeError::Run)?;
+    let (documents, chunks, _) = catalogue.store.counts().unwrap_or((0, 0, 0));
+    let generation = catalogue.generation();
+    let shared = Arc::new(Shared {
+        admission: Admission::new(config.server.queue),
+        workers: Workers::new(retrievers),
+        catalogue: Mutex::new(catalogue),
+        api_key_digest: api_key.as_deref().map(digest),
+        instance: random_id(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        embedding_model: "multilingual-e5-small".into(),
+        answerer,
+        worker_count,
+        config,
+    });
+    let url = format!("http://{local}");
+    let running = discovery::Running {
+        url: url.clone(),
+        pid: std::process::id(),
+        generation,
+        instance: shared.instance.clone(),
+        started_at: crate::corpus::now_rfc3339(),
+    };
+    if let Err(e) = discovery::write(&shared.config, &running) {
+        eprintln!(
+            "warning: cannot write {}: {e}; the command line will not find this server",
+            discovery::path(&shared.config).display()
+        );
+    }
+    on_ready(&Ready {
+        url,
+        workers: worker_count,
+        documents,
+        chunks,
+    });
+    let watcher = tokio::spawn(watch_index(shared.clone(), running));
+    let served = run_until_signal(listener, router(shared.clone())).await;
+    watcher.abort();
+    discovery::remove(&shared.config, &shared.instance);
+    served
+}
+
+fn resolve(config: &Config) -> Result<SocketAddr, ServeError> {
+    use std::net::ToSocketAddrs;
+    let host = config.server.host.trim().trim_matches(['[', ']']);
+    let bad = |reason: String| ServeError::BadHost {
+        host: config.server.host.clone(),
+        reason,
+    };
+    (host, config.server.port)
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address".into()))
+}
+
+/// One retriever per worker, loaded side by side, and the status index.
+fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Index), ServeError> {
+    // Every worker embeds: vector and hybrid searches and /v1/embeddings need
+    // the model whatever the configured default mode.
+    let mut with_model = config.clone();
+    with_model.retrieve.mode = RetrieveMode::Hybrid;
+    let loaded: Vec<Result<Retriever, RetrieveError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| scope.spawn(|| Retriever::open(&with_model)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RetrieveError::Search(
+                        "a worker crashed while loading".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut retrievers = Vec::with_capacity(workers);
+    for r in loaded {
+        let mut r = r?;
+        r.set_settings(config.retrieve.clone());
+        retrievers.push(r);
+    }
+    Ok((retrievers, Index::open(config)?))
+}
+
+/// Notices new index commits, says so on stderr and updates the discovery file.
+async fn watch_index(shared: Arc<Shared>, mut running: discovery::Running) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let generation = {
+            let Ok(mut index) = shared.catalogue.lock() else {
+                return;
+            };
+            if !refresh(&mut index) {
+                continue;
+            }
+            index.generation()
+        };
+        eprintln!("index changed: now serving generation {generation}");
+        running.generation = generation;
+        let _ = discovery::write(&shared.config, &running);
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.config.server.max_body_bytes;
+    let mut router = Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
+        .route("/health", get(api::health))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/api/search", post(api::search))
+        .fallback(|request: Request| async move {
+            ApiError::not_found(request.uri().path()).into_response()
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(DefaultBodyLimit::max(limit));
+    if let Some(cors) = cors(&shared.config.server.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(shared)
+}
+
+/// CORS for the configured origins only; none configured, no CORS headers.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+/// The page and `/health` are open; everything else needs the key when the
+/// server has one. Every response names the server instance.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let open = matches!(
+        request.uri().path(),
+        "/" | "/app.js" | "/app.css" | "/health"
+    ) || request.method() == Method::OPTIONS;
+    let mut response = match &shared.api_key_digest {
+        Some(expected) if !open && !has_key(&request, expected) => {
+            ApiError::unauthorized().into_response()
+        }
+        _ => next.run(request).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&shared.instance) {
+        response.headers_mut().insert(client::INSTANCE_HEADER, v);
+    }
+    response
+}
+
+fn has_key(request: &Request, expected: &[u8; 32]) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Comparing digests takes the same time whatever the key's length or
+    // the position of the first wrong byte.
+    let given = digest(given.trim());
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A request body as JSON, or the OpenAI-style error for it: 413 past the
+/// size limit, 400 for anything that is not the expected JSON.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request is not valid JSON for this endpoint: {e}"
+        ))
+    })
+}
+
+/// 64 random bits as hex: request and instance ids.
+fn random_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Serves until SIGINT or SIGTERM, then lets running requests finish for a
+/// few seconds (an endless stream must not keep the process alive).
+async fn run_until_signal(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopped = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    let _ = stop_tx.send(true);
+    let started = Instant::now();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(result)) => result.map_err(ServeError::Run),
+        Ok(Err(e)) => Err(ServeError::Run(std::io::Error::other(e))),
+        Err(_) => {
+            eprintln!(
+                "requests still running after {:.0} s; stopping them",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_matches_only_itself() {
+        let expected = digest("s3cret");
+        let request = |auth: Option<&str>| {
+            let mut r = Request::builder().uri("/v1/models");
+            if let Some(a) = auth {
+                r = r.header(header::AUTHORIZATION, a);
+            }
+            r.body(axum::body::Body::empty()).unwrap()
+        };
+        assert!(has_key(&request(Some("Bearer s3cret")), &expected));
+        assert!(!has_key(&request(Some("Bearer s3cret2")), &expected));
+        assert!(!has_key(&request(Some("Bearer ")), &expected));
+        assert!(!has_key(&request(Some("s3cret")), &expected));
+        assert!(!has_key(&request(None), &expected));
+    }
+
+    #[test]
+    fn only_configured_origins_get_cors() {
+        assert!(cors(&[]).is_none());
+        assert!(cors(&["http://localhost:3000".into()]).is_some());
+    }
+}

@@ -1,0 +1,584 @@
+//! The OpenAI-compatible endpoints: `GET /v1/models`, `POST /v1/chat/completions`
+//! (streamed as Server-Sent Events or whole) and `POST /v1/embeddings`.
+//!
+//! A chat request is answered exactly as `ragmap ask` / `ragmap chat` answer:
+//! the last user message is the question, earlier user/assistant pairs are
+//! the conversation (the follow-up is rewritten to stand alone, then
+//! translated), the prompt numbers the passages and the model cites them.
+//! The sources travel with the answer as a `sources` array on the last chunk
+//! (and on the whole response), which plain OpenAI clients keep as an extra
+//! field; `ragmap.sources_footer` (or `[server] sources_footer`) also writes
+//! them into the text for clients that show only text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::{parse_json, Shared};
+use crate::answer::{cited_sources, Prepared, Turn};
+use crate::llm::{ChatOutcome, LlmError};
+use crate::prompt::Source;
+
+/// The model id clients pick.
+pub const MODEL_ID: &str = "ragmap";
+
+pub async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": MODEL_ID,
+            "object": "model",
+            "created": shared.started_unix,
+            "owned_by": "ragmap",
+        }],
+    }))
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    ragmap: Options,
+}
+
+/// ragmap's own request options, beside OpenAI's.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Options {
+    sources_footer: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Content,
+}
+
+/// A message's content: a string, or OpenAI's list of parts (text parts are read).
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+    #[default]
+    Null,
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Content::Null => String::new(),
+        }
+    }
+}
+
+/// The question (the last user message) and the conversation before it.
+fn conversation(messages: &[Message], max_chars: usize) -> Result<(String, Vec<Turn>), ApiError> {
+    let Some(last) = messages.last() else {
+        return Err(ApiError::bad_request(
+            "`messages` is empty: send at least one user message",
+        ));
+    };
+    if last.role != "user" {
+        return Err(ApiError::bad_request(format!(
+            "the last message must be the user's question, not {:?}",
+            last.role
+        )));
+    }
+    let question = last.content.text().trim().to_string();
+    if question.is_empty() {
+        return Err(ApiError::bad_request(
+            "the question (the last user message) is empty",
+        ));
+    }
+    if question.chars().count() > max_chars {
+        return Err(ApiError::bad_request(format!(
+            "the question is longer than {max_chars} characters ([server] max_question_chars)"
+        )));
+    }
+    // Earlier turns: each user message with the assistant reply after it.
+    // System messages are left out: ragmap's own prompt governs the answer.
+    let mut history = Vec::new();
+    let mut pending: Option<String> = None;
+    for m in &messages[..messages.len() - 1] {
+        match m.role.as_str() {
+            "user" => pending = Some(m.content.text()),
+            "assistant" => {
+                if let Some(question) = pending.take() {
+                    history.push(Turn {
+                        question,
+                        answer: m.content.text(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((question, history))
+}
+
+pub async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let ticket = match shared.admission.admit() {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let request: ChatRequest = match parse_json(body, shared.config.server.max_body_bytes) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let (question, history) =
+        match conversation(&request.messages, shared.config.server.max_question_chars) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+    let model = request
+        .model
+        .clone()
+        .unwrap_or_else(|| MODEL_ID.to_string());
+    let footer = request
+        .ragmap
+        .sources_footer
+        .unwrap_or(shared.config.server.sources_footer);
+    let timeout = shared.request_timeout();
+    let prepare = prepare(&shared, &question, &history);
+    let prepared = match tokio::time::timeout(timeout, prepare).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => return ApiError::timeout(timeout.as_secs_f64()).into_response(),
+    };
+    let reply = Reply {
+        id: format!("chatcmpl-{}", super::random_id()),
+        created: unix_now(),
+        model,
+        footer,
+    };
+    if request.stream {
+        stream_answer(shared, prepared, history, reply, ticket).await
+    } else {
+        let answering = whole_answer(&shared, &prepared, &history);
+        match tokio::time::timeout(timeout, answering).await {
+            Ok(Ok(outcome)) => Json(reply.whole(&prepared, &outcome)).into_response(),
+            Ok(Err(e)) => ApiError::upstream(&e).into_response(),
+            Err(_) => ApiError::timeout(timeout.as_secs_f64()).into_response(),
+        }
+    }
+}
+
+/// The query (rewritten and translated with the model), its passages, the prompt.
+async fn prepare(shared: &Shared, question: &str, history: &[Turn]) -> Result<Prepared, ApiError> {
+    let rewrite = shared.answerer.query(history, question).await;
+    if let Some(e) = &rewrite.unreachable {
+        return Err(ApiError::upstream(e));
+    }
+    let query = rewrite.query;
+    let searched = query.clone();
+    let passages = shared
+        .workers
+        .run(move |r| r.passages(&searched))
+        .await?
+        .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))?;
+    Ok(Prepared::new(query, passages, shared.answerer.budget()))
+}
+
+async fn whole_answer(
+    shared: &Shared,
+    prepared: &Prepared,
+    history: &[Turn],
+) -> Result<ChatOutcome, LlmError> {
+    let mut sink = |_: &str| {};
+    shared.answerer.answer(prepared, history, &mut sink).await
+}
+
+/// What one answer's chunks and response share.
+struct Reply {
+    id: String,
+    created: u64,
+    model: String,
+    footer: bool,
+}
+
+impl Reply {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        })
+    }
+
+    /// The last chunk: finish reason, sources and what was searched.
+    fn last_chunk(&self, prepared: &Prepared, outcome: &ChatOutcome) -> Value {
+        let mut chunk = self.chunk(json!({}), Some(finish_reason(outcome)));
+        chunk["sources"] = sources_json(&prepared.prompt.sources);
+        chunk["ragmap"] = ragmap_json(prepared);
+        if let Some(usage) = usage_json(outcome) {
+            chunk["usage"] = usage;
+        }
+        chunk
+    }
+
+    fn whole(&self, prepared: &Prepared, outcome: &ChatOutcome) -> Value {
+        let mut text = outcome.text.clone();
+        if self.footer {
+            text.push_str(&footer(&outcome.text, &prepared.prompt.sources));
+        }
+        let mut response = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason(outcome),
+            }],
+            "sources": sources_json(&prepared.prompt.sources),
+            "ragmap": ragmap_json(prepared),
+        });
+        if let Some(usage) = usage_json(outcome) {
+            response["usage"] = usage;
+        }
+        response
+    }
+}
+
+/// What the answering task sends to the response stream.
+enum Piece {
+    Delta(String),
+    Done(Result<ChatOutcome, LlmError>),
+}
+
+/// Streams the answer as `chat.completion.chunk` events. The response starts
+/// when the model's first token (or its failure) arrives, so a model that
+/// fails before answering gets its proper 502/504 status; a failure after
+/// that is an `error` event. A client that goes away drops the stream, which
+/// ends the answering task and with it the model's request.
+async fn stream_answer(
+    shared: Arc<Shared>,
+    prepared: Prepared,
+    history: Vec<Turn>,
+    reply: Reply,
+    ticket: super::workers::Ticket,
+) -> Response {
+    let timeout = shared.request_timeout();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Piece>();
+    let prepared = Arc::new(prepared);
+    let answering = {
+        let prepared = prepared.clone();
+        let shared = shared.clone();
+        async move {
+            let tokens = tx.clone();
+            let mut sink = move |t: &str| {
+                let _ = tokens.send(Piece::Delta(t.to_string()));
+            };
+            let answer = shared.answerer.answer(&prepared, &history, &mut sink);
+            tokio::select! {
+                result = tokio::time::timeout(timeout, answer) => {
+                    let result = result.unwrap_or_else(|_| Err(LlmError::FirstTokenTimeout {
+                        url: "ragmap serve".into(),
+                        after: timeout,
+                    }));
+                    let _ = tx.send(Piece::Done(result));
+                }
+                _ = tx.closed() => {}
+            }
+        }
+    };
+    tokio::spawn(answering);
+    let first = match rx.recv().await {
+        Some(Piece::Done(Err(e))) => return ApiError::upstream(&e).into_response(),
+        Some(first) => first,
+        None => return ApiError::internal("the answer ended before it began").into_response(),
+    };
+    let reply = Arc::new(reply);
+    let opening = reply.chunk(json!({"role": "assistant", "content": ""}), None);
+    let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let events = stream::iter([first])
+        .chain(rest)
+        .flat_map({
+            let reply = reply.clone();
+            move |piece| stream::iter(events_of(&reply, &prepared, piece))
+        })
+        .map(|value| Event::default().data(value.to_string()));
+    let events = stream::iter([Event::default().data(opening.to_string())])
+        .chain(events)
+        .chain(stream::iter([Event::default().data("[DONE]")]))
+        .map(move |event| {
+            // The ticket leaves with the stream.
+            let _held = &ticket;
+            Ok::<_, std::convert::Infallible>(event)
+        });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn events_of(reply: &Reply, prepared: &Prepared, piece: Piece) -> Vec<Value> {
+    match piece {
+        Piece::Delta(text) => vec![reply.chunk(json!({"content": text}), None)],
+        Piece::Done(Ok(outcome)) => {
+            let mut out = Vec::new();
+            if reply.footer {
+                let footer = footer(&outcome.text, &prepared.prompt.sources);
+                out.push(reply.chunk(json!({"content": footer}), None));
+            }
+            out.push(reply.last_chunk(prepared, &outcome));
+            out
+        }
+        Piece::Done(Err(e)) => vec![ApiError::upstream(&e).body()],
+    }
+}
+
+fn finish_reason(outcome: &ChatOutcome) -> &str {
+    outcome.finish_reason.as_deref().unwrap_or("stop")
+}
+
+fn usage_json(outcome: &ChatOutcome) -> Option<Value> {
+    let usage = outcome.usage?;
+    let (prompt, completion) = (usage.prompt_tokens?, usage.completion_tokens?);
+    Some(json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }))
+}
+
+/// A source as the API returns it: `url` for web pages, `path` always.
+pub fn source_json(s: &Source) -> Value {
+    let is_url = s.location.starts_with("http://") || s.location.starts_with("https://");
+    json!({
+        "n": s.number,
+        "title": s.title,
+        "url": is_url.then_some(&s.location),
+        "path": s.path,
+        "heading": s.heading,
+        "snippet": crate::term::snippet(&s.text, 240),
+        "text": s.text,
+    })
+}
+
+fn sources_json(sources: &[Source]) -> Value {
+    Value::Array(sources.iter().map(source_json).collect())
+}
+
+fn ragmap_json(prepared: &Prepared) -> Value {
+    json!({
+        "search": prepared.query.search(),
+        "translation": prepared.query.translation(),
+    })
+}
+
+/// The cited sources (all of them when none is cited) as text lines.
+fn footer(answer: &str, sources: &[Source]) -> String {
+    let (cited, _) = cited_sources(answer, sources);
+    let listed: Vec<&Source> = if cited.is_empty() {
+        sources.iter().collect()
+    } else {
+        cited
+    };
+    let mut out = String::from("\n\nSources:");
+    for s in listed {
+        out.push_str(&format!("\n[{}] {} — {}", s.number, s.title, s.location));
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest {
+    input: Input,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    /// ragmap's own: `passage` embeds with e5's `passage: ` prefix instead of `query: `.
+    #[serde(default)]
+    input_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Inputs one embeddings request may carry.
+const MAX_INPUTS: usize = 256;
+
+pub async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let _ticket = match shared.admission.admit() {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let request: EmbeddingsRequest = match parse_json(body, shared.config.server.max_body_bytes) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match embed(&shared, request).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, ApiError> {
+    if request
+        .encoding_format
+        .as_deref()
+        .is_some_and(|f| f != "float")
+    {
+        return Err(ApiError::bad_request(
+            "only \"encoding_format\": \"float\" is served",
+        ));
+    }
+    let passages = match request.input_type.as_deref() {
+        None | Some("query") => false,
+        Some("passage") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"input_type\" is \"query\" or \"passage\", not {other:?}"
+            )))
+        }
+    };
+    let inputs = match request.input {
+        Input::One(s) => vec![s],
+        Input::Many(v) => v,
+    };
+    if inputs.is_empty() || inputs.len() > MAX_INPUTS {
+        return Err(ApiError::bad_request(format!(
+            "\"input\" holds 1 to {MAX_INPUTS} strings"
+        )));
+    }
+    if inputs.iter().any(|s| s.trim().is_empty()) {
+        return Err(ApiError::bad_request("an \"input\" string is empty"));
+    }
+    let (vectors, tokens) = shared
+        .workers
+        .run(move |r| {
+            let embedder = r
+                .embedder()
+                .ok_or_else(|| "no embedding model is loaded".to_string())?;
+            if passages {
+                let tokens = 0;
+                embedder
+                    .embed_passages(&inputs, |_| {})
+                    .map(|v| (v, tokens))
+                    .map_err(|e| e.to_string())
+            } else {
+                embedder.embed_queries(&inputs).map_err(|e| e.to_string())
+            }
+        })
+        .await?
+        .map_err(ApiError::internal)?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model.unwrap_or_else(|| shared.embedding_model.clone()),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: Content::Text(content.into()),
+        }
+    }
+
+    #[test]
+    fn the_last_user_message_is_the_question_and_pairs_before_it_the_history() {
+        let messages = [
+            msg("system", "be brief"),
+            msg("user", "what is RAG?"),
+            msg("assistant", "retrieval [1]"),
+            msg("user", "and GraphRAG?"),
+        ];
+        let (q, history) = conversation(&messages, 100).unwrap();
+        assert_eq!(q, "and GraphRAG?");
+        assert_eq!(
+            history,
+            vec![Turn {
+                question: "what is RAG?".into(),
+                answer: "retrieval [1]".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_conversations_are_400_naming_the_problem() {
+        let too_long = [msg("user", &"字".repeat(11))];
+        for (messages, needle) in [
+            (&[][..], "empty"),
+            (&[msg("assistant", "hi")][..], "last message"),
+            (&[msg("user", "  ")][..], "empty"),
+            (&too_long[..], "longer than 10"),
+        ] {
+            let e = conversation(messages, 10).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(
+                e.body().to_string().contains(needle),
+                "{needle}: {}",
+                e.body()
+            );
+        }
+    }
+
+    #[test]
+    fn content_parts_are_joined() {
+        let parsed: Message = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.content.text(), "a\nb");
+    }
+}
