@@ -16,7 +16,7 @@
       health: (h) => h.documents + " documents, " + h.chunks + " chunks · " + h.model,
       needKey: "This server needs an API key: enter it under Settings.",
       failed: "Request failed", cited: "cited", searched: "Searched for: ",
-      noSource: "no source", resetDone: "New conversation started.",
+      resetDone: "New conversation started.", cut: "The answer broke off.",
     },
     zh: {
       tagline: "根据已索引的资料回答，并注明出处。",
@@ -31,7 +31,7 @@
       health: (h) => h.documents + " 篇文档，" + h.chunks + " 个片段 · " + h.model,
       needKey: "此服务器需要 API 密钥：请在“设置”中填写。",
       failed: "请求失败", cited: "已引用", searched: "检索词：",
-      noSource: "无此来源", resetDone: "已开始新对话。",
+      resetDone: "已开始新对话。", cut: "回答中断了。",
     },
   };
   const $ = (id) => document.getElementById(id);
@@ -238,6 +238,7 @@
       setBusy(null);
       box.setAttribute("aria-busy", "false");
     }
+    if (!final && !error && !controller.signal.aborted) error = t("cut");
     sources = final ? final.sources : [];
     const cited = renderAnswer(box, text, sources);
     if (final && final.ragmap && final.ragmap.search && final.ragmap.search !== question) {
