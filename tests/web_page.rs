@@ -255,7 +255,7 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
     // answer so that streaming can be told from one late update.
     js(
         &c,
-        r#"window.__alerts = 0;
+        r##"window.__alerts = 0;
         const real = window.alert;
         window.alert = (m) => { window.__alerts++; real.call(window, m); };
         window.__states = [];
@@ -264,7 +264,7 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
             const s = a ? a.textContent : "";
             if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
         }).observe(document.getElementById("turns"), {subtree: true, childList: true, characterData: true});
-        return true;"#,
+        return true;"##,
     )
     .await;
     until(&c, "the index status", "/documents/.test(document.getElementById('health').textContent)", 10).await;
