@@ -231,10 +231,7 @@ async fn assert_nothing_injected(c: &Client) {
         "page text turned into markup"
     );
     // No dialog is open either (a script that ran before the counter existed).
-    assert!(
-        c.get_alert_text().await.is_err(),
-        "an alert dialog is open"
-    );
+    assert!(c.get_alert_text().await.is_err(), "an alert dialog is open");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,7 +264,13 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
         return true;"##,
     )
     .await;
-    until(&c, "the index status", "/documents/.test(document.getElementById('health').textContent)", 10).await;
+    until(
+        &c,
+        "the index status",
+        "/documents/.test(document.getElementById('health').textContent)",
+        10,
+    )
+    .await;
 
     // Without the key the server says 401 and the page asks for it.
     let q = find(&c, "#q").await;
@@ -279,7 +282,13 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
     q.send_keys(&format!("{QUESTION}{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    until(&c, "the API key message", "document.querySelector('#status.error') && document.getElementById('settings').open", 20).await;
+    until(
+        &c,
+        "the API key message",
+        "document.querySelector('#status.error') && document.getElementById('settings').open",
+        20,
+    )
+    .await;
     assert!(text(&c, "#status").await.contains("API key"));
     let key = find(&c, "#key").await;
     key.send_keys(&format!("{KEY}{}", char::from(Key::Tab)))
@@ -321,7 +330,8 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
     let js_n = source_number(&prompt, "Adapter ranks").expect("javascript: note retrieved");
     let full = answer_pieces(&prompt).concat();
     assert_eq!(text(&c, "#turns li:last-child .a").await, full);
-    let states: Vec<String> = serde_json::from_value(js(&c, "return window.__states;").await).unwrap();
+    let states: Vec<String> =
+        serde_json::from_value(js(&c, "return window.__states;").await).unwrap();
     let partial: Vec<&String> = states
         .iter()
         .filter(|s| s.len() < full.len() && full.starts_with(s.as_str()))
@@ -331,7 +341,12 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
         "the answer arrived in one piece, not streamed: {states:?}"
     );
     assert_eq!(
-        find(&c, "#turns .a").await.attr("aria-live").await.unwrap().as_deref(),
+        find(&c, "#turns .a")
+            .await
+            .attr("aria-live")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("polite")
     );
 
@@ -341,84 +356,160 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
     cite.send_keys(&char::from(Key::Enter).to_string())
         .await
         .unwrap();
-    until(&c, "the passage", "!document.getElementById('passage').hidden", 5).await;
+    until(
+        &c,
+        "the passage",
+        "!document.getElementById('passage').hidden",
+        5,
+    )
+    .await;
     assert_eq!(js(&c, "return document.activeElement.id;").await, "passage");
     let passage = text(&c, "#passage-text").await;
     assert!(passage.contains(HOSTILE_TEXT), "passage shows: {passage:?}");
-    assert!(find(&c, "#passage-text").await.text().await.unwrap().contains("<script>alert(1)</script>"));
+    assert!(find(&c, "#passage-text")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("<script>alert(1)</script>"));
     let heading = text(&c, "#passage-h").await;
     assert!(
         heading.contains("LoRA field notes <img src=x onerror=alert(2)>"),
         "{heading}"
     );
     let link = find(&c, "#passage-link").await;
-    assert_eq!(link.attr("href").await.unwrap().as_deref(), Some("https://example.com/lora-notes"));
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some("https://example.com/lora-notes")
+    );
     assert_eq!(link.text().await.unwrap(), "https://example.com/lora-notes");
     assert_nothing_injected(&c).await;
     // Escape closes it and gives the focus back to the citation.
-    find(&c, "#passage").await.send_keys(&char::from(Key::Escape).to_string()).await.unwrap();
-    until(&c, "the passage to close", "document.getElementById('passage').hidden", 5).await;
+    find(&c, "#passage")
+        .await
+        .send_keys(&char::from(Key::Escape).to_string())
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the passage to close",
+        "document.getElementById('passage').hidden",
+        5,
+    )
+    .await;
     assert_eq!(
         js(&c, "return document.activeElement.dataset.n;").await,
         json!(hostile_n)
     );
 
     // A source whose URL is javascript: is shown as text, not as a link.
-    find(&c, &format!("#turns .cite[data-n='{js_n}']")).await.click().await.unwrap();
-    until(&c, "the second passage", "!document.getElementById('passage').hidden", 5).await;
-    assert!(find(&c, "#passage-link").await.attr("href").await.unwrap().is_none());
+    find(&c, &format!("#turns .cite[data-n='{js_n}']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the second passage",
+        "!document.getElementById('passage').hidden",
+        5,
+    )
+    .await;
+    assert!(find(&c, "#passage-link")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .is_none());
     assert!(text(&c, "#passage-text").await.contains("rank of 8 or 16"));
 
     // The retrieved passages are listed, the cited ones marked.
     let listed = js(&c, "return [...document.querySelectorAll('#results > li')].map(li => [li.dataset.n, li.classList.contains('cited'), li.textContent]);").await;
     let listed = listed.as_array().unwrap();
     assert!(listed.len() >= 3, "{listed:?}");
-    let hostile_item = listed.iter().find(|l| l[0] == json!(hostile_n)).expect("hostile passage listed");
+    let hostile_item = listed
+        .iter()
+        .find(|l| l[0] == json!(hostile_n))
+        .expect("hostile passage listed");
     assert_eq!(hostile_item[1], true);
     assert!(hostile_item[2].as_str().unwrap().contains(HOSTILE_TEXT));
     assert_nothing_injected(&c).await;
 
     // A follow-up sends the first turn along.
     let q = find(&c, "#q").await;
-    q.send_keys(&format!("And which rank is usual?{}", char::from(Key::Enter)))
-        .await
-        .unwrap();
+    q.send_keys(&format!(
+        "And which rank is usual?{}",
+        char::from(Key::Enter)
+    ))
+    .await
+    .unwrap();
     until(&c, "the second answer", "document.querySelectorAll('#turns > li').length == 2 && document.querySelector('#turns li:last-child .a[aria-busy=false]')", 60).await;
     let searched = text(&c, "#turns li:last-child").await;
     assert!(searched.contains(STANDALONE), "{searched}");
     let sent = upstream.requests().last().unwrap().json();
     let messages = sent["messages"].as_array().unwrap();
     assert!(
-        messages.iter().any(|m| m["role"] == "assistant" && m["content"] == full.as_str()),
+        messages
+            .iter()
+            .any(|m| m["role"] == "assistant" && m["content"] == full.as_str()),
         "the first answer was not sent as history: {messages:?}"
     );
-    assert!(messages.iter().any(|m| m["role"] == "user" && m["content"] == QUESTION));
+    assert!(messages
+        .iter()
+        .any(|m| m["role"] == "user" && m["content"] == QUESTION));
 
     // Search only, lexical: passages without an answer.
     let asked = upstream.requests().len();
-    find(&c, "input[name=kind][value=search]").await.click().await.unwrap();
+    find(&c, "input[name=kind][value=search]")
+        .await
+        .click()
+        .await
+        .unwrap();
     assert_eq!(text(&c, "#send").await, "Search");
-    find(&c, "#mode").await.select_by_value("lexical").await.unwrap();
+    find(&c, "#mode")
+        .await
+        .select_by_value("lexical")
+        .await
+        .unwrap();
     let q = find(&c, "#q").await;
     q.clear().await.unwrap();
     q.send_keys(&format!("tomato seedlings{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    until(&c, "search results", "/passages found/.test(document.getElementById('status').textContent)", 20).await;
+    until(
+        &c,
+        "search results",
+        "/passages found/.test(document.getElementById('status').textContent)",
+        20,
+    )
+    .await;
     let first = text(&c, "#results > li:first-child").await;
     assert!(first.contains("Growing tomatoes"), "{first}");
-    assert_eq!(upstream.requests().len(), asked, "search-only asked the model");
+    assert_eq!(
+        upstream.requests().len(),
+        asked,
+        "search-only asked the model"
+    );
     q.clear().await.unwrap();
     q.send_keys(&format!("onerror script{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    until(&c, "hostile search results", "/LoRA field notes/.test(document.getElementById('results').textContent)", 20).await;
+    until(
+        &c,
+        "hostile search results",
+        "/LoRA field notes/.test(document.getElementById('results').textContent)",
+        20,
+    )
+    .await;
     assert!(text(&c, "#results").await.contains(HOSTILE_TEXT));
     assert_nothing_injected(&c).await;
 
     // 中文: the labels switch, and the choice is kept.
     find(&c, "#lang").await.click().await.unwrap();
-    assert_eq!(js(&c, "return document.documentElement.lang;").await, "zh-CN");
+    assert_eq!(
+        js(&c, "return document.documentElement.lang;").await,
+        "zh-CN"
+    );
     assert_eq!(text(&c, "#results-h").await, "检索到的段落");
     assert_eq!(text(&c, "label[for=q]").await, "问题");
     c.refresh().await.unwrap();
@@ -426,7 +517,11 @@ async fn the_page_streams_cites_and_shows_hostile_text_as_text() {
     assert_eq!(text(&c, "#send").await, "提问");
 
     // The key never shows in the page.
-    let page = js(&c, "return document.documentElement.outerHTML + document.body.innerText;").await;
+    let page = js(
+        &c,
+        "return document.documentElement.outerHTML + document.body.innerText;",
+    )
+    .await;
     assert!(!page.as_str().unwrap().contains(KEY));
     assert!(!served.stderr().contains(KEY));
 
