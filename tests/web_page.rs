@@ -29,7 +29,8 @@ const HOSTILE_TEXT: &str = "<script>alert(1)</script> and <img src=x onerror=ale
 struct Driver {
     child: Child,
     url: String,
-    _profile: tempfile::TempDir,
+    /// The browser profile (`--user-data-dir`), fresh for each run.
+    profile: tempfile::TempDir,
 }
 
 impl Driver {
@@ -52,7 +53,7 @@ impl Driver {
         let mut driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            _profile: tempfile::tempdir().unwrap(),
+            profile: tempfile::tempdir().unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -69,7 +70,7 @@ impl Driver {
     }
 
     async fn browser(&self) -> Client {
-        let profile = self._profile.path().display();
+        let profile = self.profile.path().display();
         let caps = json!({
             "browserName": "chrome",
             // A dialog opened by page text stays open, so the test can see it.
