@@ -463,15 +463,16 @@ pub async fn embeddings(
 }
 
 async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, ApiError> {
-    if request
-        .encoding_format
-        .as_deref()
-        .is_some_and(|f| f != "float")
-    {
-        return Err(ApiError::bad_request(
-            "only \"encoding_format\": \"float\" is served",
-        ));
-    }
+    // The official clients ask for base64 (little-endian f32s) by default.
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"encoding_format\" is \"float\" or \"base64\", not {other:?}"
+            )))
+        }
+    };
     let passages = match request.input_type.as_deref() {
         None | Some("query") => false,
         Some("passage") => true,
@@ -514,7 +515,14 @@ async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, Api
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                json!(base64_f32(&v))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
         .collect();
     Ok(json!({
         "object": "list",
@@ -524,9 +532,21 @@ async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, Api
     }))
 }
 
+fn base64_f32(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_embeddings_are_little_endian_f32s() {
+        // 1.0f32 is 00 00 80 3f; -2.0 is 00 00 00 c0.
+        assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA=");
+    }
 
     fn msg(role: &str, content: &str) -> Message {
         Message {
