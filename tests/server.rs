@@ -66,6 +66,10 @@ fn events(body: &str) -> Vec<String> {
         .collect()
 }
 
+async fn get_json(url: &str) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn post(url: &str, body: &Value) -> (u16, Value) {
     let r = http().post(url).json(body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -291,14 +295,7 @@ async fn models_embeddings_search_and_health() {
     let ws = indexed(&upstream.url("/v1"), "");
     let served = Served::start(&ws, &[], &[]);
 
-    let models: Value = http()
-        .get(served.at("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&served.at("/v1/models")).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "ragmap");
 
@@ -361,14 +358,7 @@ async fn models_embeddings_search_and_health() {
     let (s, _) = post(&served.at("/api/search"), &json!({"query": "x", "k": 0})).await;
     assert_eq!(s, 400);
 
-    let health: Value = http()
-        .get(served.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&served.at("/health")).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["documents"], 4);
     assert!(health["chunks"].as_u64().unwrap() >= 4);

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{parse_json, Shared};
+use super::{admit_json, Shared};
 use crate::config::RetrieveMode;
 use crate::query::Query;
 use crate::retrieve::Hit;
@@ -48,12 +48,8 @@ pub async fn search(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: SearchRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (_ticket, request): (_, SearchRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     match run_search(&shared, request).await {

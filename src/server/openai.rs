@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::{parse_json, Shared};
+use super::{admit_json, Shared};
 use crate::answer::{cited_sources, Prepared, Turn};
 use crate::llm::{ChatOutcome, LlmError};
 use crate::prompt::Source;
@@ -149,12 +149,8 @@ pub async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: ChatRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (ticket, request): (_, ChatRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     let (question, history) =
@@ -448,12 +444,8 @@ pub async fn embeddings(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: EmbeddingsRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (_ticket, request): (_, EmbeddingsRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     match embed(&shared, request).await {
