@@ -273,9 +273,11 @@ fn fault_pages_end_with_the_right_outcomes() {
         assert!(e.document.as_ref().unwrap().starts_with("web/127.0.0.1_"));
     }
 
-    // No URL answered twice with content in one run (retries of failures aside).
+    // No URL answered twice with content in one run (retries of failures aside:
+    // on a loaded machine the 20 MB page can time out before the cap and be
+    // retried; a response cut off by us is not an answer).
     let mut ok_per_path: HashMap<&str, usize> = HashMap::new();
-    for l in log.iter().filter(|l| l.status == 200) {
+    for l in log.iter().filter(|l| l.status == 200 && !l.aborted) {
         *ok_per_path.entry(l.path.as_str()).or_insert(0) += 1;
     }
     assert!(ok_per_path.values().all(|&n| n == 1), "{ok_per_path:?}");

@@ -15,8 +15,14 @@ const ANSWER: [&str; 2] = ["LoRA trains small ", "low-rank adapters [1]."];
 
 /// A workspace with four short documents, indexed, answering through `upstream`.
 fn indexed(upstream: &str, extra_config: &str) -> Workspace {
+    // One worker unless the test asks for more: each loads a model session.
+    let workers = if extra_config.contains("workers") {
+        ""
+    } else {
+        "workers = 1\n"
+    };
     let ws = Workspace::new(&format!(
-        "[llm]\nbase_url = \"{upstream}\"\nmodel = \"scripted\"\nrewrite = false\nconnect_timeout_secs = 2.0\n\n[server]\nworkers = 1\n{extra_config}"
+        "[llm]\nbase_url = \"{upstream}\"\nmodel = \"scripted\"\nrewrite = false\nconnect_timeout_secs = 2.0\n\n[server]\n{workers}{extra_config}"
     ));
     write_topic_docs(&ws);
     ws.write_doc(
@@ -58,6 +64,10 @@ fn events(body: &str) -> Vec<String> {
         .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
         .map(str::to_string)
         .collect()
+}
+
+async fn get_json(url: &str) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
 async fn post(url: &str, body: &Value) -> (u16, Value) {
@@ -285,14 +295,7 @@ async fn models_embeddings_search_and_health() {
     let ws = indexed(&upstream.url("/v1"), "");
     let served = Served::start(&ws, &[], &[]);
 
-    let models: Value = http()
-        .get(served.at("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&served.at("/v1/models")).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "ragmap");
 
@@ -355,14 +358,7 @@ async fn models_embeddings_search_and_health() {
     let (s, _) = post(&served.at("/api/search"), &json!({"query": "x", "k": 0})).await;
     assert_eq!(s, 400);
 
-    let health: Value = http()
-        .get(served.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&served.at("/health")).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["documents"], 4);
     assert!(health["chunks"].as_u64().unwrap() >= 4);
@@ -549,4 +545,94 @@ fn a_new_index_generation_replaces_the_old_one_under_load() {
         assert!(seen[first_new..].iter().all(|(g, _)| g == new));
     }
     drop(served);
+}
+
+/// The venv python with the official `openai` client (scripts/test installs
+/// it and exports `RAGMAP_TEST_PYTHON`).
+fn openai_python() -> Option<String> {
+    let python = std::env::var("RAGMAP_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let works = |p: &str| {
+        std::process::Command::new(p)
+            .args(["-c", "import openai"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    match python {
+        Some(p) if works(&p) => Some(p),
+        Some(p) => unavailable(&format!(
+            "RAGMAP_TEST_PYTHON={p} cannot import openai (run scripts/test)"
+        )),
+        None => {
+            unavailable("RAGMAP_TEST_PYTHON is not set (scripts/test installs the openai client)")
+        }
+    }
+}
+
+#[test]
+fn the_official_openai_client_streams_answers_sources_embeddings_and_errors() {
+    if !model_available() {
+        return;
+    }
+    let Some(python) = openai_python() else {
+        return;
+    };
+    let upstream = model(&ANSWER, 50);
+    let key = "client-test-key";
+    // Small enough that the refused body fits in the socket buffers: the
+    // client reads the 413 instead of a reset.
+    let ws = indexed(&upstream.url("/v1"), "max_body_bytes = 32768\n");
+    let served = Served::start(&ws, &[], &[("RAGMAP_SERVER_KEY", key)]);
+    let broken_ws = indexed(&format!("http://127.0.0.1:{}/v1", closed_port()), "");
+    let broken = Served::start(&broken_ws, &[], &[("RAGMAP_SERVER_KEY", key)]);
+
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([served.url.as_str(), key, broken.url.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}\nserver stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        served.stderr()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(seen["models"], json!(["ragmap"]));
+    assert_eq!(seen["whole"]["content"], ANSWER.concat());
+    assert_eq!(seen["whole"]["finish_reason"], "stop");
+    assert_eq!(seen["whole"]["sources"][0]["n"], 1);
+    assert_eq!(seen["whole"]["sources"][0]["path"], "en/finetune.md");
+    // Streamed in the model's pieces, sources on the last chunk.
+    assert_eq!(seen["stream"]["pieces"], json!(ANSWER));
+    assert_eq!(seen["stream"]["finish_reason"], "stop");
+    assert_eq!(seen["stream"]["sources"][0]["path"], "en/finetune.md");
+    assert_eq!(seen["embeddings"]["count"], 2);
+    assert_eq!(seen["embeddings"]["dims"], json!([384]));
+    assert_eq!(seen["embeddings"]["indices"], json!([0, 1]));
+
+    let errors = &seen["errors"];
+    for (case, status, class) in [
+        ("no_messages", 400, "BadRequestError"),
+        ("wrong_key", 401, "AuthenticationError"),
+        ("too_large", 413, "APIStatusError"),
+        ("upstream_down", 502, "InternalServerError"),
+        ("upstream_down_streaming", 502, "InternalServerError"),
+    ] {
+        assert_eq!(errors[case]["status"], status, "{case}: {}", errors[case]);
+        assert_eq!(errors[case]["type"], class, "{case}: {}", errors[case]);
+        // The client parsed our error object: its message is there.
+        assert!(
+            errors[case]["body"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{case}: {}",
+            errors[case]
+        );
+    }
+    assert!(!served.stderr().contains(key), "the key leaked to the log");
 }

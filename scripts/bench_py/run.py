@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import serve_bench
+
 ROOT = os.environ["BENCH_ROOT"]
 RAGMAP = os.environ["BENCH_RAGMAP"]
 TOOL = os.environ["BENCH_TOOL"]
@@ -494,20 +496,77 @@ def write_report(r):
                 thr = f"{v['throughput']['Bytes'] / (ns / 1e9) / 1e6:.1f} MB/s"
             w(f"| {name} | {t} | {thr} |")
         w("")
+    if r.get("server"):
+        lines += serve_bench.report_lines(r["server"], m, command)
     w("## Reproduce")
     w("")
     w(f"`{command}` (installs `time` and the Python venv under `$RAGMAP_CACHE/bench-venv-v1` when "
       "missing, builds in release, regenerates this file). Raw numbers: `bench-results.json` in "
       "`$RAGMAP_CACHE/bench/work` (or `$BENCH_WORK`); `bash scripts/bench --report-only` rewrites this "
-      "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead.")
+      "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
+      "`bash scripts/bench --server` measures and rewrites only the Server section.")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     return lines
 
 
+def question_texts():
+    if not QUESTIONS:
+        return SEARCH_QUERIES
+    with open(QUESTIONS, encoding="utf-8") as f:
+        return [json.loads(line)["question"] for line in f if line.strip()]
+
+
+def server(ws, synthetic_dir=None):
+    """serve_bench on the indexed workspace, and /api/search over the synthetic
+    100k-chunk index when `synthetic_dir` holds one."""
+    queries = question_texts()
+    result = serve_bench.run(RAGMAP, ws, queries, QUICK)
+    if synthetic_dir and os.path.isdir(synthetic_dir):
+        big = os.path.join(WORK, "workspace-synthetic")
+        shutil.rmtree(big, ignore_errors=True)
+        os.makedirs(big)
+        shutil.copy(os.path.join(ws, "config.toml"), big)
+        os.symlink(synthetic_dir, os.path.join(big, "index"))
+        srv = serve_bench.Server(RAGMAP, big)
+        try:
+            result["api_search_100k"] = {
+                "chunks": int(synthetic_dir.rsplit("-", 1)[1]),
+                **serve_bench.warm_search(srv, queries, 100 if QUICK else 300),
+            }
+        finally:
+            srv.stop()
+            shutil.rmtree(big, ignore_errors=True)
+    return result
+
+
+def server_only():
+    """`scripts/bench --server`: index a workspace, measure the server, splice its section."""
+    ws = make_workspace(os.path.join(WORK, "workspace-server"))
+    log("ragmap index (server bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    synthetic = os.path.join(WORK, "synthetic")
+    size = SIZES.split(",")[-1]
+    tool("latency", "--corpus", os.path.join(ws, "corpus"), "--sizes", size, "--searches", "10",
+         "--workspace", ws, "--scratch", synthetic, "--reuse")
+    results = {"machine": machine(), "server": server(ws, os.path.join(synthetic, f"synthetic-{size}"))}
+    with open(os.path.join(WORK, "bench-server-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = serve_bench.report_lines(results["server"], results["machine"], COMMAND)
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(serve_bench.splice(text, section))
+    print("\n".join(section))
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
+    if "--server" in sys.argv:
+        server_only()
+        return
     if "--report-only" in sys.argv:
         # Rewrites BENCHMARKS.md from the last run's raw numbers.
         with open(os.path.join(WORK, "bench-results.json")) as f:
@@ -550,6 +609,7 @@ def main():
     if QUESTIONS:
         lat_args += ["--queries", QUESTIONS]
     results["latency"] = tool(*lat_args)
+    results["server"] = server(ws, os.path.join(WORK, "synthetic", f"synthetic-{SIZES.split(',')[-1]}"))
     shutil.rmtree(os.path.join(WORK, "synthetic"), ignore_errors=True)
     if os.environ.get("BENCH_SKIP_CRITERION") != "1":
         results["criterion"] = criterion_results()

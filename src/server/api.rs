@@ -7,13 +7,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{parse_json, Shared};
+use super::{admit_json, Shared};
 use crate::config::RetrieveMode;
 use crate::query::Query;
+use crate::retrieve::Hit;
 
 pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
     match shared.catalogue_status() {
@@ -48,21 +48,25 @@ pub async fn search(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: SearchRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (_ticket, request): (_, SearchRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     match run_search(&shared, request).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(found) => Json(found).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn run_search(shared: &Shared, request: SearchRequest) -> Result<Value, ApiError> {
+/// Serialized from the hits themselves (not through `serde_json::Value`, which
+/// would widen every f32 score): byte for byte what `search --json` prints.
+#[derive(Serialize)]
+struct Found {
+    results: Vec<Hit>,
+    generation: String,
+}
+
+async fn run_search(shared: &Shared, request: SearchRequest) -> Result<Found, ApiError> {
     let question = request.query.trim();
     if question.is_empty() {
         return Err(ApiError::bad_request("\"query\" is empty"));
@@ -105,5 +109,8 @@ async fn run_search(shared: &Shared, request: SearchRequest) -> Result<Value, Ap
         })
         .await?
         .map_err(|e| ApiError::internal(format!("search failed: {e}")))?;
-    Ok(json!({"results": hits, "generation": generation}))
+    Ok(Found {
+        results: hits,
+        generation,
+    })
 }

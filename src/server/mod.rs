@@ -364,21 +364,26 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// A request body as JSON, or the OpenAI-style error for it: 413 past the
-/// size limit, 400 for anything that is not the expected JSON.
-fn parse_json<T: serde::de::DeserializeOwned>(
+/// What every POST endpoint does first: a place in the queue (429 when it
+/// is full), then the body as JSON (413 past the size limit, 400 for
+/// anything that is not the expected JSON). The ticket holds the place
+/// until it drops.
+fn admit_json<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
     body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<T, ApiError> {
+) -> Result<(workers::Ticket, T), ApiError> {
+    let ticket = shared.admission.admit()?;
+    let limit = shared.config.server.max_body_bytes;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
         _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let request = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the request is not valid JSON for this endpoint: {e}"
         ))
-    })
+    })?;
+    Ok((ticket, request))
 }
 
 /// 64 random bits as hex: request and instance ids.

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::{parse_json, Shared};
+use super::{admit_json, Shared};
 use crate::answer::{cited_sources, Prepared, Turn};
 use crate::llm::{ChatOutcome, LlmError};
 use crate::prompt::Source;
@@ -149,12 +149,8 @@ pub async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: ChatRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (ticket, request): (_, ChatRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     let (question, history) =
@@ -448,12 +444,8 @@ pub async fn embeddings(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _ticket = match shared.admission.admit() {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let request: EmbeddingsRequest = match parse_json(body, shared.config.server.max_body_bytes) {
-        Ok(r) => r,
+    let (_ticket, request): (_, EmbeddingsRequest) = match admit_json(&shared, body) {
+        Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     match embed(&shared, request).await {
@@ -463,15 +455,16 @@ pub async fn embeddings(
 }
 
 async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, ApiError> {
-    if request
-        .encoding_format
-        .as_deref()
-        .is_some_and(|f| f != "float")
-    {
-        return Err(ApiError::bad_request(
-            "only \"encoding_format\": \"float\" is served",
-        ));
-    }
+    // The official clients ask for base64 (little-endian f32s) by default.
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"encoding_format\" is \"float\" or \"base64\", not {other:?}"
+            )))
+        }
+    };
     let passages = match request.input_type.as_deref() {
         None | Some("query") => false,
         Some("passage") => true,
@@ -514,7 +507,14 @@ async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, Api
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                json!(base64_f32(&v))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
         .collect();
     Ok(json!({
         "object": "list",
@@ -524,9 +524,21 @@ async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, Api
     }))
 }
 
+fn base64_f32(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_embeddings_are_little_endian_f32s() {
+        // 1.0f32 is 00 00 80 3f; -2.0 is 00 00 00 c0.
+        assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA=");
+    }
 
     fn msg(role: &str, content: &str) -> Message {
         Message {
