@@ -292,7 +292,8 @@ def report_lines(s, machine, command):
     w(f"`ragmap serve` on {machine['cpu']} ({machine['nproc_available']} cores), {s['workers']} retrieval "
       f"workers, measured by `{command}` against a scripted upstream model (three streamed pieces, "
       "no delay), so what is timed is ragmap. Python's http.client holds one keep-alive connection "
-      "per client.")
+      "per client. Load average at the start: "
+      f"{machine['load_at_start'][0]:.2f} (other sessions' builds share these cores).")
     w("")
     ns, ws_, lex = s["process_no_server"], s["process_with_server"], s["process_lexical"]
     w("| what | p50 | p99 | goal |")
