@@ -97,6 +97,23 @@ pub struct Retrieve {
     pub max_chunks_per_doc: usize,
     pub neighbours: usize,
     pub dedup_threshold: f32,
+    /// Fusion weight of the lexical search for the glossary's names, in the
+    /// other language, of the terms a question uses; 0 turns it off.
+    pub expansion_weight: f32,
+    /// A glossary file extending the built-in one (see data/glossary.txt).
+    pub glossary: Option<PathBuf>,
+    /// BM25 weight of a match in the page's title, its URL and the chunk's
+    /// heading path, against 1 for one in the body text.
+    pub title_weight: f32,
+    pub url_weight: f32,
+    pub heading_weight: f32,
+    /// Fusion weight of a page whose title or URL holds a name the question
+    /// uses (a Latin-script word of a Chinese question, a capitalised one of
+    /// an English question); 0 turns it off.
+    pub name_weight: f32,
+    /// Share of the scores of a page's other best chunks added to each of
+    /// its chunks; 0 ranks chunks alone.
+    pub page_weight: f32,
 }
 
 #[derive(
@@ -251,6 +268,13 @@ impl Default for Retrieve {
             max_chunks_per_doc: 2,
             neighbours: 0,
             dedup_threshold: 0.92,
+            expansion_weight: 0.5,
+            glossary: None,
+            title_weight: 1.0,
+            url_weight: 1.0,
+            heading_weight: 1.0,
+            name_weight: 0.0,
+            page_weight: 0.0,
         }
     }
 }
@@ -345,6 +369,11 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.resolve(&self.paths.index)
+    }
+
+    /// The user's glossary file (`[retrieve] glossary`), when set.
+    pub fn glossary_path(&self) -> Option<PathBuf> {
+        self.retrieve.glossary.as_deref().map(|p| self.resolve(p))
     }
 
     /// Asset root written by `scripts/setup`.
