@@ -111,6 +111,9 @@ pub struct Retrieve {
     /// uses (a Latin-script word of a Chinese question, a capitalised one of
     /// an English question); 0 turns it off.
     pub name_weight: f32,
+    /// Fusion weight of the lexical search for those names alone, in any
+    /// field of any chunk; 0 turns it off.
+    pub name_text_weight: f32,
     /// Share of the scores of a page's other best chunks added to each of
     /// its chunks; 0 ranks chunks alone.
     pub page_weight: f32,
@@ -274,6 +277,7 @@ impl Default for Retrieve {
             url_weight: 1.0,
             heading_weight: 1.0,
             name_weight: 0.0,
+            name_text_weight: 0.0,
             page_weight: 0.0,
         }
     }

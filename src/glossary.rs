@@ -131,8 +131,7 @@ impl Glossary {
 
     /// The names, in the other language, of the concepts `question` names:
     /// the English names of a Chinese term found in it, the Chinese names of
-    /// an English one. Concepts the question names in both languages add
-    /// nothing. Each name once, in the order the concepts appear.
+    /// an English one. Each name once, in the order the concepts appear.
     pub fn expand(&self, question: &str) -> Vec<String> {
         let lower = question.to_lowercase();
         let mut by_chinese: Vec<usize> = Vec::new();
@@ -171,11 +170,6 @@ impl Glossary {
         concepts.sort_unstable();
         concepts.dedup();
         for &(c, from_chinese) in &concepts {
-            let both = (from_chinese && by_latin.contains(&c))
-                || (!from_chinese && by_chinese.contains(&c));
-            if both {
-                continue;
-            }
             let concept = &self.concepts[c];
             let names = if from_chinese {
                 &concept.latin
@@ -352,8 +346,12 @@ mod tests {
         );
         assert_eq!(g.expand("How much memory does Fine-Tuning need?"), ["微调"]);
         assert_eq!(g.expand("what is a finetune"), ["微调"]);
-        // Both languages named: nothing to add for that concept.
-        assert_eq!(g.expand("微调 (fine-tuning) 和量化"), ["quantization"]);
+        // Named in both languages: each side adds the other's names (the
+        // caller drops those the question already has).
+        assert_eq!(
+            g.expand("微调 (fine-tuning) 和量化"),
+            ["微调", "fine-tuning", "finetune", "quantization"]
+        );
         // The longest name claims its characters: 向量数据库, not 数据库 as well.
         assert_eq!(g.expand("怎么选向量数据库"), ["vector database"]);
         assert_eq!(

@@ -289,9 +289,19 @@ pub fn retrieve_embedded_with(
             } else {
                 Vec::new()
             };
+            // The names alone: in a Chinese question, "vLLM" would otherwise
+            // be outweighed by its Chinese words, which match Chinese pages.
+            let names = if settings.name_text_weight > 0.0 {
+                let mut names = terms::name_terms(q);
+                names.retain(|n| !glossary.is_term(n));
+                names
+            } else {
+                Vec::new()
+            };
             for (terms, weight) in [
                 (terms, settings.lexical_weight),
                 (expansion, settings.expansion_weight),
+                (names, settings.name_text_weight),
             ] {
                 if terms.is_empty() {
                     continue;

@@ -156,11 +156,13 @@ pub fn name_terms(question: &str) -> Vec<String> {
                 .filter(|t| !STOPWORDS.contains(&t.as_str()))
                 .collect();
             let joined = (parts.len() > 1).then(|| parts.concat());
+            // A model's name without its version: InternLM3 is an InternLM.
+            let unversioned: Vec<String> = parts.iter().filter_map(|p| without_version(p)).collect();
             // A bare number ("3" of GPT-3) names nothing on its own.
             let parts = parts
                 .into_iter()
                 .filter(|t| !t.chars().all(|c| c.is_ascii_digit()));
-            for t in parts.chain(joined) {
+            for t in parts.chain(joined).chain(unversioned) {
                 if seen.insert(t.clone()) {
                     out.push(t);
                 }
@@ -171,6 +173,16 @@ pub fn name_terms(question: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// `internlm3` → `internlm`: a name of three or more letters followed by a
+/// version number.
+fn without_version(term: &str) -> Option<String> {
+    let letters = term.trim_end_matches(|c: char| c.is_ascii_digit());
+    (letters.len() < term.len()
+        && letters.chars().count() >= 3
+        && letters.chars().all(char::is_alphabetic))
+    .then(|| letters.to_string())
 }
 
 /// A word of an English sentence that is probably a name: a capital or a
@@ -249,6 +261,10 @@ mod tests {
         assert_eq!(
             name_terms("训练 GPT-3 估计花了多少 GPU 年"),
             ["gpt", "gpt3", "gpu"]
+        );
+        assert_eq!(
+            name_terms("How many tokens was InternLM3 trained on?"),
+            ["internlm3", "internlm"]
         );
         assert_eq!(
             name_terms("Which Postgres extension does FastGPT's docker deployment use?"),
