@@ -114,9 +114,6 @@ pub struct Retrieve {
     /// Fusion weight of the lexical search for those names alone, in any
     /// field of any chunk; 0 turns it off.
     pub name_text_weight: f32,
-    /// Share of the scores of a page's other best chunks added to each of
-    /// its chunks; 0 ranks chunks alone.
-    pub page_weight: f32,
 }
 
 #[derive(
@@ -266,19 +263,18 @@ impl Default for Retrieve {
             mode: RetrieveMode::Hybrid,
             candidates: 40,
             vector_weight: 1.0,
-            lexical_weight: 1.5,
+            lexical_weight: 2.0,
             rrf_k: 10.0,
             max_chunks_per_doc: 2,
             neighbours: 0,
             dedup_threshold: 0.92,
-            expansion_weight: 0.5,
+            expansion_weight: 1.5,
             glossary: None,
-            title_weight: 1.0,
-            url_weight: 1.0,
-            heading_weight: 1.0,
-            name_weight: 0.0,
-            name_text_weight: 0.0,
-            page_weight: 0.0,
+            title_weight: 3.0,
+            url_weight: 3.0,
+            heading_weight: 2.0,
+            name_weight: 2.0,
+            name_text_weight: 1.0,
         }
     }
 }
@@ -467,6 +463,13 @@ mod tests {
         assert_eq!(c.chunk.max_tokens, d.chunk.max_tokens);
         assert_eq!(c.embed.batch_size, d.embed.batch_size);
         assert_eq!(c.retrieve.top_k, d.retrieve.top_k);
+        assert_eq!(c.retrieve.lexical_weight, d.retrieve.lexical_weight);
+        assert_eq!(c.retrieve.expansion_weight, d.retrieve.expansion_weight);
+        assert_eq!(c.retrieve.title_weight, d.retrieve.title_weight);
+        assert_eq!(c.retrieve.url_weight, d.retrieve.url_weight);
+        assert_eq!(c.retrieve.heading_weight, d.retrieve.heading_weight);
+        assert_eq!(c.retrieve.name_weight, d.retrieve.name_weight);
+        assert_eq!(c.retrieve.name_text_weight, d.retrieve.name_text_weight);
         assert_eq!(c.crawl.per_host_delay_ms, d.crawl.per_host_delay_ms);
         assert_eq!(c.llm.context_tokens, d.llm.context_tokens);
     }

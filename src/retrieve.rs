@@ -377,8 +377,6 @@ pub fn retrieve_embedded_with(
 const NAMED_PAGES_ADDED: usize = 3;
 /// Pages whose title or URL match counts, best first.
 const NAMED_PAGES: usize = 10;
-/// Chunks of one page whose scores make up its page-level evidence.
-const PAGE_EVIDENCE_CHUNKS: usize = 3;
 
 /// The documents whose title or URL holds the names the queries use
 /// ([`terms::name_terms`]), best first. Words of the field the glossary
@@ -406,34 +404,12 @@ fn named_documents(
     Ok(docs)
 }
 
-/// Adds to each fused score the page-level evidence: `name_weight / (rrf_k +
-/// rank)` when the question names the chunk's page (`named`, best first),
-/// and `page_weight` times the scores of the page's other best chunks, so
-/// that a page several chunks of which match outranks a page with one lucky
-/// chunk. Best first.
+/// Adds to each fused score `name_weight / (rrf_k + rank)` when the question
+/// names the chunk's page (`named`, best first): page-level evidence that a
+/// page's own text may not give a question in the other language. Best first.
 pub fn rescore(mut hits: Vec<Hit>, named: &[i64], settings: &Retrieve) -> Vec<Hit> {
-    let mut best: HashMap<i64, Vec<f32>> = HashMap::new();
-    for h in &hits {
-        best.entry(h.chunk.doc_id).or_default().push(h.score);
-    }
-    let evidence: HashMap<i64, (f32, f32)> = best
-        .into_iter()
-        .map(|(doc, mut scores)| {
-            scores.sort_by(|a, b| b.total_cmp(a));
-            scores.truncate(PAGE_EVIDENCE_CHUNKS);
-            let last = scores.last().copied().unwrap_or(0.0);
-            (doc, (scores.iter().sum(), last))
-        })
-        .collect();
     for h in &mut hits {
-        let doc = h.chunk.doc_id;
-        if let Some(&(sum, last)) = evidence.get(&doc) {
-            // The other chunks among the page's best: without this chunk's
-            // own score (or the weakest kept one, when it was not kept).
-            let others = sum - h.score.max(last);
-            h.score += settings.page_weight * others.max(0.0);
-        }
-        if let Some(rank) = named.iter().position(|&d| d == doc) {
+        if let Some(rank) = named.iter().position(|&d| d == h.chunk.doc_id) {
             h.score += settings.name_weight / (settings.rrf_k + rank as f32 + 1.0);
         }
     }
@@ -627,6 +603,48 @@ mod tests {
             },
         ];
         assert_eq!(fuse(&lists, RetrieveMode::Hybrid, 60.0)[0].id, 2);
+    }
+
+    #[test]
+    fn expansion_adds_the_other_language_below_nothing_it_repeats() {
+        let g = Glossary::parse(
+            "微调 | fine-tuning | finetune\n向量数据库 | vector database\n",
+            "test",
+        )
+        .unwrap();
+        let own = terms::query_terms("LoRA 微调和 finetune 的区别");
+        // "finetune" is already searched for; the phrase "fine tuning" is new.
+        assert_eq!(
+            expansion_terms(&g, "LoRA 微调和 finetune 的区别", &own),
+            ["fine tuning"]
+        );
+        // Chinese names become the index's terms of them.
+        let t = expansion_terms(&g, "Which vector database?", &[]);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].contains("向量"), "{t:?}");
+        assert!(expansion_terms(&g, "nothing to expand", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_named_page_moves_up_by_its_rank_among_named_pages() {
+        let settings = Retrieve {
+            name_weight: 2.0,
+            rrf_k: 10.0,
+            ..Retrieve::default()
+        };
+        let mut hits = vec![hit(1, 10, "a"), hit(2, 20, "b"), hit(3, 30, "c")];
+        for (h, s) in hits.iter_mut().zip([0.30, 0.25, 0.20]) {
+            h.score = s;
+        }
+        let out = rescore(hits.clone(), &[30, 20], &settings);
+        let order: Vec<i64> = out.iter().map(|h| h.chunk.id).collect();
+        // 2: 0.25 + 2/12 = 0.42; 3: 0.20 + 2/11 = 0.38; 1: 0.30, named by nothing.
+        assert_eq!(order, [2, 3, 1]);
+        let unnamed = rescore(hits, &[], &settings);
+        assert_eq!(
+            unnamed.iter().map(|h| h.chunk.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
     }
 
     #[test]

@@ -157,7 +157,8 @@ pub fn name_terms(question: &str) -> Vec<String> {
                 .collect();
             let joined = (parts.len() > 1).then(|| parts.concat());
             // A model's name without its version: InternLM3 is an InternLM.
-            let unversioned: Vec<String> = parts.iter().filter_map(|p| without_version(p)).collect();
+            let unversioned: Vec<String> =
+                parts.iter().filter_map(|p| without_version(p)).collect();
             // A bare number ("3" of GPT-3) names nothing on its own.
             let parts = parts
                 .into_iter()
