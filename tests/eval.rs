@@ -202,6 +202,11 @@ fn the_held_out_question_set_loads() {
             "{} is also a development question",
             q.id
         );
+        let detected = match ragmap::prompt::detect_language(&q.question) {
+            ragmap::prompt::Language::Chinese => "zh",
+            ragmap::prompt::Language::English => "en",
+        };
+        assert_eq!(q.language(), detected, "{}", q.id);
     }
 }
 
