@@ -432,13 +432,16 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(In
     store.begin()?;
     let per_doc = 20;
     let mut doc_id = 0;
+    let (mut title, mut source) = (String::new(), String::new());
     for i in 0..size {
         if i % per_doc == 0 {
+            title = format!("Synthetic document {}", i / per_doc);
+            source = format!("synthetic/doc-{i}.md");
             doc_id = store.insert_document(&NewDocument {
-                path: &format!("synthetic/doc-{i}.md"),
+                path: &source,
                 hash: &format!("{i}"),
-                title: &format!("Synthetic document {}", i / per_doc),
-                source: &format!("synthetic/doc-{i}.md"),
+                title: &title,
+                source: &source,
                 sections: &[],
                 modified: None,
                 indexed_at: "2026-01-01T00:00:00Z",
@@ -456,7 +459,7 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(In
                 heading: "",
                 text: body,
                 tokens: 320,
-                terms: &terms::index_text(body),
+                terms: &terms::FieldTerms::of(&title, &source, "", body),
                 vector: &vector,
             },
         )?;
@@ -594,6 +597,7 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
     let text = corpus_text(corpus)?;
     let queries = load_queries(queries.as_deref())?;
     let settings = Config::default().retrieve;
+    let weights = retrieve::field_weights(&settings);
     let k = settings.top_k;
     let hybrid = Retrieve {
         mode: RetrieveMode::Hybrid,
@@ -662,17 +666,20 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
             let query_terms = terms::query_terms(q);
             if let Some(expr) = terms::match_expr(&query_terms) {
                 let s = Instant::now();
-                let exact = index.store.lexical_search(&expr, candidates)?;
+                let exact = index.store.lexical_search(&expr, candidates, &weights)?;
                 fts_exact.push(s.elapsed().as_secs_f64() * 1000.0);
                 let s = Instant::now();
-                let pruned = index.store.lexical_search_terms(&query_terms, candidates)?;
+                let pruned =
+                    index
+                        .store
+                        .lexical_search_terms(&query_terms, candidates, &weights)?;
                 fts.push(s.elapsed().as_secs_f64() * 1000.0);
                 if i < queries.len() {
                     // Exact BM25 score of what pruning returns, against the exact top k:
                     // near-duplicate chunks make id overlap a poor measure here.
                     let wide: std::collections::HashMap<i64, f64> = index
                         .store
-                        .lexical_search(&expr, 2000)?
+                        .lexical_search(&expr, 2000, &weights)?
                         .into_iter()
                         .collect();
                     let floor = wide.values().copied().fold(f64::INFINITY, f64::min);
@@ -718,13 +725,13 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                 let s = Instant::now();
                 let kept = index.store.prune_common_terms(&query_terms, budget)?;
                 let pruned = match terms::match_expr(&kept) {
-                    Some(e) => index.store.lexical_search(&e, candidates)?,
+                    Some(e) => index.store.lexical_search(&e, candidates, &weights)?,
                     None => Vec::new(),
                 };
                 ms.push(s.elapsed().as_secs_f64() * 1000.0);
                 let wide: std::collections::HashMap<i64, f64> = index
                     .store
-                    .lexical_search(&expr, 2000)?
+                    .lexical_search(&expr, 2000, &weights)?
                     .into_iter()
                     .collect();
                 let mut top: Vec<f64> = wide.values().copied().collect();

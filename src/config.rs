@@ -97,6 +97,23 @@ pub struct Retrieve {
     pub max_chunks_per_doc: usize,
     pub neighbours: usize,
     pub dedup_threshold: f32,
+    /// Fusion weight of the lexical search for the glossary's names, in the
+    /// other language, of the terms a question uses; 0 turns it off.
+    pub expansion_weight: f32,
+    /// A glossary file extending the built-in one (see data/glossary.txt).
+    pub glossary: Option<PathBuf>,
+    /// BM25 weight of a match in the page's title, its URL and the chunk's
+    /// heading path, against 1 for one in the body text.
+    pub title_weight: f32,
+    pub url_weight: f32,
+    pub heading_weight: f32,
+    /// Fusion weight of a page whose title or URL holds a name the question
+    /// uses (a Latin-script word of a Chinese question, a capitalised one of
+    /// an English question); 0 turns it off.
+    pub name_weight: f32,
+    /// Fusion weight of the lexical search for those names alone, in any
+    /// field of any chunk; 0 turns it off.
+    pub name_text_weight: f32,
 }
 
 #[derive(
@@ -246,11 +263,18 @@ impl Default for Retrieve {
             mode: RetrieveMode::Hybrid,
             candidates: 40,
             vector_weight: 1.0,
-            lexical_weight: 1.5,
+            lexical_weight: 2.0,
             rrf_k: 10.0,
             max_chunks_per_doc: 2,
             neighbours: 0,
             dedup_threshold: 0.92,
+            expansion_weight: 1.5,
+            glossary: None,
+            title_weight: 3.0,
+            url_weight: 3.0,
+            heading_weight: 2.0,
+            name_weight: 2.0,
+            name_text_weight: 1.0,
         }
     }
 }
@@ -347,6 +371,11 @@ impl Config {
         self.resolve(&self.paths.index)
     }
 
+    /// The user's glossary file (`[retrieve] glossary`), when set.
+    pub fn glossary_path(&self) -> Option<PathBuf> {
+        self.retrieve.glossary.as_deref().map(|p| self.resolve(p))
+    }
+
     /// Asset root written by `scripts/setup`.
     pub fn assets_dir(&self) -> PathBuf {
         if let Some(p) = &self.paths.assets {
@@ -434,6 +463,13 @@ mod tests {
         assert_eq!(c.chunk.max_tokens, d.chunk.max_tokens);
         assert_eq!(c.embed.batch_size, d.embed.batch_size);
         assert_eq!(c.retrieve.top_k, d.retrieve.top_k);
+        assert_eq!(c.retrieve.lexical_weight, d.retrieve.lexical_weight);
+        assert_eq!(c.retrieve.expansion_weight, d.retrieve.expansion_weight);
+        assert_eq!(c.retrieve.title_weight, d.retrieve.title_weight);
+        assert_eq!(c.retrieve.url_weight, d.retrieve.url_weight);
+        assert_eq!(c.retrieve.heading_weight, d.retrieve.heading_weight);
+        assert_eq!(c.retrieve.name_weight, d.retrieve.name_weight);
+        assert_eq!(c.retrieve.name_text_weight, d.retrieve.name_text_weight);
         assert_eq!(c.crawl.per_host_delay_ms, d.crawl.per_host_delay_ms);
         assert_eq!(c.llm.context_tokens, d.llm.context_tokens);
     }

@@ -3,7 +3,8 @@
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → query → retrieve →
 //! prompt → llm, with [`answer`] walking a question through the last four.
-//! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`lang`] (script and
+//! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`glossary`]
+//! (Chinese ↔ English terms for lexical search), [`lang`] (script and
 //! language of a text), [`lock`]s, [`term`] (terminal-safe output).
 
 pub mod answer;
@@ -14,6 +15,7 @@ pub mod crawl;
 pub mod embed;
 pub mod eval;
 pub mod exit;
+pub mod glossary;
 pub mod index;
 pub mod lang;
 pub mod llm;

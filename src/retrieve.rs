@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
+use crate::glossary::{Glossary, GlossaryError};
 use crate::index::{terms, ChunkRow, Index, IndexError};
 use crate::query::Query;
 
@@ -19,6 +20,8 @@ pub enum RetrieveError {
     Open(#[from] IndexError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Glossary(#[from] GlossaryError),
     #[error("searching the index failed: {0}; run `ragmap index --rebuild` if this persists")]
     Search(String),
 }
@@ -28,7 +31,7 @@ impl RetrieveError {
         match self {
             RetrieveError::Open(e) => e.exit_code(),
             RetrieveError::Embed(e) => e.exit_code(),
-            RetrieveError::Search(_) => crate::exit::FAILURE,
+            RetrieveError::Glossary(_) | RetrieveError::Search(_) => crate::exit::FAILURE,
         }
     }
 }
@@ -51,26 +54,36 @@ pub struct Retriever {
     index: Index,
     embedder: Option<Embedder>,
     settings: Retrieve,
+    glossary: Glossary,
 }
 
 impl Retriever {
-    /// Opens the index of `config` and, unless `[retrieve] mode` is lexical,
-    /// loads the embedding model.
+    /// Opens the index of `config`, reads the glossary (the built-in one and
+    /// `[retrieve] glossary`) and, unless `[retrieve] mode` is lexical, loads
+    /// the embedding model.
     pub fn open(config: &Config) -> Result<Retriever, RetrieveError> {
+        let glossary = Glossary::load(config.glossary_path().as_deref())?;
         let index = Index::open(config)?;
         let embedder = match config.retrieve.mode {
             RetrieveMode::Lexical => None,
             _ => Some(Embedder::load(config)?),
         };
-        Ok(Retriever::new(index, embedder, config.retrieve.clone()))
+        Ok(Retriever::new(index, embedder, config.retrieve.clone()).with_glossary(glossary))
     }
 
+    /// A retriever with the built-in glossary.
     pub fn new(index: Index, embedder: Option<Embedder>, settings: Retrieve) -> Retriever {
         Retriever {
             index,
             embedder,
             settings,
+            glossary: Glossary::builtin().clone(),
         }
+    }
+
+    pub fn with_glossary(mut self, glossary: Glossary) -> Retriever {
+        self.glossary = glossary;
+        self
     }
 
     pub fn index(&self) -> &Index {
@@ -113,12 +126,19 @@ impl Retriever {
     /// commit landing mid-search cannot mix two states.
     fn read(&mut self, query: &Query, widen: bool) -> Result<Vec<Hit>, RetrieveError> {
         let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
+        let query_vectors = embed_queries(self.embedder.as_mut(), &forms, &self.settings)?;
         for _ in 0..3 {
             self.refresh();
             let Some(_snapshot) = self.index.snapshot()? else {
                 continue;
             };
-            let hits = retrieve(&self.index, self.embedder.as_mut(), &forms, &self.settings)?;
+            let hits = retrieve_embedded_with(
+                &self.index,
+                &query_vectors,
+                &forms,
+                &self.settings,
+                &self.glossary,
+            )?;
             return Ok(if widen {
                 with_neighbours(&self.index, self.settings.neighbours, hits)
             } else {
@@ -196,13 +216,23 @@ pub struct RankedList {
 
 /// Retrieves the best `settings.top_k` passages for one or more forms of a
 /// question (e.g. the original and its translation), fusing every ranked list
-/// into one, in `settings.mode`.
+/// into one, in `settings.mode`, with the built-in glossary.
 pub fn retrieve(
     index: &Index,
     embedder: Option<&mut Embedder>,
     queries: &[String],
     settings: &Retrieve,
 ) -> Result<Vec<Hit>, RetrieveError> {
+    let query_vectors = embed_queries(embedder, queries, settings)?;
+    retrieve_embedded(index, &query_vectors, queries, settings)
+}
+
+/// Each query's vector, unless the mode is lexical (then none).
+fn embed_queries(
+    embedder: Option<&mut Embedder>,
+    queries: &[String],
+    settings: &Retrieve,
+) -> Result<Vec<Vec<f32>>, RetrieveError> {
     let mut query_vectors = Vec::new();
     if settings.mode != RetrieveMode::Lexical {
         let embedder = embedder.ok_or_else(|| {
@@ -212,7 +242,7 @@ pub fn retrieve(
             query_vectors.push(embedder.embed_query(q)?);
         }
     }
-    retrieve_embedded(index, &query_vectors, queries, settings)
+    Ok(query_vectors)
 }
 
 /// [`retrieve`] with the queries already embedded (`query_vectors[i]` is the
@@ -223,6 +253,17 @@ pub fn retrieve_embedded(
     query_vectors: &[Vec<f32>],
     queries: &[String],
     settings: &Retrieve,
+) -> Result<Vec<Hit>, RetrieveError> {
+    retrieve_embedded_with(index, query_vectors, queries, settings, Glossary::builtin())
+}
+
+/// [`retrieve_embedded`] with a given glossary.
+pub fn retrieve_embedded_with(
+    index: &Index,
+    query_vectors: &[Vec<f32>],
+    queries: &[String],
+    settings: &Retrieve,
+    glossary: &Glossary,
 ) -> Result<Vec<Hit>, RetrieveError> {
     let (mode, k) = (settings.mode, settings.top_k.max(1));
     let candidates = settings.candidates.max(k * 3);
@@ -243,30 +284,48 @@ pub fn retrieve_embedded(
     if mode != RetrieveMode::Vector {
         for q in queries {
             let terms = terms::query_terms(q);
-            if terms.is_empty() {
-                continue;
+            let expansion = if settings.expansion_weight > 0.0 {
+                expansion_terms(glossary, q, &terms)
+            } else {
+                Vec::new()
+            };
+            // The names alone: in a Chinese question, "vLLM" would otherwise
+            // be outweighed by its Chinese words, which match Chinese pages.
+            let names = if settings.name_text_weight > 0.0 {
+                let mut names = terms::name_terms(q);
+                names.retain(|n| !glossary.is_term(n));
+                names
+            } else {
+                Vec::new()
+            };
+            for (terms, weight) in [
+                (terms, settings.lexical_weight),
+                (expansion, settings.expansion_weight),
+                (names, settings.name_text_weight),
+            ] {
+                if terms.is_empty() {
+                    continue;
+                }
+                let ids = index
+                    .store
+                    .lexical_search_terms(&terms, candidates, &field_weights(settings))
+                    .map_err(|e| RetrieveError::Search(e.to_string()))?
+                    .into_iter()
+                    .map(|(id, s)| (id, s as f32))
+                    .collect();
+                lists.push(RankedList {
+                    ids,
+                    weight,
+                    vector: false,
+                });
             }
-            let ids = index
-                .store
-                .lexical_search_terms(&terms, candidates)
-                .map_err(|e| RetrieveError::Search(e.to_string()))?
-                .into_iter()
-                .map(|(id, s)| (id, s as f32))
-                .collect();
-            lists.push(RankedList {
-                ids,
-                weight: settings.lexical_weight,
-                vector: false,
-            });
         }
     }
+    let search_error = |e: crate::index::store::StoreError| RetrieveError::Search(e.to_string());
     let fused = fuse(&lists, mode, settings.rrf_k);
     let ids: Vec<i64> = fused.iter().map(|f| f.id).collect();
-    let mut rows = index
-        .store
-        .chunks_by_ids(&ids)
-        .map_err(|e| RetrieveError::Search(e.to_string()))?;
-    let candidates: Vec<Hit> = fused
+    let mut rows = index.store.chunks_by_ids(&ids).map_err(search_error)?;
+    let mut candidates: Vec<Hit> = fused
         .into_iter()
         .filter_map(|f| {
             rows.remove(&f.id).map(|chunk| Hit {
@@ -278,12 +337,112 @@ pub fn retrieve_embedded(
             })
         })
         .collect();
+    if mode == RetrieveMode::Hybrid {
+        let named = if settings.name_weight > 0.0 {
+            named_documents(index, queries, settings, glossary).map_err(search_error)?
+        } else {
+            Vec::new()
+        };
+        // A page named by the question whose text none of the retrievers
+        // found still joins, by its first chunk.
+        let present: HashSet<i64> = candidates.iter().map(|h| h.chunk.doc_id).collect();
+        let mut missing = Vec::new();
+        for &doc_id in named.iter().take(NAMED_PAGES_ADDED) {
+            if !present.contains(&doc_id) {
+                missing.extend(index.store.first_chunk_of(doc_id).map_err(search_error)?);
+            }
+        }
+        let mut rows = index.store.chunks_by_ids(&missing).map_err(search_error)?;
+        candidates.extend(missing.iter().filter_map(|id| {
+            rows.remove(id).map(|chunk| Hit {
+                chunk,
+                score: 0.0,
+                similarity: None,
+                vector_rank: None,
+                lexical_rank: None,
+            })
+        }));
+        candidates = rescore(candidates, &named, settings);
+    }
     Ok(select(
         candidates,
         k,
         settings.max_chunks_per_doc,
         settings.dedup_threshold,
     ))
+}
+
+/// Pages named by the question but found by no retriever that may still
+/// join the candidates.
+const NAMED_PAGES_ADDED: usize = 3;
+/// Pages whose title or URL match counts, best first.
+const NAMED_PAGES: usize = 10;
+
+/// The documents whose title or URL holds the names the queries use
+/// ([`terms::name_terms`]), best first. Words of the field the glossary
+/// knows ("LLM", "RAG", "GPU") name no particular page and are left out.
+fn named_documents(
+    index: &Index,
+    queries: &[String],
+    settings: &Retrieve,
+    glossary: &Glossary,
+) -> Result<Vec<i64>, crate::index::store::StoreError> {
+    let mut docs: Vec<i64> = Vec::new();
+    for q in queries {
+        let mut names = terms::name_terms(q);
+        names.retain(|n| !glossary.is_term(n));
+        for (doc_id, _) in
+            index
+                .store
+                .title_search(&names, NAMED_PAGES, &field_weights(settings))?
+        {
+            if !docs.contains(&doc_id) {
+                docs.push(doc_id);
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// Adds to each fused score `name_weight / (rrf_k + rank)` when the question
+/// names the chunk's page (`named`, best first): page-level evidence that a
+/// page's own text may not give a question in the other language. Best first.
+pub fn rescore(mut hits: Vec<Hit>, named: &[i64], settings: &Retrieve) -> Vec<Hit> {
+    for h in &mut hits {
+        if let Some(rank) = named.iter().position(|&d| d == h.chunk.doc_id) {
+            h.score += settings.name_weight / (settings.rrf_k + rank as f32 + 1.0);
+        }
+    }
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.chunk.id.cmp(&b.chunk.id))
+    });
+    hits
+}
+
+/// The BM25 field weights of `settings`.
+pub fn field_weights(settings: &Retrieve) -> terms::FieldWeights {
+    terms::FieldWeights {
+        title: settings.title_weight.into(),
+        url: settings.url_weight.into(),
+        heading: settings.heading_weight.into(),
+        body: 1.0,
+    }
+}
+
+/// The lexical terms the glossary adds to a question: its concepts' names in
+/// the other language, each as the index's terms (a phrase when it has
+/// several: "fine tuning", "向量 数据 数据库 向量数据库"), minus what the
+/// question already searches for.
+pub fn expansion_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
+    let mut seen: HashSet<String> = own.iter().cloned().collect();
+    glossary
+        .expand(question)
+        .iter()
+        .map(|name| terms::terms(name).join(" "))
+        .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+        .collect()
 }
 
 /// A candidate after fusion, before its chunk row is read.
@@ -444,6 +603,48 @@ mod tests {
             },
         ];
         assert_eq!(fuse(&lists, RetrieveMode::Hybrid, 60.0)[0].id, 2);
+    }
+
+    #[test]
+    fn expansion_adds_the_other_language_below_nothing_it_repeats() {
+        let g = Glossary::parse(
+            "微调 | fine-tuning | finetune\n向量数据库 | vector database\n",
+            "test",
+        )
+        .unwrap();
+        let own = terms::query_terms("LoRA 微调和 finetune 的区别");
+        // "finetune" is already searched for; the phrase "fine tuning" is new.
+        assert_eq!(
+            expansion_terms(&g, "LoRA 微调和 finetune 的区别", &own),
+            ["fine tuning"]
+        );
+        // Chinese names become the index's terms of them.
+        let t = expansion_terms(&g, "Which vector database?", &[]);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].contains("向量"), "{t:?}");
+        assert!(expansion_terms(&g, "nothing to expand", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_named_page_moves_up_by_its_rank_among_named_pages() {
+        let settings = Retrieve {
+            name_weight: 2.0,
+            rrf_k: 10.0,
+            ..Retrieve::default()
+        };
+        let mut hits = vec![hit(1, 10, "a"), hit(2, 20, "b"), hit(3, 30, "c")];
+        for (h, s) in hits.iter_mut().zip([0.30, 0.25, 0.20]) {
+            h.score = s;
+        }
+        let out = rescore(hits.clone(), &[30, 20], &settings);
+        let order: Vec<i64> = out.iter().map(|h| h.chunk.id).collect();
+        // 2: 0.25 + 2/12 = 0.42; 3: 0.20 + 2/11 = 0.38; 1: 0.30, named by nothing.
+        assert_eq!(order, [2, 3, 1]);
+        let unnamed = rescore(hits, &[], &settings);
+        assert_eq!(
+            unnamed.iter().map(|h| h.chunk.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
     }
 
     #[test]

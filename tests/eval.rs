@@ -181,6 +181,36 @@ fn a_bad_question_file_is_one_line_naming_file_and_line() {
 }
 
 #[test]
+fn the_held_out_question_set_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/heldout.jsonl");
+    let questions = ragmap::eval::load_questions(&path).unwrap();
+    assert!(questions.len() >= 30);
+    let cross: Vec<_> = questions.iter().filter(|q| q.cross_language).collect();
+    assert!(cross.len() >= 20);
+    assert!(
+        cross.iter().any(|q| q.language() == "zh") && cross.iter().any(|q| q.language() == "en")
+    );
+    // Apart from the development set: no question asked twice.
+    let dev = ragmap::eval::load_questions(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/questions.jsonl"),
+    )
+    .unwrap();
+    let asked: std::collections::HashSet<&str> = dev.iter().map(|q| q.question.as_str()).collect();
+    for q in &questions {
+        assert!(
+            !asked.contains(q.question.as_str()),
+            "{} is also a development question",
+            q.id
+        );
+        let detected = match ragmap::prompt::detect_language(&q.question) {
+            ragmap::prompt::Language::Chinese => "zh",
+            ragmap::prompt::Language::English => "en",
+        };
+        assert_eq!(q.language(), detected, "{}", q.id);
+    }
+}
+
+#[test]
 fn the_development_question_set_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/questions.jsonl");
     let questions = ragmap::eval::load_questions(&path).unwrap();

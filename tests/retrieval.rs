@@ -139,3 +139,125 @@ fn results_carry_no_duplicates() {
         assert_eq!(ids.len(), hits.len());
     }
 }
+
+/// English pages among Chinese ones that share their topic words, for
+/// questions asked in Chinese (and the reverse).
+fn bilingual_corpus(ws: &Workspace) {
+    ws.write_doc(
+        "quant.md",
+        "---\ntitle: \"GPTQ: post-training quantization\"\nurl: \"https://github.com/IST-DASLab/gptq\"\n---\n# GPTQ\n\nGPTQ compresses the weights of large language models to 3 or 4 bits after training, so that a 175B model fits on a single GPU.\n",
+    );
+    ws.write_doc(
+        "serving.md",
+        "---\ntitle: \"vllm-project/vllm\"\nurl: \"https://github.com/vllm-project/vllm\"\n---\n# vLLM\n\nA library for high-throughput serving of language models; the key-value memory of attention is managed in pages.\n",
+    );
+    for (i, text) in [
+        "显存不够时可以减小批大小，或者把部分参数放到内存里。训练需要的显存和模型参数量大致成正比。",
+        "部署大模型服务时要考虑吞吐量、延迟和并发请求，高效管理缓存能明显提升服务能力。",
+        "注意力机制让模型在生成每个词时关注输入中相关的部分，是 Transformer 的核心。",
+        "模型训练完成后，还需要在评测集上检查效果，再决定是否上线。",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ws.write_doc(&format!("zh{i}.md"), &format!("# 笔记 {i}\n\n{text}\n"));
+    }
+    ws.write_doc(
+        "zh-quant.md",
+        "# 模型量化\n\n量化把模型权重从 16 位浮点数压缩到 4 位整数，显存占用随之下降，推理时精度损失很小。\n",
+    );
+}
+
+#[test]
+fn glossary_and_names_bridge_the_two_languages() {
+    if !model_available() {
+        return;
+    }
+    let ws = Workspace::new("");
+    bilingual_corpus(&ws);
+    ws.build_index();
+    let config = ws.config();
+    let index = Index::open(&config).unwrap();
+    let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
+    let mut rank = |query: &str, settings: ragmap::config::Retrieve, path: &str| {
+        let settings = ragmap::config::Retrieve {
+            top_k: 10,
+            max_chunks_per_doc: 1,
+            ..settings
+        };
+        let hits = ragmap::retrieve::retrieve(
+            &index,
+            Some(&mut embedder),
+            &[query.to_string()],
+            &settings,
+        )
+        .unwrap();
+        hits.iter().position(|h| h.chunk.path == path)
+    };
+    let on = config.retrieve.clone();
+    let off = ragmap::config::Retrieve {
+        expansion_weight: 0.0,
+        name_weight: 0.0,
+        name_text_weight: 0.0,
+        ..on.clone()
+    };
+    let lexical = |s: &ragmap::config::Retrieve| ragmap::config::Retrieve {
+        mode: RetrieveMode::Lexical,
+        ..s.clone()
+    };
+    let cases = [
+        // 训练后量化 → post-training quantization, in the English page's
+        // title: BM25 alone, since in a corpus this small every page is near
+        // enough to every question for the vectors to rank them all.
+        (
+            "训练后量化能把模型压缩到几比特？",
+            "quant.md",
+            0,
+            lexical(&on),
+            lexical(&off),
+        ),
+        // A Latin name in a Chinese question: the page it names.
+        (
+            "vLLM 怎样高效管理注意力的缓存？",
+            "serving.md",
+            0,
+            on.clone(),
+            off.clone(),
+        ),
+        // An English question and the Chinese page (after the English one,
+        // which answers it too).
+        (
+            "How much GPU memory does model quantization save?",
+            "zh-quant.md",
+            1,
+            lexical(&on),
+            lexical(&off),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (q, path, at_most, with_bridges, without_bridges) in cases {
+        let with = rank(q, with_bridges, path);
+        let without = rank(q, without_bridges, path);
+        eprintln!("{q}: {with:?} with the bridges, {without:?} without");
+        let better = without.is_none_or(|w| with.is_some_and(|r| r < w));
+        if !(with.is_some_and(|r| r <= at_most) && better) {
+            failures.push(format!(
+                "{q}: {with:?} with, {without:?} without the bridges"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn a_bad_user_glossary_is_an_error_naming_its_line() {
+    let ws = Workspace::new("[retrieve]\nglossary = \"terms.txt\"\nmode = \"lexical\"\n");
+    ws.write_doc("a.md", "# A\n\ntext\n");
+    std::fs::write(
+        ws.path().join("terms.txt"),
+        "# mine\n炼丹 | model alchemy\n调参侠\n",
+    )
+    .unwrap();
+    let out = ws.run(&["search", "什么是微调"]);
+    assert_clean_failure(&out, 1, "terms.txt line 3");
+}

@@ -27,6 +27,9 @@ pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(exit::SUCCESS);
     }
+    if let Some(migrated) = &report.migrated {
+        println!("updated the index format: {migrated}");
+    }
     if let Some(reason) = &report.rebuilt {
         println!("rebuilding the whole index: {reason}");
     }

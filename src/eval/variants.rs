@@ -64,8 +64,14 @@ pub fn parse_variants(spec: &str, base: &Retrieve) -> Result<Vec<Variant>, EvalE
                     cap_given = true;
                 }
                 "dedup_threshold" => settings.dedup_threshold = float()?,
+                "expansion_weight" => settings.expansion_weight = float()?,
+                "title_weight" => settings.title_weight = float()?,
+                "url_weight" => settings.url_weight = float()?,
+                "heading_weight" => settings.heading_weight = float()?,
+                "name_weight" => settings.name_weight = float()?,
+                "name_text_weight" => settings.name_text_weight = float()?,
                 _ => return Err(bad(format!(
-                    "unknown setting {key:?} (candidates, vector_weight, lexical_weight, rrf_k, max_chunks_per_doc, dedup_threshold)"
+                    "unknown setting {key:?} (candidates, vector_weight, lexical_weight, rrf_k, max_chunks_per_doc, dedup_threshold, expansion_weight, title_weight, url_weight, heading_weight, name_weight, name_text_weight)"
                 ))),
             }
         }

@@ -34,6 +34,8 @@ pub enum IndexError {
     Missing(PathBuf),
     #[error("index file {path} is damaged ({detail}); run `ragmap index --rebuild`")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("the index in {0} was written by an older ragmap; run `ragmap index` to update it (nothing is re-embedded)")]
+    Outdated(PathBuf),
     #[error(
         "{0} holds no markdown documents; run `ragmap crawl` or add .md files, then `ragmap index`"
     )]
@@ -60,7 +62,9 @@ impl IndexError {
     pub fn exit_code(&self) -> u8 {
         match self {
             IndexError::Embed(e) => e.exit_code(),
-            IndexError::Missing(_) | IndexError::Corrupt { .. } => crate::exit::INDEX,
+            IndexError::Missing(_) | IndexError::Corrupt { .. } | IndexError::Outdated(_) => {
+                crate::exit::INDEX
+            }
             _ => crate::exit::FAILURE,
         }
     }
@@ -91,6 +95,8 @@ pub struct BuildReport {
     pub tokens_embedded: usize,
     /// Why everything was rebuilt, when it was.
     pub rebuilt: Option<String>,
+    /// How an index written by an older ragmap was brought up to date.
+    pub migrated: Option<String>,
     #[serde(skip)]
     pub skipped: Vec<Skipped>,
     /// Splitting the changed documents into chunks (the first embedding
@@ -214,6 +220,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     }
     let db = db_path(&index_dir);
     let store = Store::open_rw(&db).map_err(|e| corrupt(&db, e))?;
+    report.migrated = store.migrated().map(str::to_string);
     let identity = identify(config, &store, &db, model_stamp)?;
     let stored_identity = store.meta("identity").map_err(|e| corrupt(&db, e))?;
     report.rebuilt = rebuild_reason(options.rebuild, stored_identity.as_deref(), &identity);
@@ -518,11 +525,12 @@ fn insert_documents<'v>(
             .modified
             .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64);
+        let source = doc.source();
         let doc_id = store.insert_document(&NewDocument {
             path: &doc.rel_path,
             hash: &doc.hash,
             title: &title,
-            source: &doc.source(),
+            source: &source,
             sections: &doc.front.sections,
             modified,
             indexed_at: now,
@@ -531,7 +539,7 @@ fn insert_documents<'v>(
             let vector = next_vector
                 .next()
                 .ok_or_else(|| WriteFailure("fewer vectors than chunks".into()))?;
-            let terms = terms::index_text(&format!("{title}\n{}\n{}", c.heading_path, c.text));
+            let terms = terms::FieldTerms::of(&title, &source, &c.heading_path, &c.text);
             let id = store.insert_chunk(
                 doc_id,
                 &NewChunk {
@@ -708,7 +716,10 @@ impl Index {
         if !db.is_file() {
             return Err(IndexError::Missing(dir));
         }
-        let store = Store::open_ro(&db).map_err(|e| corrupt(&db, e))?;
+        let store = Store::open_ro(&db).map_err(|e| match e {
+            store::StoreError::Outdated { .. } => IndexError::Outdated(dir.clone()),
+            e => corrupt(&db, e),
+        })?;
         // The catalogue's identity before reading it: if it is replaced
         // meanwhile, the next search sees a changed identity and reopens.
         let catalogue = file_identity(&db);

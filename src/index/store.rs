@@ -7,12 +7,18 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::terms::{FieldTerms, FieldWeights};
+
 pub const DB_FILE: &str = "catalog.sqlite";
 
 /// Rows a lexical query may have BM25 score (see [`Store::prune_common_terms`]):
 /// about 10 ms of FTS5 work on this project's 2-core reference machine.
 pub const LEXICAL_ROW_BUDGET: usize = 8_000;
-const SCHEMA_VERSION: &str = "1";
+/// 2: the full-text table has one column per field (title, url, heading,
+/// body) instead of one for everything. A version-1 catalogue is migrated by
+/// [`Store::open_rw`] (the full-text rows are derived again from the chunks;
+/// nothing is re-embedded).
+const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,7 +44,17 @@ CREATE TABLE IF NOT EXISTS chunks (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 2');
+";
+
+const INSERT_TERMS: &str =
+    "INSERT INTO chunk_terms(rowid, title, url, heading, body) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// The full-text tables: per chunk, the fields of [`FieldTerms`] in the
+/// order `bm25()` takes their weights; per document (rowid = document id),
+/// its title and URL words alone, for matching the names a question uses.
+const FTS_SCHEMA: &str = "
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(title, url, heading, body, tokenize = 'unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS doc_terms USING fts5(title, url, tokenize = 'unicode61 remove_diacritics 2');
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +63,15 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("index schema version {found} is not {SCHEMA_VERSION}")]
     Schema { found: String },
+    /// A catalogue an older ragmap wrote, which [`Store::open_rw`] migrates.
+    #[error("index schema version {found} is older than {SCHEMA_VERSION}")]
+    Outdated { found: String },
 }
 
 pub struct Store {
     conn: Connection,
+    /// Set by [`Store::open_rw`] when it migrated an older catalogue.
+    migrated: Option<String>,
 }
 
 /// An open read transaction of a [`Store`]; ends when dropped.
@@ -108,7 +129,7 @@ pub struct NewChunk<'a> {
     pub heading: &'a str,
     pub text: &'a str,
     pub tokens: usize,
-    pub terms: &'a str,
+    pub terms: &'a FieldTerms,
     pub vector: &'a [f32],
 }
 
@@ -121,13 +142,76 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        let store = Store { conn };
+        let mut store = Store {
+            conn,
+            migrated: None,
+        };
         match store.meta("schema_version")? {
-            None => store.set_meta(&[("schema_version", SCHEMA_VERSION)])?,
+            None => {
+                store.conn.execute_batch(FTS_SCHEMA)?;
+                store.set_meta(&[("schema_version", SCHEMA_VERSION)])?;
+            }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if v == "1" => {
+                store.migrate_from_1()?;
+                store.migrated = Some(format!(
+                    "index schema 1 → {SCHEMA_VERSION}: full-text rows rebuilt with title, URL and heading fields (nothing re-embedded)"
+                ));
+            }
             Some(found) => return Err(StoreError::Schema { found }),
         }
         Ok(store)
+    }
+
+    /// What [`Store::open_rw`] migrated, if anything.
+    pub fn migrated(&self) -> Option<&str> {
+        self.migrated.as_deref()
+    }
+
+    /// Schema 1 → 2 in one transaction: the one-column full-text table is
+    /// replaced by the per-field one, its rows derived again from each
+    /// chunk's text, heading path and document. A crash leaves version 1.
+    fn migrate_from_1(&self) -> Result<(), StoreError> {
+        self.begin()?;
+        let result = (|| {
+            self.conn.execute_batch(
+                "DROP TABLE IF EXISTS chunk_terms; DROP TABLE IF EXISTS doc_terms;",
+            )?;
+            self.conn.execute_batch(FTS_SCHEMA)?;
+            self.refill_terms()?;
+            self.set_meta(&[("schema_version", SCHEMA_VERSION)])
+        })();
+        match result {
+            Ok(()) => self.commit(),
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Derives every document's and chunk's full-text row from the catalogue.
+    fn refill_terms(&self) -> Result<(), StoreError> {
+        let mut docs = self
+            .conn
+            .prepare("SELECT id, title, source FROM documents")?;
+        let mut cursor = docs.query([])?;
+        while let Some(r) = cursor.next()? {
+            let (id, title, source): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            self.insert_doc_terms(id, &title, &source)?;
+        }
+        let mut rows = self.conn.prepare(
+            "SELECT c.id, d.title, d.source, c.heading, c.text FROM chunks c JOIN documents d ON d.id = c.doc_id",
+        )?;
+        let mut insert = self.conn.prepare_cached(INSERT_TERMS)?;
+        let mut cursor = rows.query([])?;
+        while let Some(r) = cursor.next()? {
+            let (id, title, source, heading, text): (i64, String, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let t = FieldTerms::of(&title, &source, &heading, &text);
+            insert.execute(params![id, t.title, t.url, t.heading, t.body])?;
+        }
+        Ok(())
     }
 
     /// Opens an existing catalogue for reading only.
@@ -137,9 +221,13 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let store = Store { conn };
+        let store = Store {
+            conn,
+            migrated: None,
+        };
         match store.meta("schema_version")? {
             Some(v) if v == SCHEMA_VERSION => Ok(store),
+            Some(v) if v == "1" => Err(StoreError::Outdated { found: v }),
             found => Err(StoreError::Schema {
                 found: found.unwrap_or_else(|| "missing".into()),
             }),
@@ -224,6 +312,8 @@ impl Store {
             [doc_id],
         )?;
         self.conn
+            .execute("DELETE FROM doc_terms WHERE rowid = ?1", [doc_id])?;
+        self.conn
             .execute("DELETE FROM chunks WHERE doc_id = ?1", [doc_id])?;
         self.conn
             .execute("DELETE FROM documents WHERE id = ?1", [doc_id])?;
@@ -233,7 +323,7 @@ impl Store {
     /// Drops everything indexed (for a rebuild), keeping the schema.
     pub fn clear(&self) -> Result<(), StoreError> {
         self.conn
-            .execute_batch("DELETE FROM chunk_terms; DELETE FROM chunks; DELETE FROM documents;")?;
+            .execute_batch("DELETE FROM chunk_terms; DELETE FROM doc_terms; DELETE FROM chunks; DELETE FROM documents;")?;
         Ok(())
     }
 
@@ -250,7 +340,54 @@ impl Store {
                 doc.indexed_at
             ],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.conn.last_insert_rowid();
+        self.insert_doc_terms(id, doc.title, doc.source)?;
+        Ok(id)
+    }
+
+    fn insert_doc_terms(&self, doc_id: i64, title: &str, source: &str) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO doc_terms(rowid, title, url) VALUES (?1, ?2, ?3)")?;
+        stmt.execute(params![
+            doc_id,
+            super::terms::index_text(title),
+            super::terms::index_text(&super::terms::url_words(source))
+        ])?;
+        Ok(())
+    }
+
+    /// Documents whose title or URL holds any of `terms` (see
+    /// [`super::terms::match_expr`]), best BM25 first, as (document id,
+    /// score): one row per document, so a long page counts once.
+    pub fn title_search(
+        &self,
+        terms: &[String],
+        limit: usize,
+        weights: &FieldWeights,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let Some(expr) = super::terms::match_expr(terms) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, bm25(doc_terms, ?3, ?4) AS score FROM doc_terms WHERE doc_terms MATCH ?1 ORDER BY score LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![expr, limit as i64, weights.title, weights.url],
+                |r| Ok((r.get::<_, i64>(0)?, -r.get::<_, f64>(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The first chunk of a document, for a document found by its title alone.
+    pub fn first_chunk_of(&self, doc_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM chunks WHERE doc_id = ?1 ORDER BY ordinal LIMIT 1")?
+            .query_row([doc_id], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn insert_chunk(&self, doc_id: i64, chunk: &NewChunk) -> Result<i64, StoreError> {
@@ -268,10 +405,9 @@ impl Store {
             vector_to_blob(chunk.vector)
         ])?;
         let id = self.conn.last_insert_rowid();
-        let mut fts = self
-            .conn
-            .prepare_cached("INSERT INTO chunk_terms(rowid, terms) VALUES (?1, ?2)")?;
-        fts.execute(params![id, chunk.terms])?;
+        let t = chunk.terms;
+        let mut fts = self.conn.prepare_cached(INSERT_TERMS)?;
+        fts.execute(params![id, t.title, t.url, t.heading, t.body])?;
         Ok(id)
     }
 
@@ -332,10 +468,11 @@ impl Store {
         &self,
         terms: &[String],
         limit: usize,
+        weights: &FieldWeights,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let kept = self.prune_common_terms(terms, LEXICAL_ROW_BUDGET)?;
         match super::terms::match_expr(&kept) {
-            Some(expr) => self.lexical_search(&expr, limit),
+            Some(expr) => self.lexical_search(&expr, limit, weights),
             None => Ok(Vec::new()),
         }
     }
@@ -399,19 +536,23 @@ impl Store {
         Ok(kept.into_iter().map(|i| terms[i].clone()).collect())
     }
 
-    /// BM25 search over segmented chunk text; best first, as (chunk id, score).
+    /// BM25 search over segmented chunk text, a match in each field weighted
+    /// by `weights`; best first, as (chunk id, score).
     pub fn lexical_search(
         &self,
         match_expr: &str,
         limit: usize,
+        weights: &FieldWeights,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, bm25(chunk_terms) AS score FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY score LIMIT ?2",
+            "SELECT rowid, bm25(chunk_terms, ?3, ?4, ?5, ?6) AS score FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY score LIMIT ?2",
         )?;
+        let w = weights;
         let rows = stmt
-            .query_map(params![match_expr, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, -r.get::<_, f64>(1)?))
-            })?
+            .query_map(
+                params![match_expr, limit as i64, w.title, w.url, w.heading, w.body],
+                |r| Ok((r.get::<_, i64>(0)?, -r.get::<_, f64>(1)?)),
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -471,6 +612,10 @@ mod tests {
             })
             .unwrap();
         for (i, text) in texts.iter().enumerate() {
+            let terms = FieldTerms {
+                body: text.to_string(),
+                ..FieldTerms::default()
+            };
             store
                 .insert_chunk(
                     doc,
@@ -481,7 +626,7 @@ mod tests {
                         heading: "",
                         text,
                         tokens: 1,
-                        terms: text,
+                        terms: &terms,
                         vector: &[0.0; 4],
                     },
                 )
@@ -492,6 +637,117 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A catalogue as ragmap wrote it before the full-text fields.
+    fn version_1_catalogue(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 2');
+             INSERT INTO meta VALUES ('schema_version', '1');
+             INSERT INTO documents(id, path, hash, title, source, sections, indexed_at)
+                 VALUES (1, 'web/vllm.md', 'h', 'vllm-project/vllm', 'http://127.0.0.1:8719/github.com/vllm-project/vllm/index.html', '[]', 't');
+             INSERT INTO chunks(id, doc_id, ordinal, start, end, heading, text, tokens, vector)
+                 VALUES (7, 1, 0, 0, 10, 'About', '高效管理注意力的键值缓存', 5, x'00000000');
+             INSERT INTO chunk_terms(rowid, terms) VALUES (7, 'vllm project vllm about 高效 管理');",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_1_catalogue_is_migrated_without_losing_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        version_1_catalogue(&path);
+        // Readers are told to update it, not that it is damaged.
+        let err = Store::open_ro(&path).err().unwrap();
+        assert!(matches!(err, StoreError::Outdated { .. }), "{err}");
+
+        let store = Store::open_rw(&path).unwrap();
+        assert!(store.migrated().unwrap().contains("nothing re-embedded"));
+        assert_eq!(
+            store.meta("schema_version").unwrap().unwrap(),
+            SCHEMA_VERSION
+        );
+        let only = |field: &str, term: &str| {
+            let expr = format!("{{{field}}} : {}", super::super::terms::quote(term));
+            store
+                .lexical_search(&expr, 5, &FieldWeights::default())
+                .unwrap()
+        };
+        // Each field derived again from the chunk and its document.
+        assert_eq!(only("title", "vllm").len(), 1);
+        assert_eq!(only("url", "github").len(), 1);
+        assert_eq!(only("heading", "about").len(), 1);
+        assert_eq!(only("body", "缓存").len(), 1);
+        assert!(only("body", "vllm").is_empty());
+        drop(store);
+        // Migrated once: opening again changes nothing, and readers accept it.
+        assert!(Store::open_rw(&path).unwrap().migrated().is_none());
+        assert!(Store::open_ro(&path).is_ok());
+    }
+
+    #[test]
+    fn field_weights_rank_a_title_match_above_a_body_match() {
+        let (_dir, store) = store_with(&[]);
+        let doc = store
+            .insert_document(&NewDocument {
+                path: "b.md",
+                hash: "h",
+                title: "B",
+                source: "b.md",
+                sections: &[],
+                modified: None,
+                indexed_at: "2026-01-01T00:00:00Z",
+            })
+            .unwrap();
+        let fields = [
+            FieldTerms::of(
+                "vLLM",
+                "https://github.com/vllm-project/vllm",
+                "",
+                "serving engine",
+            ),
+            FieldTerms::of(
+                "Notes",
+                "notes/x.md",
+                "",
+                "we compared vllm with another serving engine",
+            ),
+        ];
+        let mut ids = Vec::new();
+        for (i, terms) in fields.iter().enumerate() {
+            ids.push(
+                store
+                    .insert_chunk(
+                        doc,
+                        &NewChunk {
+                            ordinal: i,
+                            start: 0,
+                            end: 1,
+                            heading: "",
+                            text: "x",
+                            tokens: 1,
+                            terms,
+                            vector: &[0.0; 4],
+                        },
+                    )
+                    .unwrap(),
+            );
+        }
+        let query = strings(&["vllm"]);
+        let even = store
+            .lexical_search_terms(&query, 5, &FieldWeights::default())
+            .unwrap();
+        let titled = FieldWeights {
+            title: 5.0,
+            url: 3.0,
+            ..FieldWeights::default()
+        };
+        let weighted = store.lexical_search_terms(&query, 5, &titled).unwrap();
+        assert_eq!(weighted[0].0, ids[0], "{weighted:?}");
+        assert!(weighted[0].1 > even.iter().find(|h| h.0 == ids[0]).unwrap().1);
     }
 
     #[test]
@@ -512,7 +768,9 @@ mod tests {
         assert_eq!(store.prune_common_terms(&one, 10).unwrap(), one);
         // Unpruned (30 chunks is far below the default budget): the chunks
         // with the rare term rank first.
-        let hits = store.lexical_search_terms(&query, 10).unwrap();
+        let hits = store
+            .lexical_search_terms(&query, 10, &FieldWeights::default())
+            .unwrap();
         let mut first: Vec<i64> = hits.iter().take(2).map(|h| h.0).collect();
         first.sort();
         assert_eq!(first, vec![29, 30], "{hits:?}");
