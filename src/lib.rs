@@ -4,7 +4,8 @@
 //! roadmap → crawl → corpus → chunk → embed → index → query → retrieve →
 //! prompt → llm, with [`answer`] walking a question through the last four.
 //! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`lang`] (script and
-//! language of a text), [`lock`]s, [`term`] (terminal-safe output).
+//! language of a text), [`lock`]s, [`term`] (terminal-safe output), [`tokenizer`]
+//! (the embedding model's tokenizer, loaded fast).
 
 pub mod answer;
 pub mod chunk;
@@ -24,3 +25,4 @@ pub mod retrieve;
 pub mod roadmap;
 pub mod server;
 pub mod term;
+pub mod tokenizer;
