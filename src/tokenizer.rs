@@ -621,11 +621,20 @@ fn read_cache(path: &Path, json_hash: &[u8; 32]) -> Result<(Parts, Vocab), Strin
 /// `max_length`, and the special tokens of `special_tokens_map.json` added
 /// as special tokens (the configuration fastembed used, so ids and vectors
 /// are unchanged).
-pub fn for_model(
-    base: &Tokenizer,
+pub fn for_model<M: Model + Clone>(
+    base: &TokenizerImpl<
+        M,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    >,
     model_dir: &Path,
     max_length: usize,
-) -> Result<Tokenizer, TokenizerError> {
+) -> Result<
+    TokenizerImpl<M, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>,
+    TokenizerError,
+> {
     let read = |name: &str| -> Result<serde_json::Value, TokenizerError> {
         let path = model_dir.join(name);
         let bytes = fs::read(&path).map_err(|e| TokenizerError::Read {
