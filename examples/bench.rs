@@ -8,6 +8,8 @@
 //! - `latency`: in-process retrieval over synthetic indexes of 1k/10k/100k
 //!   chunks (real corpus text windows, random unit vectors), per mode, query
 //!   embedding excluded (it is timed separately when the model is installed).
+//! - `startup`: each load step of a one-shot `ragmap search` (tokenizer,
+//!   ONNX session, SQLite, HNSW view, jieba), wall time and memory.
 //! - `recall`: ragmap's own per-document Recall@5 on a question set, for
 //!   comparison with the Python pipeline's.
 
@@ -69,6 +71,14 @@ enum Command {
         #[arg(long)]
         scratch: PathBuf,
     },
+    /// Each load step of a one-shot search, timed one after another.
+    Startup {
+        /// Workspace (config.toml + an indexed corpus).
+        #[arg(long)]
+        workspace: PathBuf,
+        #[arg(long, default_value = "RAG 和微调有什么区别")]
+        query: String,
+    },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
         #[arg(long)]
@@ -100,6 +110,7 @@ fn main() -> Result<()> {
             queries,
             scratch,
         } => soak_bench(&corpus, size, searches, queries.as_deref(), &scratch)?,
+        Command::Startup { workspace, query } => startup_bench(&workspace, &query)?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -829,4 +840,95 @@ fn recall_bench(workspace: &Path, questions: &Path, k: usize) -> Result<Value> {
         out[format!("recall_at_{k}_{name}")] = json!(found as f64 / rows.len().max(1) as f64);
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------- startup
+
+/// Each load step of a one-shot `ragmap search`, one after another in this
+/// process (the order `ragmap search` used before loading went side by side):
+/// wall time and resident memory after each step.
+fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
+    let config = Config::load(workspace)?;
+    let mut steps = Vec::new();
+    let mut step = |name: &str, started: Instant| {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        steps.push(json!({"step": name, "ms": ms, "rss_mib": rss_mib()}));
+    };
+    let t = Instant::now();
+    let environment = embed::environment(&config)?;
+    step("onnxruntime library and environment", t);
+    let t = Instant::now();
+    let model = std::fs::read(config.model_dir().join("model.onnx"))?;
+    step("model.onnx read", t);
+    let t = Instant::now();
+    let mut session = ort::session::Session::builder(&environment)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_intra_threads(config.embed.threads.max(1))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .commit_from_memory(&model)?;
+    step("ONNX session creation", t);
+    drop(model);
+    let t = Instant::now();
+    let tokenizer = tokenizers::Tokenizer::from_file(embed::tokenizer_path(&config))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    step("tokenizer.json parse", t);
+    let t = Instant::now();
+    let db = config.index_dir().join(ragmap::index::store::DB_FILE);
+    let store = Store::open_ro(&db)?;
+    let vectors_file = store.meta("vectors_file")?.context("no vectors_file")?;
+    let count: usize = store
+        .meta("vectors_count")?
+        .and_then(|c| c.parse().ok())
+        .context("no vectors_count")?;
+    step("SQLite open", t);
+    let t = Instant::now();
+    let vectors = Vectors::view(&config.index_dir().join(vectors_file), count)?;
+    step("HNSW view", t);
+    let t = Instant::now();
+    let terms = terms::query_terms(query);
+    step("jieba dictionary (first segmentation)", t);
+    let t = Instant::now();
+    let encoding = tokenizer
+        .encode(format!("query: {query}"), true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ids: Vec<i64> = encoding.get_ids().iter().map(|&i| i as i64).collect();
+    let batch = Batch {
+        rows: 1,
+        len: ids.len(),
+        mask: vec![1; ids.len()],
+        types: vec![0; ids.len()],
+        ids,
+    };
+    let need_types = session
+        .inputs()
+        .iter()
+        .any(|input| input.name() == "token_type_ids");
+    let vector = run_bare(&mut session, std::slice::from_ref(&batch), need_types)?;
+    step("query embedding (first run)", t);
+    let t = Instant::now();
+    let hits = vectors.search(&vector[0], 40)?;
+    step("HNSW search", t);
+    let t = Instant::now();
+    drop(tokenizer);
+    step("tokenizer drop", t);
+    drop(session);
+    Ok(json!({
+        "steps": steps,
+        "hits": hits.len(),
+        "terms": terms.len(),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Peak resident set size of this process in MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

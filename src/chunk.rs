@@ -5,13 +5,14 @@
 //! embedded text carries its context.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
-use text_splitter::{ChunkConfig, MarkdownSplitter};
-use tokenizers::Tokenizer;
+use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter};
 
 use crate::config;
 use crate::corpus::PATH_SEPARATOR;
+use crate::tokenizer::{self, Tokenizer};
 
 /// Bumped whenever chunk boundaries or embedded text change for the same settings,
 /// so existing indexes are rebuilt rather than silently mixed.
@@ -40,27 +41,36 @@ pub struct Chunk {
 }
 
 pub struct Chunker {
-    splitter: MarkdownSplitter<Tokenizer>,
-    tokenizer: Tokenizer,
+    splitter: MarkdownSplitter<Sizer>,
+    tokenizer: Arc<Tokenizer>,
+}
+
+/// Sizes text in the tokenizer's tokens, special tokens excluded: what
+/// text-splitter's own sizer for a `tokenizers::Tokenizer` counts.
+struct Sizer(Arc<Tokenizer>);
+
+impl ChunkSizer for Sizer {
+    fn size(&self, chunk: &str) -> usize {
+        // Unigram segmentation only fails without an unknown-token id; the
+        // byte length then overstates the size, so the chunk is split, not lost.
+        self.0
+            .encode_fast(chunk, false)
+            .map_or(chunk.len(), |e| e.len())
+    }
 }
 
 impl Chunker {
     pub fn new(tokenizer_json: &Path, settings: &config::Chunk) -> Result<Chunker, ChunkError> {
-        let mut tokenizer =
-            Tokenizer::from_file(tokenizer_json).map_err(|e| ChunkError::Tokenizer {
-                path: tokenizer_json.display().to_string(),
-                message: e.to_string(),
-            })?;
-        // A truncating or padding tokenizer would report capped or inflated sizes.
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| ChunkError::Settings(e.to_string()))?;
-        tokenizer.with_padding(None);
-        Self::with_tokenizer(tokenizer, settings)
+        let tokenizer = tokenizer::load(tokenizer_json).map_err(|e| ChunkError::Tokenizer {
+            path: tokenizer_json.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::with_tokenizer(Arc::new(tokenizer), settings)
     }
 
+    /// A chunker sizing with `tokenizer` (shared, e.g. with the embedder's).
     pub fn with_tokenizer(
-        tokenizer: Tokenizer,
+        tokenizer: Arc<Tokenizer>,
         settings: &config::Chunk,
     ) -> Result<Chunker, ChunkError> {
         if settings.max_tokens == 0 || settings.max_tokens > 480 {
@@ -69,6 +79,18 @@ impl Chunker {
                 settings.max_tokens
             )));
         }
+        // A truncating or padding tokenizer would report capped or inflated sizes.
+        let tokenizer = if tokenizer.get_truncation().is_some() || tokenizer.get_padding().is_some()
+        {
+            let mut plain = (*tokenizer).clone();
+            plain
+                .with_truncation(None)
+                .map_err(|e| ChunkError::Settings(e.to_string()))?;
+            plain.with_padding(None);
+            Arc::new(plain)
+        } else {
+            tokenizer
+        };
         let chunk_config = ChunkConfig::new(settings.max_tokens)
             .with_overlap(settings.overlap_tokens)
             .map_err(|_| {
@@ -77,7 +99,7 @@ impl Chunker {
                     settings.overlap_tokens, settings.max_tokens
                 ))
             })?
-            .with_sizer(tokenizer.clone());
+            .with_sizer(Sizer(tokenizer.clone()));
         Ok(Chunker {
             splitter: MarkdownSplitter::new(chunk_config),
             tokenizer,

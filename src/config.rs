@@ -49,6 +49,10 @@ pub struct Embed {
     pub batch_size: usize,
     pub threads: usize,
     pub sessions: usize,
+    /// ONNX Runtime's CPU memory arena (keeps freed buffers for reuse).
+    pub arena: bool,
+    /// ONNX Runtime's memory patterns (plans allocations per input shape).
+    pub memory_pattern: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +229,8 @@ impl Default for Embed {
             batch_size: 8,
             threads: 1,
             sessions: 2,
+            arena: true,
+            memory_pattern: true,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Local embeddings: multilingual-e5-small (ONNX) through fastembed and a
-//! dynamically loaded onnxruntime, both installed by `scripts/setup`.
+//! Local embeddings: multilingual-e5-small (ONNX) on a dynamically loaded
+//! onnxruntime, both installed by `scripts/setup`: tokenize (ragmap's fast
+//! tokenizer, see `tokenizer`), run the session, mean-pool over the attention
+//! mask, L2-normalise — what fastembed did, without its per-session tokenizer.
 //!
-//! fastembed panics when onnxruntime is missing or too old, so every asset is
+//! ort may panic when onnxruntime is missing or too old, so every asset is
 //! checked first and reported as a one-line error naming the fix.
 
 use std::fs;
@@ -9,14 +11,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
-};
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
+use ort::session::Session;
 use rayon::prelude::*;
 
 use crate::config::Config;
+use crate::tokenizer::{self, Tokenizer, TokenizerError};
 
 /// e5 was trained with these prefixes; without them retrieval quality drops.
 const QUERY_PREFIX: &str = "query: ";
@@ -43,6 +46,8 @@ pub enum EmbedError {
     BadModel { path: PathBuf, message: String },
     #[error("embedding failed: {0}")]
     Run(String),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
 }
 
 impl EmbedError {
@@ -166,32 +171,80 @@ pub fn environment(config: &Config) -> Result<ort::environment::Environment, Emb
     Ok(ENVIRONMENT.get_or_init(|| built).clone())
 }
 
+/// The longest input the model reads, in tokens (special tokens included).
+const MAX_LENGTH: usize = 512;
+
 pub struct Embedder {
+    /// One tokenizer for every session: the pieces are shared, only the
+    /// padding and truncation settings are the model's.
+    tokenizer: Arc<Tokenizer>,
     /// One ONNX Runtime session per worker: on few cores, independent
     /// single-threaded sessions use the CPU better than one multi-threaded one.
-    sessions: Vec<TextEmbedding>,
+    sessions: Vec<Session>,
+    /// Weights prepacked by the first session, reused by the others.
+    prepacked: PrepackedWeights,
+    shape: ModelShape,
     batch_size: usize,
 }
 
+/// What the model's inputs and outputs are called.
+#[derive(Clone)]
+struct ModelShape {
+    needs_token_types: bool,
+    output: String,
+}
+
 impl Embedder {
-    /// Loads one session: enough for queries.
+    /// Loads one session (enough for queries) and the tokenizer, side by side.
     pub fn load(config: &Config) -> Result<Embedder, EmbedError> {
         let environment = environment(config)?;
-        let session = load_session(
-            &config.model_dir(),
-            read_model(config)?,
-            config.embed.threads,
-            &environment,
-        )?;
+        let prepacked = PrepackedWeights::new();
+        let (session, base) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| load_tokenizer(config));
+            let session = timed("onnx session", || {
+                load_session(config, &environment, &prepacked)
+            });
+            let base = tokenizer
+                .join()
+                .unwrap_or_else(|_| Err(EmbedError::Run("loading the tokenizer panicked".into())));
+            (session, base)
+        });
+        Embedder::from_parts(config, &base?, session?, prepacked)
+    }
+
+    /// One session created now, ready for [`Embedder::from_parts`]: `ragmap
+    /// index` loads it while it tokenizes the corpus with the same tokenizer.
+    pub fn load_first_session(config: &Config) -> Result<(Session, PrepackedWeights), EmbedError> {
+        let environment = environment(config)?;
+        let prepacked = PrepackedWeights::new();
+        let session = timed("onnx session", || {
+            load_session(config, &environment, &prepacked)
+        })?;
+        Ok((session, prepacked))
+    }
+
+    /// An embedder of `session` with the model's configuration of `base`
+    /// (the tokenizer as `tokenizer.json` defines it).
+    pub fn from_parts(
+        config: &Config,
+        base: &Tokenizer,
+        session: Session,
+        prepacked: PrepackedWeights,
+    ) -> Result<Embedder, EmbedError> {
+        let tokenizer = tokenizer::for_model(base, &config.model_dir(), MAX_LENGTH)?;
+        let shape = ModelShape::of(&session, &config.model_dir())?;
         Ok(Embedder {
+            tokenizer: Arc::new(tokenizer),
             sessions: vec![session],
+            prepacked,
+            shape,
             batch_size: config.embed.batch_size.max(1),
         })
     }
 
     /// Sessions worth having to embed `texts` passages: up to `[embed]
-    /// sessions`, but a further session costs a model load (about a second),
-    /// which only pays off when there are batches enough to share.
+    /// sessions`, but a further session costs a model load (a fraction of a
+    /// second), which only pays off when there are batches enough to share.
     pub fn sessions_for(config: &Config, texts: usize) -> usize {
         let batches = texts.div_ceil(config.embed.batch_size.max(1));
         config.embed.sessions.clamp(1, (batches / 8).max(1))
@@ -203,20 +256,24 @@ impl Embedder {
         if missing == 0 {
             return Ok(());
         }
-        // Read again rather than kept: 85 MB a query process has no use for.
-        let model = read_model(config)?;
         let environment = environment(config)?;
-        let dir = config.model_dir();
+        let prepacked = &self.prepacked;
         let more = (0..missing)
             .into_par_iter()
-            .map(|_| load_session(&dir, model.clone(), config.embed.threads, &environment))
+            .map(|_| load_session(config, &environment, prepacked))
             .collect::<Result<Vec<_>, _>>()?;
         self.sessions.extend(more);
         Ok(())
     }
 
     pub fn embed_query(&mut self, query: &str) -> Result<Vec<f32>, EmbedError> {
-        let mut out = run(&mut self.sessions[0], &[format!("{QUERY_PREFIX}{query}")])?;
+        let input = format!("{QUERY_PREFIX}{query}");
+        let mut out = run(
+            &mut self.sessions[0],
+            &self.tokenizer,
+            &self.shape,
+            &[input.as_str()],
+        )?;
         out.pop()
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
@@ -231,18 +288,23 @@ impl Embedder {
             .iter()
             .map(|q| format!("{QUERY_PREFIX}{q}"))
             .collect();
-        let tokenizer = &self.sessions[0].tokenizer;
         let tokens = inputs
             .iter()
             .map(|t| {
-                tokenizer
+                self.tokenizer
                     .encode_fast(t.as_str(), true)
                     .map_or(0, |e| e.len())
             })
             .sum();
         let mut vectors = Vec::with_capacity(inputs.len());
         for batch in inputs.chunks(self.batch_size) {
-            vectors.extend(run(&mut self.sessions[0], batch)?);
+            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+            vectors.extend(run(
+                &mut self.sessions[0],
+                &self.tokenizer,
+                &self.shape,
+                &batch,
+            )?);
         }
         Ok((vectors, tokens))
     }
@@ -260,7 +322,7 @@ impl Embedder {
             .collect();
         // Batches of equal token counts need almost no padding; byte length is
         // a poor proxy when Chinese and English mix (measured in BENCHMARKS.md).
-        let tokenizer = &self.sessions[0].tokenizer;
+        let tokenizer = &self.tokenizer;
         let tokens: Vec<usize> = inputs
             .par_iter()
             .map(|t| {
@@ -273,9 +335,10 @@ impl Embedder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokens[i]);
         let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
-        let embed_batch = |session: &mut TextEmbedding, batch: &[usize]| {
+        let shape = &self.shape;
+        let embed_batch = |session: &mut Session, batch: &[usize]| {
             let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();
-            run(session, &batch_inputs)
+            run(session, tokenizer, shape, &batch_inputs)
         };
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let mut store = |b: usize, batch_vectors: Vec<Vec<f32>>| {
@@ -320,63 +383,127 @@ impl Embedder {
     }
 }
 
-/// The model and tokenizer files, read once for every session.
-fn read_model(config: &Config) -> Result<UserDefinedEmbeddingModel, EmbedError> {
-    let dir = config.model_dir();
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read(&path).map_err(bad_model(&path))
-    };
-    Ok(UserDefinedEmbeddingModel::new(
-        read("model.onnx")?,
-        TokenizerFiles {
-            tokenizer_file: read("tokenizer.json")?,
-            config_file: read("config.json")?,
-            special_tokens_map_file: read("special_tokens_map.json")?,
-            tokenizer_config_file: read("tokenizer_config.json")?,
-        },
-    )
-    .with_pooling(Pooling::Mean))
+/// `tokenizer.json` as the model directory holds it (from the cache when it matches).
+pub fn load_tokenizer(config: &Config) -> Result<Tokenizer, EmbedError> {
+    Ok(timed("tokenizer", || {
+        tokenizer::load(&tokenizer_path(config))
+    })?)
 }
 
-fn load_session(
-    dir: &Path,
-    model: UserDefinedEmbeddingModel,
-    threads: usize,
-    environment: &ort::environment::Environment,
-) -> Result<TextEmbedding, EmbedError> {
-    let options = InitOptionsUserDefined::new()
-        .with_max_length(512)
-        .with_intra_threads(threads.max(1))
-        .with_environment(environment.clone());
-    // fastembed and ort may panic on inputs they do not expect; a bad model
-    // file must still end in a message, not a backtrace.
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        TextEmbedding::try_new_from_user_defined(model, options)
-    }));
-    match loaded {
-        Ok(Ok(model)) => Ok(model),
-        Ok(Err(e)) => Err(EmbedError::BadModel {
-            path: dir.to_path_buf(),
-            message: first_line(&e.to_string()),
-        }),
-        Err(_) => Err(EmbedError::BadModel {
-            path: dir.to_path_buf(),
-            message: "the model loader crashed".into(),
-        }),
+impl ModelShape {
+    /// The inputs the graph declares and its embedding output, in
+    /// fastembed's order of preference.
+    fn of(session: &Session, dir: &Path) -> Result<ModelShape, EmbedError> {
+        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let output = match outputs.as_slice() {
+            [only] => only.to_string(),
+            _ => ["text_embeds", "last_hidden_state", "sentence_embedding"]
+                .into_iter()
+                .find(|name| outputs.contains(name))
+                .ok_or_else(|| EmbedError::BadModel {
+                    path: dir.join("model.onnx"),
+                    message: format!("no embedding output among {outputs:?}"),
+                })?
+                .to_string(),
+        };
+        Ok(ModelShape {
+            needs_token_types: session
+                .inputs()
+                .iter()
+                .any(|input| input.name() == "token_type_ids"),
+            output,
+        })
     }
 }
 
-fn run<S: AsRef<str> + Send + Sync>(
-    session: &mut TextEmbedding,
-    inputs: &[S],
+/// One ONNX Runtime session over `model.onnx`, with `[embed]`'s threads and
+/// memory settings; weights another session already prepacked are shared.
+fn load_session(
+    config: &Config,
+    environment: &ort::environment::Environment,
+    prepacked: &PrepackedWeights,
+) -> Result<Session, EmbedError> {
+    let path = config.model_dir().join("model.onnx");
+    let bad = |message: String| EmbedError::BadModel {
+        path: path.clone(),
+        message: first_line(&message),
+    };
+    let settings = &config.embed;
+    // ort may panic on a library or file it does not expect; a bad model
+    // file must still end in a message, not a backtrace.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let builder = Session::builder(environment).map_err(|e| e.to_string())?;
+        let cpu = ort::ep::CPU::default()
+            .with_arena_allocator(settings.arena)
+            .build();
+        builder
+            .with_execution_providers([cpu])
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
+            .and_then(|b| b.with_intra_threads(settings.threads.max(1)))
+            .and_then(|b| b.with_memory_pattern(settings.memory_pattern))
+            .and_then(|b| b.with_prepacked_weights(prepacked))
+            .map_err(|e| e.to_string())?
+            .commit_from_file(&path)
+            .map_err(|e| e.to_string())
+    }));
+    match built {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(message)) => Err(bad(message)),
+        Err(_) => Err(bad("the model loader crashed".into())),
+    }
+}
+
+/// Tokenizes `inputs` into one padded batch, runs it, and returns one
+/// L2-normalised mean-pooled vector per input, in order.
+fn run(
+    session: &mut Session,
+    tokenizer: &Tokenizer,
+    shape: &ModelShape,
+    inputs: &[&str],
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
     let n = inputs.len();
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        session.embed(inputs, Some(n))
-    }))
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let encodings = tokenizer
+        .encode_batch(inputs.to_vec(), true)
+        .map_err(|e| EmbedError::Run(first_line(&e.to_string())))?;
+    let len = encodings.first().map_or(0, |e| e.len());
+    if encodings.iter().any(|e| e.len() != len) {
+        return Err(EmbedError::Run("a batch came back unpadded".into()));
+    }
+    let mut ids = Vec::with_capacity(n * len);
+    let mut mask = Vec::with_capacity(n * len);
+    let mut types = Vec::with_capacity(n * len);
+    for e in &encodings {
+        ids.extend(e.get_ids().iter().map(|&x| x as i64));
+        mask.extend(e.get_attention_mask().iter().map(|&x| x as i64));
+        types.extend(e.get_type_ids().iter().map(|&x| x as i64));
+    }
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<Vec<Vec<f32>>, String> {
+            let dims = [n, len];
+            let outputs = if shape.needs_token_types {
+                session.run(ort::inputs![
+                    "input_ids" => tensor(dims, &ids)?,
+                    "attention_mask" => tensor(dims, &mask)?,
+                    "token_type_ids" => tensor(dims, &types)?,
+                ])
+            } else {
+                session.run(ort::inputs![
+                    "input_ids" => tensor(dims, &ids)?,
+                    "attention_mask" => tensor(dims, &mask)?,
+                ])
+            }
+            .map_err(|e| e.to_string())?;
+            let (out_shape, hidden) = outputs[shape.output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?;
+            pool(out_shape, hidden, &mask, n, len)
+        },
+    ))
     .map_err(|_| EmbedError::Run("the embedding runtime crashed".into()))?
-    .map_err(|e| EmbedError::Run(first_line(&e.to_string())))?;
+    .map_err(|e| EmbedError::Run(first_line(&e)))?;
     if out.len() != n {
         return Err(EmbedError::Run(format!(
             "expected {n} vectors, got {}",
@@ -386,6 +513,76 @@ fn run<S: AsRef<str> + Send + Sync>(
     Ok(out)
 }
 
+fn tensor(dims: [usize; 2], data: &[i64]) -> Result<ort::value::TensorRef<'_, i64>, String> {
+    ort::value::TensorRef::from_array_view((dims, data)).map_err(|e| e.to_string())
+}
+
+/// Mean over the unmasked tokens (a 2-D output is already pooled), then L2
+/// normalisation, in fastembed's order of operations so vectors are the same
+/// to the bit.
+fn pool(
+    shape: &[i64],
+    hidden: &[f32],
+    mask: &[i64],
+    rows: usize,
+    len: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    let normalize = |v: Vec<f32>| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / (norm + 1e-12)).collect::<Vec<f32>>()
+    };
+    match *shape {
+        [r, dim] if r as usize == rows && hidden.len() == rows * dim as usize => Ok(hidden
+            .chunks_exact(dim as usize)
+            .map(|row| normalize(row.to_vec()))
+            .collect()),
+        [r, l, dim] if r as usize == rows && l as usize == len => {
+            let dim = dim as usize;
+            if hidden.len() != rows * len * dim {
+                return Err(format!(
+                    "output of shape {shape:?} has {} values",
+                    hidden.len()
+                ));
+            }
+            Ok((0..rows)
+                .map(|r| {
+                    let mut sum = vec![0f32; dim];
+                    let mut count = 0f32;
+                    for t in 0..len {
+                        if mask[r * len + t] == 0 {
+                            continue;
+                        }
+                        count += mask[r * len + t] as f32;
+                        let token = &hidden[(r * len + t) * dim..(r * len + t + 1) * dim];
+                        for (acc, x) in sum.iter_mut().zip(token) {
+                            *acc += x;
+                        }
+                    }
+                    let count = if count == 0.0 { 1.0 } else { count };
+                    normalize(sum.into_iter().map(|x| x / count).collect())
+                })
+                .collect())
+        }
+        _ => Err(format!(
+            "unexpected output shape {shape:?} for {rows} inputs of {len} tokens"
+        )),
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
+}
+
+/// Runs `f`, and with `RAGMAP_TIMINGS=1` prints how long it took to stderr
+/// (`scripts/bench` reads these lines to time each load step).
+pub fn timed<T>(step: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    if std::env::var_os("RAGMAP_TIMINGS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "timing: {step} {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    out
 }

@@ -5,7 +5,8 @@
 //! prompt → llm, with [`answer`] walking a question through the last four.
 //! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`glossary`]
 //! (Chinese ↔ English terms for lexical search), [`lang`] (script and
-//! language of a text), [`lock`]s, [`term`] (terminal-safe output).
+//! language of a text), [`lock`]s, [`term`] (terminal-safe output),
+//! [`tokenizer`] (the embedding model's tokenizer, loaded fast).
 
 pub mod answer;
 pub mod chunk;
@@ -26,3 +27,4 @@ pub mod retrieve;
 pub mod roadmap;
 pub mod server;
 pub mod term;
+pub mod tokenizer;

@@ -61,13 +61,31 @@ impl Retriever {
     /// Opens the index of `config`, reads the glossary (the built-in one and
     /// `[retrieve] glossary`) and, unless `[retrieve] mode` is lexical, loads
     /// the embedding model.
+    ///
+    /// What the mode needs loads side by side: the model (tokenizer and ONNX
+    /// session, on threads of their own) while this thread opens the index,
+    /// reads the glossary and, unless the mode is vector-only, loads jieba's
+    /// dictionary.
     pub fn open(config: &Config) -> Result<Retriever, RetrieveError> {
-        let glossary = Glossary::load(config.glossary_path().as_deref())?;
-        let index = Index::open(config)?;
-        let embedder = match config.retrieve.mode {
-            RetrieveMode::Lexical => None,
-            _ => Some(Embedder::load(config)?),
-        };
+        let mode = config.retrieve.mode;
+        let (index, glossary, embedder) = std::thread::scope(|scope| {
+            let embedder =
+                (mode != RetrieveMode::Lexical).then(|| scope.spawn(|| Embedder::load(config)));
+            let index = crate::embed::timed("index open", || Index::open(config));
+            let glossary = Glossary::load(config.glossary_path().as_deref());
+            if index.is_ok() && embedder.is_some() && mode != RetrieveMode::Vector {
+                crate::embed::timed("jieba", terms::warm_up);
+            }
+            let embedder = embedder.map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())))
+            });
+            (index, glossary, embedder)
+        });
+        let glossary = glossary?;
+        let index = index?;
+        let embedder = embedder.transpose()?;
         Ok(Retriever::new(index, embedder, config.retrieve.clone()).with_glossary(glossary))
     }
 

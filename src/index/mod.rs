@@ -378,25 +378,34 @@ fn diff(docs: Vec<Document>, known: &HashMap<String, store::DocRow>) -> Diff {
 
 /// Splits the pending documents on every core while the first embedding
 /// session loads: counting tokens for the splitter is the largest cost after
-/// the model, both take seconds, and an incremental run needs both. Returns
-/// that session (none when nothing is pending).
+/// the model, both take seconds, and an incremental run needs both. The one
+/// tokenizer sizes the chunks and, configured for the model, feeds the
+/// embedder. Returns the embedder (none when nothing is pending).
 fn chunk_while_loading(
     config: &Config,
     pending: &mut [Pending],
 ) -> Result<Option<Result<Embedder, EmbedError>>, chunk::ChunkError> {
+    if pending.is_empty() {
+        return Ok(None);
+    }
     std::thread::scope(|scope| {
-        let loader = (!pending.is_empty()).then(|| scope.spawn(|| Embedder::load(config)));
-        let chunked = Chunker::new(&embed::tokenizer_path(config), &config.chunk).map(|chunker| {
-            pending
-                .par_iter_mut()
-                .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
-        });
-        let session = loader.map(|handle| {
-            handle
-                .join()
-                .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())))
-        });
-        chunked.map(|()| session)
+        let loader = scope.spawn(|| Embedder::load_first_session(config));
+        let tokenizer =
+            embed::load_tokenizer(config).map_err(|e| chunk::ChunkError::Tokenizer {
+                path: embed::tokenizer_path(config).display().to_string(),
+                message: e.to_string(),
+            })?;
+        let tokenizer = std::sync::Arc::new(tokenizer);
+        let chunker = Chunker::with_tokenizer(tokenizer.clone(), &config.chunk)?;
+        pending
+            .par_iter_mut()
+            .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
+        let session = loader
+            .join()
+            .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())));
+        Ok(Some(session.and_then(|(session, prepacked)| {
+            Embedder::from_parts(config, &tokenizer, session, prepacked)
+        })))
     })
 }
 
