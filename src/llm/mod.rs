@@ -266,6 +266,36 @@ pub trait ChatBackend: Send + Sync + std::fmt::Debug {
     /// Errors are those of `chat`; a server that accepts the connection but does not
     /// answer within `timeout` gives `FirstTokenTimeout` (`after` = `timeout`).
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>>;
+
+    /// The model ids the server offers (`GET /models`, Ollama's `/api/tags`),
+    /// in the server's order, the whole exchange bounded by `timeout`.
+    fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>>;
+}
+
+/// `err` with the models the server has, when it says the model is unknown:
+/// the user sees what to pass to `--model` instead.
+pub async fn explain_unknown_model(backend: &dyn ChatBackend, err: LlmError) -> LlmError {
+    let LlmError::UnknownModel { model, message } = err else {
+        return err;
+    };
+    let message = match backend.models(Duration::from_secs(5)).await {
+        Ok(ids) if !ids.is_empty() => {
+            const SHOWN: usize = 20;
+            let mut list = ids
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if ids.len() > SHOWN {
+                list.push_str(&format!(", … ({} in all; ragmap models)", ids.len()));
+            }
+            format!("{message}; the server has: {list} (pass one with -m)")
+        }
+        Ok(_) => format!("{message}; the server lists no models"),
+        Err(_) => format!("{message}; `ragmap models` lists what the server has"),
+    };
+    LlmError::UnknownModel { model, message }
 }
 
 /// The backend `[llm]` configures: provider, base URL (`Config::llm_base_url`, which
