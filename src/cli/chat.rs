@@ -47,10 +47,7 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
                 if last_sources.is_empty() {
                     println!("(no sources yet)");
                 }
-                let mut out = std::io::stdout().lock();
-                for s in &last_sources {
-                    output::write_source(&mut out, s);
-                }
+                output::write_sources(&mut std::io::stdout().lock(), &last_sources);
                 continue;
             }
             _ if input.starts_with('/') => {
@@ -63,7 +60,11 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
             _ => {}
         }
         let rewrite = rt.block_on(answerer.query(&history, input));
-        if let Some(search) = rewrite.query.rewritten_search() {
+        if let Some(search) = rewrite
+            .query
+            .rewritten_search()
+            .filter(|_| !output::quiet())
+        {
             eprintln!("(searching for: {})", sanitize(search));
         }
         let passages = retriever

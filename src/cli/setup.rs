@@ -16,6 +16,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The question given as words on the command line (`ragmap ask what is
+/// LoRA`), or read from standard input for `-`.
+pub fn question_words(words: &[String]) -> anyhow::Result<String> {
+    if let [dash] = words {
+        if dash == "-" {
+            use std::io::Read;
+            // A question, not a document: a bound keeps a wrong pipe from filling memory.
+            const LIMIT: u64 = 1 << 20;
+            let mut text = String::new();
+            std::io::stdin()
+                .take(LIMIT)
+                .read_to_string(&mut text)
+                .context("cannot read the question from standard input (UTF-8 text expected)")?;
+            return Ok(text);
+        }
+    }
+    Ok(words.join(" "))
+}
+
 /// The question without surrounding space; an empty one is an error showing
 /// how `command` is used.
 pub fn question<'q>(question: &'q str, command: &str) -> anyhow::Result<&'q str> {
