@@ -128,7 +128,11 @@ pub enum RetrieveMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    /// The configured endpoint (as `openai`); with none configured, an
+    /// OpenAI-compatible server on 127.0.0.1:8080, else Ollama at
+    /// `OLLAMA_HOST`; see `llm::resolve_auto`.
     #[default]
+    Auto,
     Openai,
     Ollama,
 }
@@ -137,6 +141,7 @@ impl Provider {
     /// The name config.toml and `--provider` use.
     pub fn name(self) -> &'static str {
         match self {
+            Provider::Auto => "auto",
             Provider::Openai => "openai",
             Provider::Ollama => "ollama",
         }
@@ -284,7 +289,7 @@ impl Default for Retrieve {
 impl Default for Llm {
     fn default() -> Self {
         Llm {
-            provider: Provider::Openai,
+            provider: Provider::Auto,
             base_url: None,
             model: "default".into(),
             api_key_env: "OPENAI_API_KEY".into(),
@@ -402,6 +407,12 @@ impl Config {
         self.llm_endpoint().0
     }
 
+    /// Whether an endpoint is named anywhere (`[llm] base_url` by the file, a
+    /// variable or a flag, or `OPENAI_BASE_URL`): `auto` then looks no further.
+    pub fn llm_endpoint_configured(&self) -> bool {
+        self.llm.base_url.is_some() || self.llm_endpoint().1 != Origin::Default
+    }
+
     /// The chat endpoint's base URL and where it came from: `[llm] base_url`
     /// (from the file, a variable or a flag), else the provider's own
     /// variable, else the provider's default.
@@ -414,7 +425,7 @@ impl Config {
         }
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         match self.llm.provider {
-            Provider::Openai => match var("OPENAI_BASE_URL") {
+            Provider::Auto | Provider::Openai => match var("OPENAI_BASE_URL") {
                 Some(u) => (
                     u.trim().trim_end_matches('/').to_string(),
                     Origin::Env("OPENAI_BASE_URL".into()),

@@ -164,6 +164,71 @@ fn ollama_host_in_the_forms_ollama_accepts_reaches_the_server() {
 }
 
 #[test]
+fn provider_auto_finds_a_local_server_and_one_of_its_chat_models() {
+    // The default OpenAI-compatible address first, held here by a scripted server.
+    let ws = Workspace::new("");
+    let Some(local) = ScriptedServer::start_at(8080, |req| match req.path.as_str() {
+        "/v1/models" => openai_models(&["SmolLM2-135M-Instruct-Q8_0.gguf"]),
+        _ => openai_error(404, "File Not Found"),
+    }) else {
+        unavailable::<()>("127.0.0.1:8080 is in use by another program");
+        return;
+    };
+    let ollama = ScriptedServer::start(|req| match req.path.as_str() {
+        "/api/tags" => ollama_tags(&["nomic-embed-text:latest", "qwen2.5:7b", "llama3.2:1b"]),
+        _ => Reply::json(404, r#"{"error":"not found"}"#),
+    });
+    let host = format!("127.0.0.1:{}", ollama.port());
+    let out = run(&ws, &["models"], &[("OLLAMA_HOST", &host)]);
+    assert_eq!(ok(&out), "SmolLM2-135M-Instruct-Q8_0.gguf\n");
+    assert_eq!(
+        stderr(&out),
+        "ragmap: answering with an OpenAI-compatible server at http://127.0.0.1:8080/v1, model \"SmolLM2-135M-Instruct-Q8_0.gguf\" (the first chat model it lists; provider auto)\n"
+    );
+    drop(local);
+
+    // Nothing there: Ollama at OLLAMA_HOST, with a chat model, not the embedding one.
+    let out = run(&ws, &["config", "--check"], &[("OLLAMA_HOST", &host)]);
+    let text = ok(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "answering with Ollama at http://{host}, model \"qwen2.5:7b\""
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(text.contains("provider = \"ollama\""), "{text}");
+    assert!(text.contains("# model \"qwen2.5:7b\": listed"), "{text}");
+    // -q keeps the line to itself; a model named anywhere is kept.
+    let out = run(
+        &ws,
+        &["-q", "models"],
+        &[("OLLAMA_HOST", &host), ("RAGMAP_LLM_MODEL", "llama3.2:1b")],
+    );
+    assert_eq!(stderr(&out), "");
+    let out = run(
+        &ws,
+        &["config", "--check", "-m", "llama3.2:1b"],
+        &[("OLLAMA_HOST", &host)],
+    );
+    assert!(
+        stderr(&out).contains("model \"llama3.2:1b\" (configured"),
+        "{}",
+        stderr(&out)
+    );
+    // An endpoint named anywhere is used as it is, nothing probed.
+    let before = ollama.requests().len();
+    let out = run(
+        &ws,
+        &["models", "--base-url", &format!("http://{host}/v1")],
+        &[],
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("provider auto"), "{}", stderr(&out));
+    assert_eq!(ollama.requests().len(), before + 1);
+}
+
+#[test]
 fn models_reports_endpoint_errors_on_one_line() {
     let server = ScriptedServer::always(openai_error(401, "invalid api key"));
     let ws = Workspace::new("");

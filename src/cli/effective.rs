@@ -102,9 +102,13 @@ fn extra_note(config: &Config, key: &str) -> String {
                 }
             )
         }
-        "llm.provider" if config.llm.provider == config::Provider::Ollama => {
-            String::from("; no API key is sent to Ollama")
-        }
+        "llm.provider" => match config.llm.provider {
+            config::Provider::Ollama => String::from("; no API key is sent to Ollama"),
+            config::Provider::Auto => {
+                String::from("; settled when a command talks to the model (--check shows the pick)")
+            }
+            config::Provider::Openai => String::new(),
+        },
         "paths.corpus" => format!("; {}", config.corpus_dir().display()),
         "paths.index" => format!("; {}", config.index_dir().display()),
         "paths.assets" => format!("; {}", config.assets_dir().display()),

@@ -278,6 +278,20 @@ impl LlmFlags {
 }
 
 impl Command {
+    /// Whether the command calls the chat model, so that `provider = "auto"`
+    /// must be settled first.
+    fn talks_to_model(&self) -> bool {
+        match self {
+            Command::Ask { dry_run, .. } => !dry_run,
+            Command::Eval {
+                answers, rewrite, ..
+            } => *answers || *rewrite,
+            Command::Config { check, .. } => *check,
+            Command::Chat { .. } | Command::Serve { .. } | Command::Models { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Applies the flags that override config.toml: the one place they meet
     /// the configuration, so commands read settings from `config` only.
     fn apply_overrides(&self, config: &mut Config) {
@@ -340,6 +354,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ragmap::config::find_workspace(args.workspace.as_deref(), home.as_deref(), &cwd);
     let mut config = Config::load(&workspace)?;
     args.command.apply_overrides(&mut config);
+    if args.command.talks_to_model() {
+        let picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(&mut config));
+        if let Some(line) = picked.filter(|_| !output::quiet()) {
+            eprintln!("ragmap: {line}");
+        }
+    }
     if found != Found::Flag {
         output::verbose(format_args!("workspace {} ({found})", workspace.display()));
     }

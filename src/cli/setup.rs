@@ -126,7 +126,7 @@ pub fn answerer(config: &Config, translate: bool) -> anyhow::Result<Answerer> {
 /// What to do when no model answers.
 pub fn unreachable_hint(config: &Config) -> String {
     format!(
-        "start the model server, or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
+        "start the model server (bash scripts/llm-server start 8080, or Ollama), or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
         config.llm_base_url()
     )
 }
