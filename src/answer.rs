@@ -265,6 +265,48 @@ pub fn cited_sources<'p>(answer: &str, sources: &'p [Source]) -> (Vec<&'p Source
     (cited, invalid)
 }
 
+/// One line of a source list: the numbers of every source that would print
+/// the same (title, location and heading), with the first of them. Two
+/// passages of one section make one line `[1, 2] title — location`.
+pub struct SourceLine<'s> {
+    pub numbers: Vec<usize>,
+    pub source: &'s Source,
+}
+
+impl SourceLine<'_> {
+    /// `[1]` or `[1, 2]`.
+    pub fn label(&self) -> String {
+        let numbers: Vec<String> = self.numbers.iter().map(|n| n.to_string()).collect();
+        format!("[{}]", numbers.join(", "))
+    }
+}
+
+/// `sources` with identical lines collapsed, in order of first appearance.
+/// `with_heading`: whether the heading is part of the line (lists that print
+/// only title and location collapse by those).
+pub fn source_lines<'s>(
+    sources: impl IntoIterator<Item = &'s Source>,
+    with_heading: bool,
+) -> Vec<SourceLine<'s>> {
+    let mut lines: Vec<SourceLine<'s>> = Vec::new();
+    for s in sources {
+        let same = |l: &&mut SourceLine<'s>| {
+            l.source.title == s.title
+                && l.source.location == s.location
+                && (!with_heading || l.source.heading == s.heading)
+        };
+        match lines.iter_mut().find(|l| same(l)) {
+            Some(line) if !line.numbers.contains(&s.number) => line.numbers.push(s.number),
+            Some(_) => {}
+            None => lines.push(SourceLine {
+                numbers: vec![s.number],
+                source: s,
+            }),
+        }
+    }
+    lines
+}
+
 /// Milliseconds since a start, for [`Timings`].
 pub struct Clock(Instant);
 
@@ -280,6 +322,31 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_source_lines_collapse_in_first_order() {
+        let source = |number: usize, location: &str, heading: &str| Source {
+            number,
+            title: "T".into(),
+            location: location.into(),
+            heading: heading.into(),
+            text: format!("passage {number}"),
+            chunk_id: number as i64,
+            path: String::new(),
+        };
+        let sources = [
+            source(1, "a", "H1"),
+            source(2, "b", "H"),
+            source(3, "a", "H1"),
+            source(4, "a", "H2"),
+        ];
+        let lines = source_lines(&sources, true);
+        let labels: Vec<String> = lines.iter().map(SourceLine::label).collect();
+        assert_eq!(labels, ["[1, 3]", "[2]", "[4]"]);
+        let lines = source_lines(&sources, false);
+        let labels: Vec<String> = lines.iter().map(SourceLine::label).collect();
+        assert_eq!(labels, ["[1, 3, 4]", "[2]"]);
+    }
 
     #[test]
     fn one_line_cleanup() {

@@ -4,7 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+mod layers;
+mod workspace;
+
+pub use layers::{env_var, keys, Origin, Origins};
+pub use workspace::{find_workspace, Found};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -15,9 +21,15 @@ pub enum ConfigError {
     },
     #[error("{path} is not valid: {message}; fix it or delete it to use the defaults")]
     Invalid { path: PathBuf, message: String },
+    #[error("{var}={value:?} is not valid: {message}; fix or unset {var}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub paths: Paths,
@@ -30,9 +42,12 @@ pub struct Config {
     /// Workspace directory; set on load, not read from the file.
     #[serde(skip)]
     pub workspace: PathBuf,
+    /// Where each value not at its default came from (`section.key`).
+    #[serde(skip)]
+    pub origins: Origins,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Paths {
     pub corpus: PathBuf,
@@ -41,7 +56,7 @@ pub struct Paths {
     pub assets: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Embed {
     pub model_dir: Option<PathBuf>,
@@ -55,14 +70,14 @@ pub struct Embed {
     pub memory_pattern: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Chunk {
     pub max_tokens: usize,
     pub overlap_tokens: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Crawl {
     pub concurrency: usize,
@@ -80,7 +95,7 @@ pub struct Crawl {
     pub block_private: BlockPrivate,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockPrivate {
     #[default]
@@ -89,7 +104,7 @@ pub enum BlockPrivate {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retrieve {
     pub top_k: usize,
@@ -131,15 +146,30 @@ pub enum RetrieveMode {
     Lexical,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    /// The configured endpoint (as `openai`); with none configured, an
+    /// OpenAI-compatible server on 127.0.0.1:8080, else Ollama at
+    /// `OLLAMA_HOST`; see `llm::resolve_auto`.
     #[default]
+    Auto,
     Openai,
     Ollama,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Provider {
+    /// The name config.toml and `--provider` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Auto => "auto",
+            Provider::Openai => "openai",
+            Provider::Ollama => "ollama",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Llm {
     pub provider: Provider,
@@ -157,7 +187,7 @@ pub struct Llm {
 }
 
 /// `ragmap serve`: where it listens and what it accepts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
     pub host: String,
@@ -207,6 +237,7 @@ impl Default for Config {
             llm: Llm::default(),
             server: Server::default(),
             workspace: PathBuf::from("."),
+            origins: Origins::new(),
         }
     }
 }
@@ -288,7 +319,7 @@ impl Default for Retrieve {
 impl Default for Llm {
     fn default() -> Self {
         Llm {
-            provider: Provider::Openai,
+            provider: Provider::Auto,
             base_url: None,
             model: "default".into(),
             api_key_env: "OPENAI_API_KEY".into(),
@@ -307,58 +338,56 @@ impl Default for Llm {
 pub const CONFIG_FILE: &str = "config.toml";
 
 impl Config {
-    /// Loads `<workspace>/config.toml`, or the defaults when it does not exist.
+    /// Loads `<workspace>/config.toml` (the defaults when it does not
+    /// exist), then the environment's `RAGMAP_<SECTION>_<KEY>` variables.
     pub fn load(workspace: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(workspace, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with the environment read through `env`.
+    pub fn load_with(
+        workspace: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let path = workspace.join(CONFIG_FILE);
-        let mut config = match std::fs::read(&path) {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let mut table = match std::fs::read(&path) {
             Ok(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
-                    path: path.clone(),
-                    message: "not UTF-8".into(),
-                })?;
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Invalid {
-                    path: path.clone(),
-                    message: e.message().to_string(),
-                })?
+                let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8".into()))?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+                // Checked before the environment joins, so that an error here is the file's.
+                toml::Value::Table(table.clone())
+                    .try_into::<Config>()
+                    .map_err(|e| invalid(e.message().to_string()))?;
+                table
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
+        let mut origins = Origins::new();
+        layers::file_origins(&table, &mut origins);
+        layers::apply_env(&mut table, &mut origins, env)?;
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| invalid(e.message().to_string()))?;
         config.workspace = workspace.to_path_buf();
-        config.apply_env();
+        config.origins = origins;
         Ok(config)
     }
 
-    fn apply_env(&mut self) {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(v) = var("RAGMAP_ASSETS") {
-            self.paths.assets = Some(v.into());
-        }
-        if let Some(v) = var("RAGMAP_MODEL_DIR") {
-            self.embed.model_dir = Some(v.into());
-        }
-        if let Some(v) = var("RAGMAP_ORT_DYLIB") {
-            self.embed.ort_dylib = Some(v.into());
-        }
-        if let Some(v) = std::env::var("RAGMAP_LLM_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            self.llm.base_url = Some(v);
-        }
-        if let Some(v) = std::env::var("RAGMAP_LLM_MODEL")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            self.llm.model = v;
-        }
-        if let Ok(v) = std::env::var("RAGMAP_LLM_PROVIDER") {
-            match v.to_ascii_lowercase().as_str() {
-                "ollama" => self.llm.provider = Provider::Ollama,
-                "openai" => self.llm.provider = Provider::Openai,
-                _ => {}
-            }
-        }
+    /// Where `section.key` got its value.
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// Records that a flag set `section.key`.
+    pub fn set_by_flag(&mut self, key: &str, flag: &str) {
+        self.origins
+            .insert(key.to_string(), Origin::Flag(flag.to_string()));
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -407,38 +436,117 @@ impl Config {
         }
     }
 
-    /// The chat endpoint's base URL, defaulting per provider (OLLAMA_HOST for Ollama).
+    /// The chat endpoint's base URL, defaulting per provider (OLLAMA_HOST for Ollama,
+    /// OPENAI_BASE_URL for OpenAI-compatible servers).
     pub fn llm_base_url(&self) -> String {
+        self.llm_endpoint().0
+    }
+
+    /// Whether an endpoint is named anywhere (`[llm] base_url` by the file, a
+    /// variable or a flag, or `OPENAI_BASE_URL`): `auto` then looks no further.
+    pub fn llm_endpoint_configured(&self) -> bool {
+        self.llm.base_url.is_some() || self.llm_endpoint().1 != Origin::Default
+    }
+
+    /// The chat endpoint's base URL and where it came from: `[llm] base_url`
+    /// (from the file, a variable or a flag), else the provider's own
+    /// variable, else the provider's default.
+    pub fn llm_endpoint(&self) -> (String, Origin) {
         if let Some(u) = &self.llm.base_url {
-            return u.trim_end_matches('/').to_string();
+            return (
+                u.trim().trim_end_matches('/').to_string(),
+                self.origin("llm.base_url"),
+            );
         }
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         match self.llm.provider {
-            Provider::Openai => "http://127.0.0.1:8080/v1".into(),
-            Provider::Ollama => ollama_host_url(std::env::var("OLLAMA_HOST").ok().as_deref()),
+            Provider::Auto | Provider::Openai => match var("OPENAI_BASE_URL") {
+                Some(u) => (
+                    u.trim().trim_end_matches('/').to_string(),
+                    Origin::Env("OPENAI_BASE_URL".into()),
+                ),
+                None => ("http://127.0.0.1:8080/v1".into(), Origin::Default),
+            },
+            Provider::Ollama => match var("OLLAMA_HOST") {
+                Some(v) => (ollama_host_url(Some(&v)), Origin::Env("OLLAMA_HOST".into())),
+                None => (ollama_host_url(None), Origin::Default),
+            },
         }
     }
 }
 
-/// `OLLAMA_HOST` may be `host`, `host:port`, or a full URL.
+/// The Ollama server `OLLAMA_HOST` names, resolved as Ollama's own client
+/// resolves it (its `envconfig.Host`): spaces and quotes trimmed; no scheme
+/// means `http` and port 11434, `http://` without a port means 80, `https://`
+/// 443; `host:port`, `[v6]:port` and a bare IPv6 address; a path after the
+/// host kept (a proxy prefix); a port that is not a number in 0..=65535
+/// replaced by the default. One deviation: an empty host (`:1234`) becomes
+/// 127.0.0.1, since a URL needs one and Go dials the local machine for it.
 pub fn ollama_host_url(value: Option<&str>) -> String {
-    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return "http://127.0.0.1:11434".into();
+    let value = value
+        .unwrap_or("")
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim();
+    let (scheme, rest, default_port) = match value.split_once("://") {
+        None if value == "ollama.com" => ("https", "ollama.com:443", "443"),
+        None => ("http", value, "11434"),
+        Some(("http", rest)) => ("http", rest, "80"),
+        Some(("https", rest)) => ("https", rest, "443"),
+        Some((scheme, rest)) => (scheme, rest, "11434"),
     };
-    let with_scheme = if v.contains("://") {
-        v.to_string()
-    } else {
-        format!("http://{v}")
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match split_host_port(hostport) {
+        Some((host, port)) => (host.to_string(), port),
+        None => {
+            let bare = hostport.trim_matches(|c| c == '[' || c == ']');
+            let host = match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) if hostport.is_empty() => "127.0.0.1".to_string(),
+                Err(_) => hostport.to_string(),
+            };
+            (host, default_port)
+        }
     };
-    let trimmed = with_scheme.trim_end_matches('/');
-    let after_scheme = trimmed.split_once("://").map(|x| x.1).unwrap_or(trimmed);
-    let has_port = after_scheme
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty());
-    if has_port {
-        trimmed.to_string()
+    let port = match port.parse::<i64>() {
+        Ok(n) if (0..=65535).contains(&n) => port,
+        _ => default_port,
+    };
+    let host = match host.as_str() {
+        "" => "127.0.0.1".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        format!("{scheme}://{host}:{port}")
     } else {
-        format!("{trimmed}:11434")
+        format!("{scheme}://{host}:{port}/{path}")
     }
+}
+
+/// Go's `net.SplitHostPort`: `host:port` or `[host]:port`, `None` where Go
+/// returns an error (no port, too many colons, misplaced brackets).
+fn split_host_port(hostport: &str) -> Option<(&str, &str)> {
+    let colon = hostport.rfind(':')?;
+    let (host, after_host) = if let Some(inner) = hostport.strip_prefix('[') {
+        let end = inner.find(']')? + 1;
+        if end + 1 != colon {
+            return None;
+        }
+        (&hostport[1..end], end + 1)
+    } else {
+        let host = &hostport[..colon];
+        if host.contains(':') {
+            return None;
+        }
+        (host, 0)
+    };
+    let opening_at = usize::from(after_host > 0);
+    if hostport[opening_at..].contains('[') || hostport[after_host..].contains(']') {
+        return None;
+    }
+    Some((host, &hostport[colon + 1..]))
 }
 
 /// `$RAGMAP_CACHE`, else `$XDG_CACHE_HOME/ragmap`, else `~/.cache/ragmap` — the
@@ -492,14 +600,53 @@ mod tests {
         assert!(!err.contains('\n'), "{err}");
     }
 
+    /// Ollama's own table (envconfig/config_test.go, TestHost), and the
+    /// cases it documents around it (quotes, trailing slash, proxy path).
     #[test]
-    fn ollama_host_forms() {
+    fn ollama_host_resolves_as_ollama_does() {
+        let cases: &[(&str, &str)] = &[
+            ("", "http://127.0.0.1:11434"),
+            ("1.2.3.4", "http://1.2.3.4:11434"),
+            // Ollama keeps the empty host; a URL needs one (see the docs).
+            (":1234", "http://127.0.0.1:1234"),
+            ("1.2.3.4:1234", "http://1.2.3.4:1234"),
+            ("example.com", "http://example.com:11434"),
+            ("example.com:1234", "http://example.com:1234"),
+            (":0", "http://127.0.0.1:0"),
+            (":66000", "http://127.0.0.1:11434"),
+            (":-1", "http://127.0.0.1:11434"),
+            ("[::1]", "http://[::1]:11434"),
+            ("[::]", "http://[::]:11434"),
+            ("::1", "http://[::1]:11434"),
+            ("[::1]:1337", "http://[::1]:1337"),
+            (" 1.2.3.4 ", "http://1.2.3.4:11434"),
+            ("\"1.2.3.4\"", "http://1.2.3.4:11434"),
+            (" \" 1.2.3.4 \" ", "http://1.2.3.4:11434"),
+            ("'1.2.3.4'", "http://1.2.3.4:11434"),
+            ("http://1.2.3.4", "http://1.2.3.4:80"),
+            ("http://1.2.3.4:4321", "http://1.2.3.4:4321"),
+            ("https://1.2.3.4", "https://1.2.3.4:443"),
+            ("https://1.2.3.4:4321", "https://1.2.3.4:4321"),
+            (
+                "https://example.com/ollama",
+                "https://example.com:443/ollama",
+            ),
+            ("ollama.com", "https://ollama.com:443"),
+            ("0.0.0.0", "http://0.0.0.0:11434"),
+            ("https://h.example/", "https://h.example:443"),
+            (
+                "http://h.example:8000/proxy/",
+                "http://h.example:8000/proxy",
+            ),
+            ("h.example:port", "http://h.example:11434"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                ollama_host_url(Some(value)),
+                *expected,
+                "OLLAMA_HOST={value:?}"
+            );
+        }
         assert_eq!(ollama_host_url(None), "http://127.0.0.1:11434");
-        assert_eq!(ollama_host_url(Some("0.0.0.0")), "http://0.0.0.0:11434");
-        assert_eq!(ollama_host_url(Some("example:1234")), "http://example:1234");
-        assert_eq!(
-            ollama_host_url(Some("https://h.example/")),
-            "https://h.example:11434"
-        );
     }
 }

@@ -1,9 +1,13 @@
 //! The corpus on disk: markdown documents with a small front-matter header.
 //!
-//! Front matter is a `---` fenced block of `key: value` lines. Values are JSON
-//! (strings, arrays) so that titles with colons, quotes or Chinese punctuation
-//! round-trip exactly; a bare value such as `title: My notes` is read as a plain
-//! string so hand-written notes need no quoting. The block is valid YAML.
+//! Front matter is a `---` fenced block of YAML, or a `+++` fenced block of
+//! TOML (Hugo's). ragmap writes `key: value` lines whose values are JSON
+//! (strings, arrays), so titles with colons, quotes or Chinese punctuation
+//! round-trip exactly, and which any YAML reader reads. Notes written for
+//! other tools are read with a real YAML reader: the known keys are taken
+//! (scalars as text, `sections` as a list or one string), everything else —
+//! `tags:` lists, dates, nested maps — ignored. A block that is not YAML is
+//! read as plain `key: value` lines, so `title: My notes: part 2` works.
 
 use std::fs;
 use std::io::Write;
@@ -58,46 +62,155 @@ pub enum FrontMatterError {
 }
 
 const FENCE: &str = "---";
+const TOML_FENCE: &str = "+++";
+/// Larger YAML blocks are read as plain lines: front matter is a few fields.
+const MAX_YAML_BYTES: usize = 64 * 1024;
 
 /// Splits `text` into its front matter and body. Text without a leading `---`
-/// line has empty front matter and is all body.
+/// or `+++` line has empty front matter and is all body.
 pub fn parse(text: &str) -> Result<(FrontMatter, &str), FrontMatterError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(rest) = strip_fence_line(text) else {
-        return Ok((FrontMatter::default(), text));
+    let (fence, rest) = match (
+        strip_fence_line(text, FENCE),
+        strip_fence_line(text, TOML_FENCE),
+    ) {
+        (Some(rest), _) => (FENCE, rest),
+        (None, Some(rest)) => (TOML_FENCE, rest),
+        (None, None) => return Ok((FrontMatter::default(), text)),
     };
-    let mut front = FrontMatter::default();
-    let mut offset = 0;
-    for (n, raw_line) in rest.split_inclusive('\n').enumerate() {
-        offset += raw_line.len();
-        let line = raw_line.trim_end_matches(['\n', '\r']);
-        if line.trim_end() == FENCE {
-            return Ok((front, &rest[offset..]));
+    let (block, body) = split_block(rest, fence).ok_or(FrontMatterError::Unclosed)?;
+    let front = if fence == TOML_FENCE {
+        from_toml(block)?
+    } else {
+        match from_yaml(block) {
+            Some(front) => front,
+            None => from_lines(block)?,
         }
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once(':')
-            .ok_or(FrontMatterError::BadLine { line: n + 2 })?;
-        set_field(&mut front, key.trim(), value.trim())?;
-    }
-    Err(FrontMatterError::Unclosed)
+    };
+    Ok((front, body))
 }
 
-fn strip_fence_line(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix(FENCE)?;
+/// Like [`parse`], but a broken block does not lose the document: the
+/// front matter is empty, the body is what follows the block (all of the
+/// text when the block is never closed), and the error says what was wrong.
+pub fn parse_lenient(text: &str) -> (FrontMatter, &str, Option<FrontMatterError>) {
+    match parse(text) {
+        Ok((front, body)) => (front, body, None),
+        Err(e) => {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            let body = [FENCE, TOML_FENCE]
+                .iter()
+                .find_map(|fence| {
+                    strip_fence_line(text, fence)
+                        .and_then(|rest| split_block(rest, fence))
+                        .map(|(_, body)| body)
+                })
+                .unwrap_or(text);
+            (FrontMatter::default(), body, Some(e))
+        }
+    }
+}
+
+/// The block up to the closing fence line, and the text after it.
+fn split_block<'t>(rest: &'t str, fence: &str) -> Option<(&'t str, &'t str)> {
+    let mut offset = 0;
+    for raw_line in rest.split_inclusive('\n') {
+        let line_start = offset;
+        offset += raw_line.len();
+        if raw_line.trim_end() == fence {
+            return Some((&rest[..line_start], &rest[offset..]));
+        }
+    }
+    None
+}
+
+fn strip_fence_line<'t>(text: &'t str, fence: &str) -> Option<&'t str> {
+    let rest = text.strip_prefix(fence)?;
     let rest = rest.trim_start_matches([' ', '\t']);
     rest.strip_prefix("\r\n")
         .or_else(|| rest.strip_prefix('\n'))
 }
 
-fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), FrontMatterError> {
-    let bad = |reason: String| FrontMatterError::BadValue {
-        key: key.to_string(),
-        reason,
+/// The front matter of a YAML mapping; `None` when the block is not YAML
+/// or not a mapping (then it is read as `key: value` lines).
+fn from_yaml(block: &str) -> Option<FrontMatter> {
+    use yaml_rust2::Yaml;
+    if block.trim().is_empty() {
+        return Some(FrontMatter::default());
+    }
+    // The loader copies a node at every alias, so a few lines of nested
+    // aliases would take all memory; front matter has no use for anchors.
+    let anchor = block.char_indices().any(|(i, c)| {
+        c == '&'
+            && block[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|p| p.is_whitespace() || "[{,".contains(p))
+            && block[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(|n| !n.is_whitespace())
+    });
+    if anchor || block.len() > MAX_YAML_BYTES {
+        return None;
+    }
+    let docs = yaml_rust2::YamlLoader::load_from_str(block).ok()?;
+    let Some(Yaml::Hash(map)) = docs.into_iter().next() else {
+        return None;
     };
-    let slot = match key {
+    let scalar = |v: &Yaml| -> Option<String> {
+        match v {
+            Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+            Yaml::Integer(i) => Some(i.to_string()),
+            Yaml::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    let mut front = FrontMatter::default();
+    for (key, value) in &map {
+        let Some(key) = key.as_str() else { continue };
+        if key == "sections" {
+            front.sections = match value {
+                Yaml::Array(items) => items.iter().filter_map(scalar).collect(),
+                other => scalar(other).into_iter().collect(),
+            };
+        } else if let Some(slot) = slot(&mut front, key) {
+            *slot = scalar(value).filter(|s| !s.is_empty());
+        }
+    }
+    Some(front)
+}
+
+/// Hugo's `+++` TOML front matter.
+fn from_toml(block: &str) -> Result<FrontMatter, FrontMatterError> {
+    let table: toml::Table = toml::from_str(block).map_err(|e| FrontMatterError::BadValue {
+        key: "+++".into(),
+        reason: format!("not TOML: {}", e.message()),
+    })?;
+    let scalar = |v: &toml::Value| -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Array(_) | toml::Value::Table(_) => None,
+            other => Some(other.to_string()),
+        }
+    };
+    let mut front = FrontMatter::default();
+    for (key, value) in &table {
+        if key == "sections" {
+            front.sections = match value {
+                toml::Value::Array(items) => items.iter().filter_map(scalar).collect(),
+                other => scalar(other).into_iter().collect(),
+            };
+        } else if let Some(slot) = slot(&mut front, key) {
+            *slot = scalar(value).filter(|s| !s.is_empty());
+        }
+    }
+    Ok(front)
+}
+
+/// The field a known key fills (`sections` aside).
+fn slot<'f>(front: &'f mut FrontMatter, key: &str) -> Option<&'f mut Option<String>> {
+    Some(match key {
         "title" => &mut front.title,
         "url" => &mut front.url,
         "final_url" => &mut front.final_url,
@@ -107,20 +220,47 @@ fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), Fron
         "last_modified" => &mut front.last_modified,
         "content_hash" => &mut front.content_hash,
         "status" => &mut front.status,
-        "sections" => {
-            front.sections = if value.starts_with('[') {
-                serde_json::from_str(value)
-                    .map_err(|e| bad(format!("not a JSON list of strings: {e}")))?
-            } else if value.is_empty() {
-                Vec::new()
-            } else {
-                vec![unquote(value).map_err(bad)?]
-            };
-            return Ok(());
+        _ => return None,
+    })
+}
+
+/// The block as plain `key: value` lines: the form that is not always YAML
+/// (`title: a: b`) but has always been accepted.
+fn from_lines(block: &str) -> Result<FrontMatter, FrontMatterError> {
+    let mut front = FrontMatter::default();
+    for (n, raw_line) in block.split_inclusive('\n').enumerate() {
+        let line = raw_line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
         }
-        // Unknown keys are kept out of the way rather than rejected: users may
-        // bring notes written for other tools.
-        _ => return Ok(()),
+        let (key, value) = line
+            .split_once(':')
+            .ok_or(FrontMatterError::BadLine { line: n + 2 })?;
+        set_field(&mut front, key.trim(), value.trim())?;
+    }
+    Ok(front)
+}
+
+fn set_field(front: &mut FrontMatter, key: &str, value: &str) -> Result<(), FrontMatterError> {
+    let bad = |reason: String| FrontMatterError::BadValue {
+        key: key.to_string(),
+        reason,
+    };
+    if key == "sections" {
+        front.sections = if value.starts_with('[') {
+            serde_json::from_str(value)
+                .map_err(|e| bad(format!("not a JSON list of strings: {e}")))?
+        } else if value.is_empty() {
+            Vec::new()
+        } else {
+            vec![unquote(value).map_err(bad)?]
+        };
+        return Ok(());
+    }
+    // Unknown keys are kept out of the way rather than rejected: users may
+    // bring notes written for other tools.
+    let Some(slot) = slot(front, key) else {
+        return Ok(());
     };
     *slot = if value.is_empty() || value == "null" {
         None
@@ -186,6 +326,8 @@ pub struct Document {
     /// sha256 of the whole file (front matter included: a new title must reach the index).
     pub hash: String,
     pub modified: Option<std::time::SystemTime>,
+    /// What was wrong with the front matter, when the document was read without it.
+    pub warning: Option<String>,
 }
 
 impl Document {
@@ -259,8 +401,8 @@ pub fn rel_path(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// Reads one corpus file. Non-UTF-8 content and broken front matter are errors
-/// the caller reports and skips.
+/// Reads one corpus file. Non-UTF-8 content is an error the caller reports
+/// and skips; broken front matter is left out with a warning, the body kept.
 pub fn read_document(root: &Path, path: &Path) -> Result<Document, Skipped> {
     let rel_path = rel_path(root, path);
     let skip = |reason: String| Skipped {
@@ -274,8 +416,9 @@ pub fn read_document(root: &Path, path: &Path) -> Result<Document, Skipped> {
             e.utf8_error().valid_up_to()
         ))
     })?;
-    let (front, body) =
-        parse(&text).map_err(|e| skip(format!("{e}; fix the header or remove it")))?;
+    let (front, body, error) = parse_lenient(&text);
+    let warning = error
+        .map(|e| format!("{e}; indexed without its front matter (fix the header or remove it)"));
     let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
     Ok(Document {
         hash: content_hash(text.as_bytes()),
@@ -283,6 +426,7 @@ pub fn read_document(root: &Path, path: &Path) -> Result<Document, Skipped> {
         front,
         rel_path,
         modified,
+        warning,
     })
 }
 
@@ -343,6 +487,79 @@ mod tests {
             parse("---\r\ntitle: My notes: part 2\r\ntags: [a]\r\n---\r\nhi").unwrap();
         assert_eq!(front.title.as_deref(), Some("My notes: part 2"));
         assert_eq!(body, "hi");
+    }
+
+    #[test]
+    fn yaml_front_matter_of_other_tools_is_read_for_its_known_keys() {
+        let note = "---\ntitle: RAG 笔记\ntags:\n  - rag\n  - llm\naliases: [x]\ndate: 2024-05-01\nmeta:\n  nested: {a: 1}\nsections:\n  - 阶段2 › RAG\n  - other\nurl: https://example.com/a?b=c\n---\n# Body\n";
+        let (front, body) = parse(note).unwrap();
+        assert_eq!(front.title.as_deref(), Some("RAG 笔记"));
+        assert_eq!(front.url.as_deref(), Some("https://example.com/a?b=c"));
+        assert_eq!(front.sections, ["阶段2 › RAG", "other"]);
+        assert_eq!(body, "# Body\n");
+
+        // Scalars of other types are kept as written; YAML 1.2: `no` is text.
+        let (front, _) = parse("---\ntitle: 1.10\nstatus: no\netag: 42\n---\n").unwrap();
+        assert_eq!(front.title.as_deref(), Some("1.10"));
+        assert_eq!(front.status.as_deref(), Some("no"));
+        assert_eq!(front.etag.as_deref(), Some("42"));
+
+        let (front, _) =
+            parse("---\ntitle: >\n  folded\n  title\nurl: 'single quoted'\n---\n").unwrap();
+        assert_eq!(front.title.as_deref(), Some("folded title\n"));
+        assert_eq!(front.url.as_deref(), Some("single quoted"));
+    }
+
+    #[test]
+    fn yaml_aliases_cannot_blow_up_memory() {
+        let mut block =
+            String::from("---\na: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        for i in 0..12 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            block.push_str(&format!("l{i}: &l{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        }
+        block.push_str("title: laughs\n---\nbody\n");
+        // Read as plain lines instead: at once, the known key still found.
+        let (front, body, _) = parse_lenient(&block);
+        assert_eq!(body, "body\n");
+        assert_eq!(front.title.as_deref(), Some("laughs"));
+        // An ampersand inside a value is no anchor.
+        let (front, _) = parse("---\ntitle: Q&A on R & D\n---\n").unwrap();
+        assert_eq!(front.title.as_deref(), Some("Q&A on R & D"));
+    }
+
+    #[test]
+    fn toml_front_matter_between_plus_fences() {
+        let note = "+++\ntitle = \"Hugo page\"\ntags = [\"a\"]\nsections = [\"S1\"]\n[extra]\nurl = \"ignored\"\n+++\nbody\n";
+        let (front, body) = parse(note).unwrap();
+        assert_eq!(front.title.as_deref(), Some("Hugo page"));
+        assert_eq!(front.url, None);
+        assert_eq!(front.sections, ["S1"]);
+        assert_eq!(body, "body\n");
+        assert!(matches!(
+            parse("+++\ntitle = unquoted\n+++\n"),
+            Err(FrontMatterError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn a_broken_block_keeps_the_body() {
+        let (front, body, err) = parse_lenient("---\nno colon here\n---\n# Kept\n");
+        assert_eq!(front, FrontMatter::default());
+        assert_eq!(body, "# Kept\n");
+        assert!(matches!(err, Some(FrontMatterError::BadLine { line: 2 })));
+        let (_, body, err) = parse_lenient("---\ntitle: x\n# never closed\n");
+        assert_eq!(body, "---\ntitle: x\n# never closed\n");
+        assert!(matches!(err, Some(FrontMatterError::Unclosed)));
+        let (front, body, err) = parse_lenient("---\ntitle: fine\n---\nok");
+        assert_eq!(
+            (front.title.as_deref(), body, err.is_none()),
+            (Some("fine"), "ok", true)
+        );
     }
 
     #[test]

@@ -727,3 +727,41 @@ fn ctrl_c_keeps_finished_documents_and_the_next_run_resumes() {
         assert!(!refetched.iter().any(|p| p == path), "{path} fetched again");
     }
 }
+
+#[test]
+fn robots_txt_is_requested_once_when_one_origin_redirects_to_another() {
+    // B is the site; A an alias (think http:// of an https:// site) whose
+    // robots.txt and pages all redirect to B. The first pages of both start
+    // together.
+    let b = ScriptedServer::start(|req| match req.path.as_str() {
+        "/robots.txt" => Reply::new(200).body("User-agent: *\nDisallow: /private/\n"),
+        _ => Reply::with_body(200, "text/html", PAGE),
+    });
+    let b_root = b.url("");
+    let a = ScriptedServer::start(move |req| {
+        Reply::new(301).header("Location", &format!("{b_root}{}", req.path))
+    });
+    let links = [
+        ("a one", a.url("/one")),
+        ("a two", a.url("/two")),
+        ("b three", b.url("/three")),
+        ("b four", b.url("/four")),
+        ("b private", b.url("/private/x")),
+    ];
+    let (ws, config) = quick_workspace(&links);
+    let report = block_on(crawl::crawl(&config, &ws.crawl_options(0))).unwrap();
+    assert_eq!(entry(&report, "/one").outcome, Outcome::Ok);
+    assert_eq!(entry(&report, "/four").outcome, Outcome::Ok);
+    assert_eq!(
+        entry(&report, "/private/x").outcome,
+        Outcome::RobotsDisallowed
+    );
+    let robots = |s: &ScriptedServer| {
+        s.requests()
+            .iter()
+            .filter(|r| r.path == "/robots.txt")
+            .count()
+    };
+    assert_eq!(robots(&a), 1, "A's robots.txt");
+    assert_eq!(robots(&b), 1, "B's robots.txt, reached from both origins");
+}

@@ -36,6 +36,19 @@ pub fn run(
         .context("retrieval failed")?;
     let prepared = Prepared::new(rewrite.query, passages, answerer.budget());
     timings.retrieve_ms = clock.ms();
+    output::verbose(format_args!(
+        "set up in {} ms; retrieved {} passages ({:?}, searched for {:?}{}) by {} ms",
+        timings.setup_ms,
+        prepared.hits.len(),
+        config.retrieve.mode,
+        prepared.query.search(),
+        prepared
+            .query
+            .translation()
+            .map(|t| format!(" and {t:?}"))
+            .unwrap_or_default(),
+        timings.retrieve_ms
+    ));
 
     if dry_run {
         return print_prompt(&answerer.messages(&prepared, &[]), &prepared, json);
@@ -54,13 +67,22 @@ pub fn run(
                 .time_to_first_token
                 .map(|d| answer_started + d.as_millis() as u64);
             timings.total_ms = clock.ms();
+            output::verbose(format_args!(
+                "asked {} at {} ms; first token at {} ms; done at {} ms",
+                answerer.backend().base_url(),
+                answer_started,
+                timings
+                    .first_token_ms
+                    .map_or_else(|| "-".to_string(), |t| t.to_string()),
+                timings.total_ms
+            ));
             if json {
                 output::print_answer_json(&prepared, &shown, &timings, None)?;
             } else {
                 if !shown.ends_with('\n') {
                     println!();
                 }
-                if outcome.truncated() {
+                if outcome.truncated() && !output::quiet() {
                     println!("(the answer reached max_answer_tokens and was cut)");
                 }
                 output::print_sources(&shown, &prepared.prompt.sources);

@@ -2,7 +2,8 @@
 //! rewritten into a standalone question for retrieval; the model sees the
 //! user's own words and the recent turns.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use ragmap::answer::{Prepared, Turn};
@@ -24,15 +25,11 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
     }
     let mut history: Vec<Turn> = Vec::new();
     let mut last_sources: Vec<Source> = Vec::new();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut input_lines = Input::open(interactive);
     loop {
-        if interactive {
-            eprint!("\n> ");
-            let _ = std::io::stderr().flush();
-        }
-        let Some(line) = lines.next() else { break };
-        let line = line.context("cannot read standard input")?;
+        let Some(line) = input_lines.next_line()? else {
+            break;
+        };
         let input = line.trim();
         match input {
             "" => continue,
@@ -47,10 +44,7 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
                 if last_sources.is_empty() {
                     println!("(no sources yet)");
                 }
-                let mut out = std::io::stdout().lock();
-                for s in &last_sources {
-                    output::write_source(&mut out, s);
-                }
+                output::write_sources(&mut std::io::stdout().lock(), &last_sources);
                 continue;
             }
             _ if input.starts_with('/') => {
@@ -63,7 +57,11 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
             _ => {}
         }
         let rewrite = rt.block_on(answerer.query(&history, input));
-        if let Some(search) = rewrite.query.rewritten_search() {
+        if let Some(search) = rewrite
+            .query
+            .rewritten_search()
+            .filter(|_| !output::quiet())
+        {
             eprintln!("(searching for: {})", sanitize(search));
         }
         let passages = retriever
@@ -107,5 +105,87 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
         }
         last_sources = prepared.prompt.sources;
     }
+    input_lines.close();
     Ok(exit::SUCCESS)
+}
+
+/// Where questions come from: a line editor at a terminal (editing, history
+/// kept between sessions, Ctrl-C clears the line, Ctrl-D leaves), else plain
+/// lines from a pipe or file.
+enum Input {
+    Editor {
+        editor: Box<rustyline::DefaultEditor>,
+        history: Option<PathBuf>,
+    },
+    Lines(std::io::Lines<std::io::StdinLock<'static>>),
+}
+
+impl Input {
+    fn open(interactive: bool) -> Input {
+        let lines = || Input::Lines(std::io::stdin().lock().lines());
+        if !interactive {
+            return lines();
+        }
+        let config = rustyline::Config::builder()
+            .max_history_size(1000)
+            .map(|b| b.auto_add_history(true).build())
+            .unwrap_or_default();
+        // A terminal the editor cannot drive still gets plain lines.
+        let Ok(mut editor) = rustyline::DefaultEditor::with_config(config) else {
+            return lines();
+        };
+        let history = history_file();
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        Input::Editor {
+            editor: Box::new(editor),
+            history,
+        }
+    }
+
+    /// The next line; `None` at the end of input (Ctrl-D, end of the pipe).
+    fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+        use rustyline::error::ReadlineError;
+        match self {
+            Input::Lines(lines) => match lines.next() {
+                None => Ok(None),
+                Some(line) => Ok(Some(line.context("cannot read standard input")?)),
+            },
+            Input::Editor { editor, .. } => loop {
+                println!();
+                match editor.readline("> ") {
+                    Ok(line) => return Ok(Some(line)),
+                    // Ctrl-C at the prompt drops the line, as a shell does.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(ReadlineError::Eof) => return Ok(None),
+                    Err(e) => return Err(anyhow::anyhow!("cannot read the terminal: {e}")),
+                }
+            },
+        }
+    }
+
+    /// Saves the history; a history that cannot be written is not worth an error.
+    fn close(&mut self) {
+        if let Input::Editor {
+            editor,
+            history: Some(path),
+        } = self
+        {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = editor.save_history(path);
+        }
+    }
+}
+
+/// `$RAGMAP_CHAT_HISTORY`, else the user's data folder
+/// (`~/.local/share/ragmap/chat-history` on Linux); `RAGMAP_CHAT_HISTORY=` (empty) keeps none.
+fn history_file() -> Option<PathBuf> {
+    match std::env::var_os("RAGMAP_CHAT_HISTORY") {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => dirs::data_dir().map(|d| d.join("ragmap").join("chat-history")),
+    }
 }

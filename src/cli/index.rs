@@ -8,13 +8,20 @@ use ragmap::index::{self, BuildOptions};
 use ragmap::term::sanitize;
 
 pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
-    let progress = std::io::stderr().is_terminal() && !json;
+    let progress = std::io::stderr().is_terminal() && !json && !super::output::quiet();
     let report = index::build(config, &BuildOptions { rebuild, progress })?;
     for s in &report.skipped {
         eprintln!(
             "warning: skipped corpus/{}: {}",
             sanitize(&s.rel_path),
             sanitize(&s.reason)
+        );
+    }
+    for w in &report.warnings {
+        eprintln!(
+            "warning: corpus/{}: {}",
+            sanitize(&w.rel_path),
+            sanitize(&w.reason)
         );
     }
     if json {

@@ -5,13 +5,16 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ragmap::config::{BlockPrivate, Config, Provider, RetrieveMode};
+use ragmap::config::{BlockPrivate, Config, Found, Provider, RetrieveMode};
 
 mod ask;
 mod chat;
 mod crawl;
+mod effective;
 mod eval;
 mod index;
+mod manual;
+mod models;
 mod output;
 mod roadmap;
 mod search;
@@ -26,15 +29,17 @@ mod status;
     about = "Local RAG assistant over the AI-engineering roadmap's resources"
 )]
 pub struct Args {
-    /// Workspace directory holding config.toml, corpus/ and index/.
-    #[arg(
-        long,
-        short = 'C',
-        global = true,
-        env = "RAGMAP_HOME",
-        default_value = "."
-    )]
-    workspace: PathBuf,
+    /// Workspace directory holding config.toml, corpus/ and index/ [env:
+    /// RAGMAP_HOME] (default: the nearest folder upwards holding config.toml,
+    /// or corpus/ and index/; else the current folder).
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Print the answer only: no progress, hints or source list.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also say which steps ran and how long each took (on stderr).
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,8 +57,9 @@ enum Command {
     },
     /// Show the passages that best match a question.
     Search {
-        /// The question or keywords.
-        question: String,
+        /// The question or keywords (several words are joined; `-` reads standard input).
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
         #[command(flatten)]
         retrieve: RetrieveFlags,
         /// Print the passages as JSON.
@@ -62,8 +68,9 @@ enum Command {
     },
     /// Answer a question from the indexed resources, with cited sources.
     Ask {
-        /// The question.
-        question: String,
+        /// The question: `ragmap ask what is LoRA`, quoted or not; `-` reads standard input.
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
         #[command(flatten)]
         retrieve: RetrieveFlags,
         /// Print the exact prompt and stop; no model is called.
@@ -125,6 +132,33 @@ enum Command {
         #[command(flatten)]
         llm: LlmFlags,
     },
+    /// List the models the chat endpoint offers, one id per line.
+    Models {
+        #[command(flatten)]
+        endpoint: EndpointFlags,
+    },
+    /// Show the configuration in effect as TOML, each value with where it came
+    /// from (default, config.toml, environment, flag).
+    Config {
+        /// Also ask the chat endpoint whether it answers and which models it has.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        retrieve: RetrieveFlags,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
+    /// Print a shell completion script: `ragmap completions bash > ~/.local/share/bash-completion/completions/ragmap`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); with --dir, write one page per command there.
+    Man {
+        /// Write ragmap.1 and ragmap-COMMAND.1 into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Show what is indexed and what changed since.
     Status {
         /// Print the status as JSON.
@@ -160,10 +194,10 @@ enum Command {
 /// Overrides of `[retrieve]` in config.toml.
 #[derive(clap::Args)]
 struct RetrieveFlags {
-    /// Number of passages (default: [retrieve] top_k).
+    /// Number of passages (default: [retrieve] top_k) [env: RAGMAP_RETRIEVE_TOP_K].
     #[arg(short, long)]
     k: Option<usize>,
-    /// Retrieval mode (default: [retrieve] mode).
+    /// Retrieval mode (default: [retrieve] mode) [env: RAGMAP_RETRIEVE_MODE].
     #[arg(long, value_enum)]
     mode: Option<RetrieveMode>,
     /// Retrieve in this process even when `ragmap serve` runs for this workspace.
@@ -171,22 +205,30 @@ struct RetrieveFlags {
     no_server: bool,
 }
 
+/// Which chat endpoint: overrides of `[llm]` provider and base_url.
+#[derive(clap::Args)]
+struct EndpointFlags {
+    /// openai (any OpenAI-compatible server) or ollama [env: RAGMAP_LLM_PROVIDER].
+    #[arg(long, value_enum)]
+    provider: Option<Provider>,
+    /// Base URL, e.g. http://127.0.0.1:8080/v1 or http://127.0.0.1:11434
+    /// [env: RAGMAP_LLM_BASE_URL, RAGMAP_LLM_URL; unset: OPENAI_BASE_URL or OLLAMA_HOST].
+    #[arg(long)]
+    base_url: Option<String>,
+}
+
 /// Overrides of `[llm]` in config.toml.
 #[derive(clap::Args)]
 struct LlmFlags {
-    /// openai (any OpenAI-compatible server) or ollama.
-    #[arg(long, value_enum)]
-    provider: Option<Provider>,
-    /// Base URL, e.g. http://127.0.0.1:8080/v1 or http://127.0.0.1:11434.
-    #[arg(long)]
-    base_url: Option<String>,
-    /// The model name the endpoint knows.
-    #[arg(long)]
+    #[command(flatten)]
+    endpoint: EndpointFlags,
+    /// The model name the endpoint knows (`ragmap models` lists them) [env: RAGMAP_LLM_MODEL].
+    #[arg(long, short)]
     model: Option<String>,
-    /// Sampling temperature.
+    /// Sampling temperature [env: RAGMAP_LLM_TEMPERATURE].
     #[arg(long)]
     temperature: Option<f32>,
-    /// The model's context window in tokens.
+    /// The model's context window in tokens [env: RAGMAP_LLM_CONTEXT_TOKENS].
     #[arg(long)]
     context_tokens: Option<usize>,
 }
@@ -195,35 +237,61 @@ impl RetrieveFlags {
     fn apply(&self, config: &mut Config) {
         if let Some(k) = self.k {
             config.retrieve.top_k = k.max(1);
+            config.set_by_flag("retrieve.top_k", "-k");
         }
         if let Some(mode) = self.mode {
             config.retrieve.mode = mode;
+            config.set_by_flag("retrieve.mode", "--mode");
+        }
+    }
+}
+
+impl EndpointFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(p) = self.provider {
+            config.llm.provider = p;
+            config.set_by_flag("llm.provider", "--provider");
+        }
+        if let Some(u) = &self.base_url {
+            config.llm.base_url = Some(u.clone());
+            config.set_by_flag("llm.base_url", "--base-url");
         }
     }
 }
 
 impl LlmFlags {
     fn apply(&self, config: &mut Config) {
-        let llm = &mut config.llm;
-        if let Some(p) = self.provider {
-            llm.provider = p;
-        }
-        if let Some(u) = &self.base_url {
-            llm.base_url = Some(u.clone());
-        }
+        self.endpoint.apply(config);
         if let Some(m) = &self.model {
-            llm.model = m.clone();
+            config.llm.model = m.clone();
+            config.set_by_flag("llm.model", "--model");
         }
         if let Some(t) = self.temperature {
-            llm.temperature = t;
+            config.llm.temperature = t;
+            config.set_by_flag("llm.temperature", "--temperature");
         }
         if let Some(c) = self.context_tokens {
-            llm.context_tokens = c;
+            config.llm.context_tokens = c;
+            config.set_by_flag("llm.context_tokens", "--context-tokens");
         }
     }
 }
 
 impl Command {
+    /// Whether the command calls the chat model, so that `provider = "auto"`
+    /// must be settled first.
+    fn talks_to_model(&self) -> bool {
+        match self {
+            Command::Ask { dry_run, .. } => !dry_run,
+            Command::Eval {
+                answers, rewrite, ..
+            } => *answers || *rewrite,
+            Command::Config { check, .. } => *check,
+            Command::Chat { .. } | Command::Serve { .. } | Command::Models { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Applies the flags that override config.toml: the one place they meet
     /// the configuration, so commands read settings from `config` only.
     fn apply_overrides(&self, config: &mut Config) {
@@ -234,6 +302,11 @@ impl Command {
                 llm.apply(config);
             }
             Command::Eval { llm, .. } => llm.apply(config),
+            Command::Models { endpoint } => endpoint.apply(config),
+            Command::Config { retrieve, llm, .. } => {
+                retrieve.apply(config);
+                llm.apply(config);
+            }
             Command::Serve { host, port, llm } => {
                 if let Some(h) = host {
                     config.server.host = h.clone();
@@ -246,8 +319,13 @@ impl Command {
             Command::Crawl {
                 block_private: Some(b),
                 ..
-            } => config.crawl.block_private = *b,
-            Command::Index { .. }
+            } => {
+                config.crawl.block_private = *b;
+                config.set_by_flag("crawl.block_private", "--block-private");
+            }
+            Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Index { .. }
             | Command::Status { .. }
             | Command::Roadmap { .. }
             | Command::Crawl { .. } => {}
@@ -255,10 +333,36 @@ impl Command {
     }
 }
 
-/// Loads the workspace's configuration, applies the flags, runs the command.
+/// Finds the workspace, loads its configuration, applies the flags, runs the command.
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let mut config = Config::load(&args.workspace)?;
+    output::set_verbosity(if args.quiet {
+        output::Verbosity::Quiet
+    } else if args.verbose {
+        output::Verbosity::Verbose
+    } else {
+        output::Verbosity::Normal
+    });
+    // These need no workspace: they print what the clap definition says.
+    match &args.command {
+        Command::Completions { shell } => return manual::completions(*shell),
+        Command::Man { dir } => return manual::man(dir.as_deref()),
+        _ => {}
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let home = std::env::var("RAGMAP_HOME").ok();
+    let (workspace, found) =
+        ragmap::config::find_workspace(args.workspace.as_deref(), home.as_deref(), &cwd);
+    let mut config = Config::load(&workspace)?;
     args.command.apply_overrides(&mut config);
+    if args.command.talks_to_model() {
+        let picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(&mut config));
+        if let Some(line) = picked.filter(|_| !output::quiet()) {
+            eprintln!("ragmap: {line}");
+        }
+    }
+    if found != Found::Flag {
+        output::verbose(format_args!("workspace {} ({found})", workspace.display()));
+    }
     let config = &config;
     match args.command {
         Command::Index { rebuild, json } => index::run(config, rebuild, json),
@@ -266,7 +370,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             question,
             json,
             retrieve,
-        } => search::run(config, &question, !retrieve.no_server, json),
+        } => {
+            let question = setup::question_words(&question)?;
+            search::run(config, &question, !retrieve.no_server, json)
+        }
         Command::Ask {
             question,
             dry_run,
@@ -275,6 +382,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             retrieve,
             ..
         } => {
+            let question = setup::question_words(&question)?;
             let translate = !no_rewrite && !dry_run && config.llm.rewrite;
             let use_server = !retrieve.no_server;
             ask::run(config, &question, dry_run, translate, use_server, json)
@@ -301,6 +409,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let options = ragmap::eval::RunOptions { rewrite, answers };
             eval::run(config, &questions, compare, mode, options, json)
         }
+        Command::Models { .. } => models::run(config),
+        Command::Config { check, .. } => effective::run(config, &workspace, found, check),
+        Command::Completions { .. } | Command::Man { .. } => Ok(ragmap::exit::SUCCESS),
         Command::Status { json } => status::run(config, json),
         Command::Roadmap { src, out } => roadmap::run(config, &src, out),
         Command::Crawl {

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use ragmap::answer::{cited_sources, Answerer, Prepared, Timings, Turn};
-use ragmap::llm::{ChatOutcome, LlmError};
+use ragmap::answer::{cited_sources, source_lines, Answerer, Prepared, Timings, Turn};
+use ragmap::llm::{self, ChatOutcome, LlmError};
 use ragmap::prompt::Source;
 use ragmap::retrieve::Hit;
 use ragmap::term::{sanitize, snippet, StreamSanitizer};
@@ -29,8 +29,11 @@ pub fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
 }
 
 /// The sources an answer cited (or, citing none, every source it was given),
-/// then any citation that matches no source.
+/// then any citation that matches no source. Nothing with `-q`.
 pub fn print_sources(answer: &str, sources: &[Source]) {
+    if quiet() {
+        return;
+    }
     let (cited, invalid) = cited_sources(answer, sources);
     let mut out = std::io::stdout().lock();
     let (heading, listed): (&str, Vec<&Source>) = if cited.is_empty() {
@@ -39,9 +42,7 @@ pub fn print_sources(answer: &str, sources: &[Source]) {
         ("Sources:", cited)
     };
     let _ = writeln!(out, "\n{heading}");
-    for s in listed {
-        write_source(&mut out, s);
-    }
+    write_sources(&mut out, listed);
     if !invalid.is_empty() {
         let list: Vec<String> = invalid.iter().map(|n| format!("[{n}]")).collect();
         let _ = writeln!(
@@ -53,17 +54,21 @@ pub fn print_sources(answer: &str, sources: &[Source]) {
 }
 
 /// `[n] title — location`, then the section it came from: two passages of
-/// one page are told apart by their headings.
-pub fn write_source(out: &mut impl Write, s: &Source) {
-    let _ = writeln!(
-        out,
-        "[{}] {} — {}",
-        s.number,
-        sanitize(&s.title),
-        sanitize(&s.location)
-    );
-    if !s.heading.is_empty() && s.heading != s.title {
-        let _ = writeln!(out, "    {}", sanitize(&s.heading));
+/// one page are told apart by their headings, and two of one section share
+/// a line (`[1, 2] …`).
+pub fn write_sources<'s>(out: &mut impl Write, sources: impl IntoIterator<Item = &'s Source>) {
+    for line in source_lines(sources, true) {
+        let s = line.source;
+        let _ = writeln!(
+            out,
+            "{} {} — {}",
+            line.label(),
+            sanitize(&s.title),
+            sanitize(&s.location)
+        );
+        if !s.heading.is_empty() && s.heading != s.title {
+            let _ = writeln!(out, "    {}", sanitize(&s.heading));
+        }
     }
 }
 
@@ -142,9 +147,44 @@ pub async fn stream_answer(
     let streamed = tokio::select! {
         r = answerer.answer(prepared, history, &mut sink) => match r {
             Ok(o) => Streamed::Done(o),
-            Err(e) => Streamed::Failed(e),
+            Err(e) => Streamed::Failed(llm::explain_unknown_model(answerer.backend(), e).await),
         },
         _ = tokio::signal::ctrl_c() => Streamed::Interrupted,
     };
     (streamed, shown)
+}
+
+/// How much a command says besides its result (`-q`, `-v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet = 0,
+    Normal = 1,
+    Verbose = 2,
+}
+
+static VERBOSITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+/// Set once, from the global flags, before the command runs.
+pub fn set_verbosity(v: Verbosity) {
+    VERBOSITY.store(v as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn verbosity() -> Verbosity {
+    match VERBOSITY.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Verbosity::Quiet,
+        1 => Verbosity::Normal,
+        _ => Verbosity::Verbose,
+    }
+}
+
+/// `-q`: the result only.
+pub fn quiet() -> bool {
+    verbosity() == Verbosity::Quiet
+}
+
+/// With `-v`: one `ragmap: …` line on stderr.
+pub fn verbose(message: std::fmt::Arguments<'_>) {
+    if verbosity() == Verbosity::Verbose {
+        eprintln!("ragmap: {}", sanitize(&message.to_string()));
+    }
 }

@@ -16,6 +16,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The question given as words on the command line (`ragmap ask what is
+/// LoRA`), or read from standard input for `-`.
+pub fn question_words(words: &[String]) -> anyhow::Result<String> {
+    if let [dash] = words {
+        if dash == "-" {
+            use std::io::Read;
+            // A question, not a document: a bound keeps a wrong pipe from filling memory.
+            const LIMIT: u64 = 1 << 20;
+            let mut text = String::new();
+            std::io::stdin()
+                .take(LIMIT)
+                .read_to_string(&mut text)
+                .context("cannot read the question from standard input (UTF-8 text expected)")?;
+            return Ok(text);
+        }
+    }
+    Ok(words.join(" "))
+}
+
 /// The question without surrounding space; an empty one is an error showing
 /// how `command` is used.
 pub fn question<'q>(question: &'q str, command: &str) -> anyhow::Result<&'q str> {
@@ -107,7 +126,7 @@ pub fn answerer(config: &Config, translate: bool) -> anyhow::Result<Answerer> {
 /// What to do when no model answers.
 pub fn unreachable_hint(config: &Config) -> String {
     format!(
-        "start the model server, or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
+        "start the model server (bash scripts/llm-server start 8080, or Ollama), or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
         config.llm_base_url()
     )
 }

@@ -107,6 +107,7 @@ impl Failure {
 }
 
 /// One HTTP exchange.
+#[derive(Clone)]
 enum Attempt {
     Done {
         status: u16,
@@ -154,6 +155,10 @@ pub struct Fetcher {
     s: Settings,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     robots: Mutex<HashMap<String, Arc<OnceCell<Robots>>>>,
+    /// Each robots.txt URL's answer, requested once per run: the robots.txt
+    /// of `http://h` often redirects to that of `https://h`, which the pages
+    /// of `https://h` need too, and the first pages of both may ask at once.
+    robots_files: Mutex<HashMap<String, Arc<OnceCell<Attempt>>>>,
     global: Semaphore,
     claimed: Mutex<HashSet<String>>,
 }
@@ -185,6 +190,7 @@ impl Fetcher {
             s,
             hosts: Mutex::new(HashMap::new()),
             robots: Mutex::new(HashMap::new()),
+            robots_files: Mutex::new(HashMap::new()),
             claimed: Mutex::new(HashSet::new()),
         })
     }
@@ -519,6 +525,23 @@ impl Fetcher {
         }
     }
 
+    /// The answer to one robots.txt request, fetched (with retries) by the
+    /// first caller; later and concurrent callers get the same answer.
+    async fn robots_file(&self, robots_url: &Url) -> Attempt {
+        let cell = {
+            let mut m = self.robots_files.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(without_fragment(robots_url)).or_default().clone()
+        };
+        cell.get_or_init(|| async {
+            self.claim(robots_url);
+            self.with_retries(robots_url, &Conditional::default(), ROBOTS_MAX_BYTES)
+                .await
+                .0
+        })
+        .await
+        .clone()
+    }
+
     async fn load_robots(&self, url: &Url) -> Robots {
         let Ok(mut robots_url) = url.join("/robots.txt") else {
             return Robots::AllowAll;
@@ -529,11 +552,7 @@ impl Fetcher {
             {
                 return Robots::AllowAll;
             }
-            self.claim(&robots_url);
-            let (attempt, _) = self
-                .with_retries(&robots_url, &Conditional::default(), ROBOTS_MAX_BYTES)
-                .await;
-            match attempt {
+            match self.robots_file(&robots_url).await {
                 Attempt::Done { body, status, .. } => {
                     if status != 200 && body.is_empty() {
                         return Robots::AllowAll;

@@ -99,6 +99,9 @@ pub struct BuildReport {
     pub migrated: Option<String>,
     #[serde(skip)]
     pub skipped: Vec<Skipped>,
+    /// Documents indexed without their front matter, and why.
+    #[serde(skip)]
+    pub warnings: Vec<Skipped>,
     /// Splitting the changed documents into chunks (the first embedding
     /// session loads meanwhile).
     pub chunk_seconds: f64,
@@ -207,9 +210,19 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     }
     let _lock = lock_index_dir(&index_dir)?;
     let (docs, skipped) = scan_corpus(&corpus_dir)?;
+    let warnings = docs
+        .iter()
+        .filter_map(|d| {
+            d.warning.as_ref().map(|reason| Skipped {
+                rel_path: d.rel_path.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .collect();
     let mut report = BuildReport {
         documents: docs.len(),
         skipped,
+        warnings,
         ..BuildReport::default()
     };
 

@@ -188,6 +188,74 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// GETs a small JSON document (a model list), all of it within `timeout`.
+    pub(crate) async fn get_json(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        key: Option<&ApiKey>,
+        timeout: Duration,
+    ) -> Result<Value, LlmError> {
+        let deadline = Instant::now() + timeout;
+        let mut resp = self.send(request, url, deadline, timeout).await?;
+        let shown = self.shown(url);
+        if !resp.status().is_success() {
+            return Err(error_response(resp, &shown, "", key, timeout).await);
+        }
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline.into(), resp.chunk()).await {
+                Err(_) => {
+                    return Err(LlmError::FirstTokenTimeout {
+                        url: shown,
+                        after: timeout,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(LlmError::Cut {
+                        reason: error_chain(&e),
+                        partial: String::new(),
+                    })
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+            }
+            if body.len() > MAX_JSON_BODY {
+                return Err(LlmError::Malformed {
+                    reason: format!("{shown} sent more than {MAX_JSON_BODY} bytes"),
+                    partial: String::new(),
+                });
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| LlmError::Malformed {
+            reason: format!("{shown} did not answer JSON ({e})"),
+            partial: String::new(),
+        })
+    }
+}
+
+/// The strings at `list[].field` of a JSON document, in order, without repeats.
+pub(crate) fn names(doc: &Value, list: &str, fields: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in doc
+        .get(list)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = fields
+            .iter()
+            .find_map(|f| item.get(*f).and_then(Value::as_str));
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            if !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
 fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {

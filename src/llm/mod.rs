@@ -266,6 +266,36 @@ pub trait ChatBackend: Send + Sync + std::fmt::Debug {
     /// Errors are those of `chat`; a server that accepts the connection but does not
     /// answer within `timeout` gives `FirstTokenTimeout` (`after` = `timeout`).
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>>;
+
+    /// The model ids the server offers (`GET /models`, Ollama's `/api/tags`),
+    /// in the server's order, the whole exchange bounded by `timeout`.
+    fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>>;
+}
+
+/// `err` with the models the server has, when it says the model is unknown:
+/// the user sees what to pass to `--model` instead.
+pub async fn explain_unknown_model(backend: &dyn ChatBackend, err: LlmError) -> LlmError {
+    let LlmError::UnknownModel { model, message } = err else {
+        return err;
+    };
+    let message = match backend.models(Duration::from_secs(5)).await {
+        Ok(ids) if !ids.is_empty() => {
+            const SHOWN: usize = 20;
+            let mut list = ids
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if ids.len() > SHOWN {
+                list.push_str(&format!(", … ({} in all; ragmap models)", ids.len()));
+            }
+            format!("{message}; the server has: {list} (pass one with -m)")
+        }
+        Ok(_) => format!("{message}; the server lists no models"),
+        Err(_) => format!("{message}; `ragmap models` lists what the server has"),
+    };
+    LlmError::UnknownModel { model, message }
 }
 
 /// The backend `[llm]` configures: provider, base URL (`Config::llm_base_url`, which
@@ -275,13 +305,85 @@ pub fn backend_from_config(config: &Config) -> Result<Box<dyn ChatBackend>, LlmE
     let base = config.llm_base_url();
     let timeouts = Timeouts::from_config(config);
     Ok(match config.llm.provider {
-        Provider::Openai => {
+        // Unresolved (see `resolve_auto`): the configured or default OpenAI-style endpoint.
+        Provider::Auto | Provider::Openai => {
             let key = std::env::var(&config.llm.api_key_env)
                 .ok()
                 .filter(|k| !k.trim().is_empty());
             Box::new(OpenAiBackend::new(&base, key, timeouts)?)
         }
         Provider::Ollama => Box::new(OllamaBackend::new(&base, timeouts)?),
+    })
+}
+
+/// `provider = "auto"` made definite: with an endpoint configured, that
+/// endpoint as OpenAI-compatible, asking nothing; else the first local server
+/// that lists its models, an OpenAI-compatible one on 127.0.0.1:8080, then
+/// Ollama at `OLLAMA_HOST` (or 127.0.0.1:11434), taking one of its chat
+/// models when `[llm] model` is not set. Returns the line that says what was
+/// picked, when something was; with nothing answering, the OpenAI default
+/// stays and the caller reports it unreachable as before.
+pub async fn resolve_auto(config: &mut Config) -> Option<String> {
+    if config.llm.provider != Provider::Auto {
+        return None;
+    }
+    config.llm.provider = Provider::Openai;
+    if config.llm_endpoint_configured() {
+        return None;
+    }
+    let probe = Timeouts {
+        connect: Duration::from_millis(800),
+        first_token: Duration::from_secs(2),
+        idle: Duration::from_secs(2),
+    };
+    let limit = Duration::from_secs(2);
+    let model_unset = config.origin("llm.model") == crate::config::Origin::Default;
+    let openai_url = config.llm_base_url();
+    let key = std::env::var(&config.llm.api_key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let mut picked: Option<(Provider, String, Vec<String>)> = None;
+    if let Ok(backend) = OpenAiBackend::new(&openai_url, key, probe) {
+        if let Ok(ids) = backend.models(limit).await {
+            picked = Some((Provider::Openai, openai_url, ids));
+        }
+    }
+    if picked.is_none() {
+        config.llm.provider = Provider::Ollama;
+        let ollama_url = config.llm_base_url();
+        config.llm.provider = Provider::Openai;
+        if let Ok(backend) = OllamaBackend::new(&ollama_url, probe) {
+            if let Ok(ids) = backend.models(limit).await {
+                picked = Some((Provider::Ollama, ollama_url, ids));
+            }
+        }
+    }
+    let (provider, url, ids) = picked?;
+    config.llm.provider = provider;
+    let mut how = "configured";
+    if model_unset {
+        if let Some(model) = chat_model(&ids) {
+            config.llm.model = model.to_string();
+            how = "the first chat model it lists";
+        }
+    }
+    let server = match provider {
+        Provider::Ollama => "Ollama",
+        _ => "an OpenAI-compatible server",
+    };
+    Some(format!(
+        "answering with {server} at {url}, model {:?} ({how}; provider auto)",
+        config.llm.model
+    ))
+}
+
+/// The first model of a list that is not an embedding model (Ollama lists
+/// those beside chat models, most recently pulled first).
+pub fn chat_model(ids: &[String]) -> Option<&str> {
+    const EMBEDDING: &[&str] = &["embed", "bge-", "bge:", "minilm", "e5-", "gte-", "rerank"];
+    ids.iter().map(String::as_str).find(|id| {
+        let lower = id.to_ascii_lowercase();
+        !EMBEDDING.iter().any(|m| lower.contains(m))
     })
 }
 

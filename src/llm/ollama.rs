@@ -110,6 +110,13 @@ impl OllamaBackend {
         Ok(run.outcome())
     }
 
+    async fn models_impl(&self, timeout: Duration) -> Result<Vec<String>, LlmError> {
+        let url = self.endpoint.url("/api/tags");
+        let req = self.endpoint.client.get(&url).timeout(timeout);
+        let doc = self.endpoint.get_json(req, &url, None, timeout).await?;
+        Ok(http::names(&doc, "models", &["name", "model"]))
+    }
+
     async fn ping_impl(&self, timeout: Duration) -> Result<(), LlmError> {
         let url = self.endpoint.url("/api/version");
         let req = self.endpoint.client.get(&url).timeout(timeout);
@@ -178,6 +185,10 @@ impl ChatBackend for OllamaBackend {
 
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>> {
         Box::pin(self.ping_impl(timeout))
+    }
+
+    fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>> {
+        Box::pin(self.models_impl(timeout))
     }
 }
 

@@ -290,6 +290,27 @@ impl OpenAiBackend {
         Ok(run.outcome())
     }
 
+    async fn models_impl(&self, timeout: Duration) -> Result<Vec<String>, LlmError> {
+        let url = self.endpoint.url("/models");
+        let mut req = self.endpoint.client.get(&url).timeout(timeout);
+        if let Some(key) = &self.api_key {
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
+                value.set_sensitive(true);
+                req = req.header(AUTHORIZATION, value);
+            }
+        }
+        let doc = self
+            .endpoint
+            .get_json(req, &url, self.api_key.as_ref(), timeout)
+            .await?;
+        // llama.cpp's server also lists `models[].name`; OpenAI's shape is `data[].id`.
+        let mut ids = http::names(&doc, "data", &["id"]);
+        if ids.is_empty() {
+            ids = http::names(&doc, "models", &["model", "name"]);
+        }
+        Ok(ids)
+    }
+
     async fn ping_impl(&self, timeout: Duration) -> Result<(), LlmError> {
         let url = self.endpoint.url("/models");
         let mut req = self.endpoint.client.get(&url).timeout(timeout);
@@ -338,6 +359,10 @@ impl ChatBackend for OpenAiBackend {
 
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LlmError>> {
         Box::pin(self.ping_impl(timeout))
+    }
+
+    fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>> {
+        Box::pin(self.models_impl(timeout))
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::{admit_json, Shared};
-use crate::answer::{cited_sources, Prepared, Turn};
+use crate::answer::{cited_sources, source_lines, Prepared, Turn};
 use crate::llm::{ChatOutcome, LlmError};
 use crate::prompt::Source;
 
@@ -406,8 +406,9 @@ fn footer(answer: &str, sources: &[Source]) -> String {
         cited
     };
     let mut out = String::from("\n\nSources:");
-    for s in listed {
-        out.push_str(&format!("\n[{}] {} — {}", s.number, s.title, s.location));
+    for line in source_lines(listed, false) {
+        let s = line.source;
+        out.push_str(&format!("\n{} {} — {}", line.label(), s.title, s.location));
     }
     out
 }

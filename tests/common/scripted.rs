@@ -232,6 +232,23 @@ impl ScriptedServer {
     /// Answers every request with `handler(request)`.
     pub fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> ScriptedServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ScriptedServer::on(listener, handler)
+    }
+
+    /// Like [`ScriptedServer::start`] on a given loopback port (a default
+    /// port ragmap looks at); `None` when something else holds it.
+    pub fn start_at(
+        port: u16,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Option<ScriptedServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
+        Some(ScriptedServer::on(listener, handler))
+    }
+
+    fn on(
+        listener: TcpListener,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> ScriptedServer {
         let server = ScriptedServer {
             addr: listener.local_addr().unwrap(),
             requests: Arc::default(),
