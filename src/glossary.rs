@@ -102,9 +102,9 @@ impl Glossary {
             chinese.extend(c.chinese.iter().map(|n| (n.to_lowercase(), i)));
             latin.extend(c.latin.iter().map(|n| (terms::terms(n), i)));
         }
-        chinese.sort_by(|a, b| b.0.chars().count().cmp(&a.0.chars().count()));
+        chinese.sort_by_key(|b| std::cmp::Reverse(b.0.chars().count()));
         latin.retain(|(t, _)| !t.is_empty());
-        latin.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        latin.sort_by_key(|b| std::cmp::Reverse(b.0.len()));
         Glossary {
             concepts,
             chinese,
