@@ -869,10 +869,13 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
         .commit_from_memory(&model)?;
     step("ONNX session creation", t);
     drop(model);
+    let json = embed::tokenizer_path(&config);
     let t = Instant::now();
-    let tokenizer = tokenizers::Tokenizer::from_file(embed::tokenizer_path(&config))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    step("tokenizer.json parse", t);
+    drop(ragmap::tokenizer::load_cached(&json, None)?);
+    step("tokenizer from tokenizer.json (first use)", t);
+    let t = Instant::now();
+    let tokenizer = ragmap::tokenizer::load(&json)?;
+    step("tokenizer from its cache", t);
     let t = Instant::now();
     let db = config.index_dir().join(ragmap::index::store::DB_FILE);
     let store = Store::open_ro(&db)?;
@@ -913,6 +916,9 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
     drop(tokenizer);
     step("tokenizer drop", t);
     drop(session);
+    let t = Instant::now();
+    drop(Embedder::load(&config)?);
+    step("Embedder::load (tokenizer and session side by side)", t);
     Ok(json!({
         "steps": steps,
         "hits": hits.len(),

@@ -431,16 +431,24 @@ pub fn load(json: &Path) -> Result<Tokenizer, TokenizerError> {
 
 /// [`load`] with the cache in `cache_dir` (none: always from the JSON, no cache written).
 pub fn load_cached(json: &Path, cache_dir: Option<&Path>) -> Result<Tokenizer, TokenizerError> {
-    let bytes = fs::read(json).map_err(|e| TokenizerError::Read {
+    let read_error = |e: std::io::Error| TokenizerError::Read {
         path: json.to_path_buf(),
         message: e.to_string(),
-    })?;
-    let json_hash: [u8; 32] = Sha256::digest(&bytes).into();
+    };
+    let json_hash = hash_file(json).map_err(read_error)?;
     let cache = cache_dir.map(|dir| dir.join(format!("{}.bin", hex::encode(json_hash))));
     if let Some(Ok((parts, vocab))) = cache.as_deref().map(|c| read_cache(c, &json_hash)) {
         if let Ok(tokenizer) = assemble(parts, vocab) {
             return Ok(tokenizer);
         }
+    }
+    let bytes = fs::read(json).map_err(read_error)?;
+    // Hashed apart from these bytes: the file changed in between.
+    if <[u8; 32]>::from(Sha256::digest(&bytes)) != json_hash {
+        return Err(TokenizerError::Read {
+            path: json.to_path_buf(),
+            message: "it changed while being read".into(),
+        });
     }
     let invalid = |message: String| TokenizerError::Invalid {
         path: json.to_path_buf(),
@@ -467,10 +475,26 @@ pub fn load_cached(json: &Path, cache_dir: Option<&Path>) -> Result<Tokenizer, T
     parts.unk_id = model.unk_id;
     let vocab = Vocab::from_pieces(model.vocab, model.unk_id).map_err(invalid)?;
     if let Some(cache) = &cache {
-        // A cache that cannot be written costs the next run a second, nothing more.
+        // A cache that cannot be written costs the next run a quarter of a second, nothing more.
         let _ = write_cache(cache, &json_hash, &parts, &vocab);
     }
     assemble(parts, vocab).map_err(invalid)
+}
+
+/// sha256 of a file, read in pieces: the 17 MB JSON is hashed on every
+/// load, and a buffer of its size would cost more page faults than the hash.
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 18];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// The crate's own deserialization order: builder parts, then added tokens.

@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import startup_bench
 import statistics
 import subprocess
 import sys
@@ -480,6 +481,8 @@ def write_report(r):
       f"{max(x['rss_mib'] for x in inc['runs']):.0f} MiB, `ragmap search` {sp['rss_mib']:.0f} MiB; "
       f"the Python pipeline {e['python_rss_mib']:.0f} MiB.")
     w("")
+    if r.get("startup"):
+        lines += startup_bench.report_lines(r["startup"], m, command)
     c = r.get("criterion") or {}
     if c and "error" not in c:
         w("## Hot functions (criterion)")
@@ -554,11 +557,35 @@ def server_only():
     with open(os.path.join(WORK, "bench-server-results.json"), "w") as f:
         json.dump(results, f, indent=2)
     section = serve_bench.report_lines(results["server"], results["machine"], COMMAND)
+    splice_section(section)
+
+
+def startup_only():
+    """`scripts/bench --startup`: index a workspace, time start-up, splice its section."""
+    ws = make_workspace(os.path.join(WORK, "workspace-startup"))
+    log("ragmap index (start-up bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    results = {"machine": machine(), "startup": startup_bench.run(RAGMAP, TOOL, ws, WORK, QUICK)}
+    with open(os.path.join(WORK, "bench-startup-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = startup_bench.report_lines(results["startup"], results["machine"], COMMAND)
+    splice_section(section)
+
+
+def splice_section(section):
+    """Replaces the section of BENCHMARKS.md headed like `section[0]` (or
+    inserts it before `## Reproduce`), leaving the rest as the last run wrote it."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     with open(path, encoding="utf-8") as f:
-        text = f.read()
+        lines = f.read().splitlines()
+    heading = section[0]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = lines.index("## Reproduce") if "## Reproduce" in lines else len(lines)
     with open(path, "w", encoding="utf-8") as f:
-        f.write(serve_bench.splice(text, section))
+        f.write("\n".join(lines[:start] + section + lines[end:]) + "\n")
     print("\n".join(section))
 
 
@@ -573,6 +600,9 @@ def main():
             results = json.load(f)
         lines = write_report(results)
         print("\n".join(lines[lines.index("## Ratios"):lines.index("## Embedding efficiency")]))
+        return
+    if "--startup" in sys.argv:
+        startup_only()
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
@@ -590,6 +620,7 @@ def main():
         shutil.rmtree(os.path.join(WORK, "py-index-one-core"), ignore_errors=True)
     results["incremental"] = incremental(ws, results["e2e"]["ragmap_s"])
     results["search"] = search_process(ws)
+    results["startup"] = startup_bench.run(RAGMAP, TOOL, ws, WORK, QUICK)
     results["embed"] = tool("embed", "--workspace", ws, "--rounds", str(EMBED_ROUNDS),
                             "--chunks", str(EMBED_CHUNKS))
     if QUESTIONS:

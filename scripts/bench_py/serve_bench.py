@@ -331,13 +331,3 @@ def report_lines(s, machine, command):
     w("")
     return lines
 
-
-def splice(markdown, section):
-    """Replaces (or inserts before `## Reproduce`) the `## Server` section."""
-    lines = markdown.splitlines()
-    if "## Server" in lines:
-        start = lines.index("## Server")
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = lines.index("## Reproduce") if "## Reproduce" in lines else len(lines)
-    return "\n".join(lines[:start] + section + lines[end:]) + "\n"
