@@ -59,20 +59,28 @@ impl OpenAiBackend {
         })
     }
 
-    fn request(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
-        let mut req = self
-            .endpoint
-            .client
-            .post(url)
-            .header(ACCEPT, "text/event-stream")
-            .json(body);
-        if let Some(key) = &self.api_key {
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
+    /// The key as a bearer token, marked sensitive so it never shows in logs.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let Some(key) = &self.api_key else {
+            return req;
+        };
+        match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
+            Ok(mut value) => {
                 value.set_sensitive(true);
-                req = req.header(AUTHORIZATION, value);
+                req.header(AUTHORIZATION, value)
             }
+            Err(_) => req,
         }
-        req
+    }
+
+    fn request(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.authorized(
+            self.endpoint
+                .client
+                .post(url)
+                .header(ACCEPT, "text/event-stream")
+                .json(body),
+        )
     }
 
     async fn chat_impl(
@@ -290,15 +298,15 @@ impl OpenAiBackend {
         Ok(run.outcome())
     }
 
-    async fn models_impl(&self, timeout: Duration) -> Result<Vec<String>, LlmError> {
+    /// `GET /models` with the key, if any: both the model list and the ping ask it.
+    fn models_request(&self, timeout: Duration) -> (String, reqwest::RequestBuilder) {
         let url = self.endpoint.url("/models");
-        let mut req = self.endpoint.client.get(&url).timeout(timeout);
-        if let Some(key) = &self.api_key {
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                value.set_sensitive(true);
-                req = req.header(AUTHORIZATION, value);
-            }
-        }
+        let req = self.authorized(self.endpoint.client.get(&url).timeout(timeout));
+        (url, req)
+    }
+
+    async fn models_impl(&self, timeout: Duration) -> Result<Vec<String>, LlmError> {
+        let (url, req) = self.models_request(timeout);
         let doc = self
             .endpoint
             .get_json(req, &url, self.api_key.as_ref(), timeout)
@@ -312,14 +320,7 @@ impl OpenAiBackend {
     }
 
     async fn ping_impl(&self, timeout: Duration) -> Result<(), LlmError> {
-        let url = self.endpoint.url("/models");
-        let mut req = self.endpoint.client.get(&url).timeout(timeout);
-        if let Some(key) = &self.api_key {
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                value.set_sensitive(true);
-                req = req.header(AUTHORIZATION, value);
-            }
-        }
+        let (url, req) = self.models_request(timeout);
         let resp = self
             .endpoint
             .send(req, &url, Instant::now() + timeout, timeout)
