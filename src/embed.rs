@@ -436,13 +436,18 @@ fn load_session(
         let cpu = ort::ep::CPU::default()
             .with_arena_allocator(settings.arena)
             .build();
+        let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
         builder
             .with_execution_providers([cpu])
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-            .and_then(|b| b.with_intra_threads(settings.threads.max(1)))
-            .and_then(|b| b.with_memory_pattern(settings.memory_pattern))
-            .and_then(|b| b.with_prepacked_weights(prepacked))
-            .map_err(|e| e.to_string())?
+            .map_err(text)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(text)?
+            .with_intra_threads(settings.threads.max(1))
+            .map_err(text)?
+            .with_memory_pattern(settings.memory_pattern)
+            .map_err(text)?
+            .with_prepacked_weights(prepacked)
+            .map_err(text)?
             .commit_from_file(&path)
             .map_err(|e| e.to_string())
     }));
