@@ -125,13 +125,26 @@ impl Retriever {
 
     /// The best `top_k` passages for every form of the query, fused.
     pub fn search(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
-        self.read(query, false)
+        let settings = self.settings.clone();
+        self.read(query, &settings, false)
     }
 
     /// [`Retriever::search`], each hit widened with its neighbouring chunks
     /// (`[retrieve] neighbours`) so a prompt's context is not cut mid-paragraph.
     pub fn passages(&mut self, query: &Query) -> Result<Vec<Hit>, RetrieveError> {
-        self.read(query, true)
+        let settings = self.settings.clone();
+        self.read(query, &settings, true)
+    }
+
+    /// One search with `settings` instead of the retriever's own (a server
+    /// request's k and mode), widened as [`Retriever::passages`] when `widen`.
+    pub fn search_with(
+        &mut self,
+        query: &Query,
+        settings: &Retrieve,
+        widen: bool,
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        self.read(query, settings, widen)
     }
 
     /// The committed index state searches read (see [`Index::generation`]).
@@ -142,9 +155,14 @@ impl Retriever {
     /// Searches one committed state of the index: the newest, opened again
     /// when `ragmap index` committed since, and read in one snapshot so a
     /// commit landing mid-search cannot mix two states.
-    fn read(&mut self, query: &Query, widen: bool) -> Result<Vec<Hit>, RetrieveError> {
+    fn read(
+        &mut self,
+        query: &Query,
+        settings: &Retrieve,
+        widen: bool,
+    ) -> Result<Vec<Hit>, RetrieveError> {
         let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
-        let query_vectors = embed_queries(self.embedder.as_mut(), &forms, &self.settings)?;
+        let query_vectors = embed_queries(self.embedder.as_mut(), &forms, settings)?;
         for _ in 0..3 {
             self.refresh();
             let Some(_snapshot) = self.index.snapshot()? else {
@@ -154,11 +172,11 @@ impl Retriever {
                 &self.index,
                 &query_vectors,
                 &forms,
-                &self.settings,
+                settings,
                 &self.glossary,
             )?;
             return Ok(if widen {
-                with_neighbours(&self.index, self.settings.neighbours, hits)
+                with_neighbours(&self.index, settings.neighbours, hits)
             } else {
                 hits
             });
@@ -287,63 +305,105 @@ pub fn retrieve_embedded_with(
     let candidates = settings.candidates.max(k * 3);
     let mut lists = Vec::new();
     if mode != RetrieveMode::Lexical {
-        for v in query_vectors {
-            let ids = index
-                .vectors
-                .search(v, candidates)
-                .map_err(|e| RetrieveError::Search(e.to_string()))?;
-            lists.push(RankedList {
-                ids,
+        lists.extend(vector_lists(index, query_vectors, candidates, settings)?);
+    }
+    if mode != RetrieveMode::Vector {
+        lists.extend(lexical_lists(
+            index, queries, candidates, settings, glossary,
+        )?);
+    }
+    let mut hits = hits_of(index, fuse(&lists, mode, settings.rrf_k))?;
+    if mode == RetrieveMode::Hybrid {
+        hits = with_named_pages(index, hits, queries, settings, glossary)?;
+    }
+    Ok(select(
+        hits,
+        k,
+        settings.max_chunks_per_doc,
+        settings.dedup_threshold,
+    ))
+}
+
+fn search_error(e: impl std::fmt::Display) -> RetrieveError {
+    RetrieveError::Search(e.to_string())
+}
+
+/// One HNSW list per query vector.
+fn vector_lists(
+    index: &Index,
+    query_vectors: &[Vec<f32>],
+    candidates: usize,
+    settings: &Retrieve,
+) -> Result<Vec<RankedList>, RetrieveError> {
+    query_vectors
+        .iter()
+        .map(|v| {
+            Ok(RankedList {
+                ids: index.vectors.search(v, candidates).map_err(search_error)?,
                 weight: settings.vector_weight,
                 vector: true,
+            })
+        })
+        .collect()
+}
+
+/// Per query, up to three BM25 lists: its own terms, their glossary names in
+/// the other language, and the names it uses searched alone.
+fn lexical_lists(
+    index: &Index,
+    queries: &[String],
+    candidates: usize,
+    settings: &Retrieve,
+    glossary: &Glossary,
+) -> Result<Vec<RankedList>, RetrieveError> {
+    let fields = field_weights(settings);
+    let mut lists = Vec::new();
+    for q in queries {
+        let terms = terms::query_terms(q);
+        let expansion = if settings.expansion_weight > 0.0 {
+            expansion_terms(glossary, q, &terms)
+        } else {
+            Vec::new()
+        };
+        // The names alone: in a Chinese question, "vLLM" would otherwise
+        // be outweighed by its Chinese words, which match Chinese pages.
+        let names = if settings.name_text_weight > 0.0 {
+            let mut names = terms::name_terms(q);
+            names.retain(|n| !glossary.is_term(n));
+            names
+        } else {
+            Vec::new()
+        };
+        for (terms, weight) in [
+            (terms, settings.lexical_weight),
+            (expansion, settings.expansion_weight),
+            (names, settings.name_text_weight),
+        ] {
+            if terms.is_empty() {
+                continue;
+            }
+            let ids = index
+                .store
+                .lexical_search_terms(&terms, candidates, &fields)
+                .map_err(search_error)?
+                .into_iter()
+                .map(|(id, s)| (id, s as f32))
+                .collect();
+            lists.push(RankedList {
+                ids,
+                weight,
+                vector: false,
             });
         }
     }
-    if mode != RetrieveMode::Vector {
-        for q in queries {
-            let terms = terms::query_terms(q);
-            let expansion = if settings.expansion_weight > 0.0 {
-                expansion_terms(glossary, q, &terms)
-            } else {
-                Vec::new()
-            };
-            // The names alone: in a Chinese question, "vLLM" would otherwise
-            // be outweighed by its Chinese words, which match Chinese pages.
-            let names = if settings.name_text_weight > 0.0 {
-                let mut names = terms::name_terms(q);
-                names.retain(|n| !glossary.is_term(n));
-                names
-            } else {
-                Vec::new()
-            };
-            for (terms, weight) in [
-                (terms, settings.lexical_weight),
-                (expansion, settings.expansion_weight),
-                (names, settings.name_text_weight),
-            ] {
-                if terms.is_empty() {
-                    continue;
-                }
-                let ids = index
-                    .store
-                    .lexical_search_terms(&terms, candidates, &field_weights(settings))
-                    .map_err(|e| RetrieveError::Search(e.to_string()))?
-                    .into_iter()
-                    .map(|(id, s)| (id, s as f32))
-                    .collect();
-                lists.push(RankedList {
-                    ids,
-                    weight,
-                    vector: false,
-                });
-            }
-        }
-    }
-    let search_error = |e: crate::index::store::StoreError| RetrieveError::Search(e.to_string());
-    let fused = fuse(&lists, mode, settings.rrf_k);
+    Ok(lists)
+}
+
+/// The fused ids as hits, in order, with their chunk rows (fetched in one go).
+fn hits_of(index: &Index, fused: Vec<Fused>) -> Result<Vec<Hit>, RetrieveError> {
     let ids: Vec<i64> = fused.iter().map(|f| f.id).collect();
     let mut rows = index.store.chunks_by_ids(&ids).map_err(search_error)?;
-    let mut candidates: Vec<Hit> = fused
+    Ok(fused
         .into_iter()
         .filter_map(|f| {
             rows.remove(&f.id).map(|chunk| Hit {
@@ -354,40 +414,39 @@ pub fn retrieve_embedded_with(
                 lexical_rank: f.lexical_rank,
             })
         })
-        .collect();
-    if mode == RetrieveMode::Hybrid {
-        let named = if settings.name_weight > 0.0 {
-            named_documents(index, queries, settings, glossary).map_err(search_error)?
-        } else {
-            Vec::new()
-        };
-        // A page named by the question whose text none of the retrievers
-        // found still joins, by its first chunk.
-        let present: HashSet<i64> = candidates.iter().map(|h| h.chunk.doc_id).collect();
-        let mut missing = Vec::new();
-        for &doc_id in named.iter().take(NAMED_PAGES_ADDED) {
-            if !present.contains(&doc_id) {
-                missing.extend(index.store.first_chunk_of(doc_id).map_err(search_error)?);
-            }
+        .collect())
+}
+
+/// Rescores `hits` by the pages the question names; a named page whose text
+/// none of the retrievers found still joins, by its first chunk.
+fn with_named_pages(
+    index: &Index,
+    mut hits: Vec<Hit>,
+    queries: &[String],
+    settings: &Retrieve,
+    glossary: &Glossary,
+) -> Result<Vec<Hit>, RetrieveError> {
+    let named = if settings.name_weight > 0.0 {
+        named_documents(index, queries, settings, glossary).map_err(search_error)?
+    } else {
+        Vec::new()
+    };
+    let present: HashSet<i64> = hits.iter().map(|h| h.chunk.doc_id).collect();
+    let mut missing = Vec::new();
+    for &doc_id in named.iter().take(NAMED_PAGES_ADDED) {
+        if !present.contains(&doc_id) {
+            missing.extend(index.store.first_chunk_of(doc_id).map_err(search_error)?);
         }
-        let mut rows = index.store.chunks_by_ids(&missing).map_err(search_error)?;
-        candidates.extend(missing.iter().filter_map(|id| {
-            rows.remove(id).map(|chunk| Hit {
-                chunk,
-                score: 0.0,
-                similarity: None,
-                vector_rank: None,
-                lexical_rank: None,
-            })
-        }));
-        candidates = rescore(candidates, &named, settings);
     }
-    Ok(select(
-        candidates,
-        k,
-        settings.max_chunks_per_doc,
-        settings.dedup_threshold,
-    ))
+    let unranked = missing.into_iter().map(|id| Fused {
+        id,
+        score: 0.0,
+        similarity: None,
+        vector_rank: None,
+        lexical_rank: None,
+    });
+    hits.extend(hits_of(index, unranked.collect())?);
+    Ok(rescore(hits, &named, settings))
 }
 
 /// Pages named by the question but found by no retriever that may still

@@ -27,14 +27,13 @@ use tokenizers::{
     PreTokenizerWrapper, Token, TokenizerBuilder, TokenizerImpl, TruncationParams,
 };
 
-/// A tokenizer over [`Pieces`]: the `tokenizers` crate's pipeline with our model.
-pub type Tokenizer = TokenizerImpl<
-    Pieces,
-    NormalizerWrapper,
-    PreTokenizerWrapper,
-    PostProcessorWrapper,
-    DecoderWrapper,
->;
+/// The `tokenizers` crate's pipeline (normalizer, pre-tokenizer,
+/// post-processor, decoder) over a model `M`.
+pub type Pipeline<M> =
+    TokenizerImpl<M, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+
+/// A tokenizer over [`Pieces`]: the crate's pipeline with our model.
+pub type Tokenizer = Pipeline<Pieces>;
 
 /// Bumped whenever the cache layout changes: an older file is then rebuilt.
 const CACHE_VERSION: u32 = 1;
@@ -646,37 +645,16 @@ fn read_cache(path: &Path, json_hash: &[u8; 32]) -> Result<(Parts, Vocab), Strin
 /// as special tokens (the configuration fastembed used, so ids and vectors
 /// are unchanged).
 pub fn for_model<M: Model + Clone>(
-    base: &TokenizerImpl<
-        M,
-        NormalizerWrapper,
-        PreTokenizerWrapper,
-        PostProcessorWrapper,
-        DecoderWrapper,
-    >,
+    base: &Pipeline<M>,
     model_dir: &Path,
     max_length: usize,
-) -> Result<
-    TokenizerImpl<M, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>,
-    TokenizerError,
-> {
-    let read = |name: &str| -> Result<serde_json::Value, TokenizerError> {
-        let path = model_dir.join(name);
-        let bytes = fs::read(&path).map_err(|e| TokenizerError::Read {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| TokenizerError::Invalid {
-            path,
-            message: e.to_string(),
-        })
-    };
+) -> Result<Pipeline<M>, TokenizerError> {
     let invalid = |name: &str, message: String| TokenizerError::Invalid {
         path: model_dir.join(name),
         message,
     };
-    let config = read("config.json")?;
-    let special = read("special_tokens_map.json")?;
-    let tokenizer_config = read("tokenizer_config.json")?;
+    let config = read_json(model_dir, "config.json")?;
+    let tokenizer_config = read_json(model_dir, "tokenizer_config.json")?;
     let model_max = tokenizer_config["model_max_length"]
         .as_f64()
         .ok_or_else(|| {
@@ -685,7 +663,6 @@ pub fn for_model<M: Model + Clone>(
                 "no numeric model_max_length".into(),
             )
         })?;
-    let max_length = max_length.min(model_max as usize);
     let pad_value = &tokenizer_config["pad_token"];
     let pad_token: String = pad_value
         .as_str()
@@ -706,49 +683,57 @@ pub fn for_model<M: Model + Clone>(
     }));
     tokenizer
         .with_truncation(Some(TruncationParams {
-            max_length,
+            max_length: max_length.min(model_max as usize),
             ..Default::default()
         }))
         .map_err(|e| invalid("tokenizer_config.json", e.to_string()))?;
-    let mut added = Vec::new();
-    if let serde_json::Value::Object(entries) = special {
-        for value in entries.values() {
-            if let Some(content) = value.as_str() {
-                added.push(AddedToken {
-                    content: content.into(),
-                    special: true,
-                    ..Default::default()
-                });
-            } else if let (
-                Some(content),
-                Some(single_word),
-                Some(lstrip),
-                Some(rstrip),
-                Some(normalized),
-            ) = (
-                value["content"].as_str(),
-                value["single_word"].as_bool(),
-                value["lstrip"].as_bool(),
-                value["rstrip"].as_bool(),
-                value["normalized"].as_bool(),
-            ) {
-                added.push(AddedToken {
-                    content: content.into(),
-                    special: true,
-                    single_word,
-                    lstrip,
-                    rstrip,
-                    normalized,
-                });
-            }
-        }
-    }
-    for token in added {
+    for token in special_tokens(&read_json(model_dir, "special_tokens_map.json")?) {
         tokenizer
             .add_special_tokens([token])
             .map_err(|e| invalid("special_tokens_map.json", e.to_string()))?;
     }
     Ok(tokenizer)
+}
+
+/// `model_dir/name` parsed as JSON; errors name the file.
+fn read_json(model_dir: &Path, name: &str) -> Result<serde_json::Value, TokenizerError> {
+    let path = model_dir.join(name);
+    let bytes = fs::read(&path).map_err(|e| TokenizerError::Read {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TokenizerError::Invalid {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// The entries of `special_tokens_map.json` as special tokens: a bare
+/// string, or an object carrying every flag; other shapes are skipped.
+fn special_tokens(map: &serde_json::Value) -> Vec<AddedToken> {
+    let Some(entries) = map.as_object() else {
+        return Vec::new();
+    };
+    entries
+        .values()
+        .filter_map(|value| {
+            if let Some(content) = value.as_str() {
+                return Some(AddedToken {
+                    content: content.into(),
+                    special: true,
+                    ..Default::default()
+                });
+            }
+            Some(AddedToken {
+                content: value["content"].as_str()?.into(),
+                special: true,
+                single_word: value["single_word"].as_bool()?,
+                lstrip: value["lstrip"].as_bool()?,
+                rstrip: value["rstrip"].as_bool()?,
+                normalized: value["normalized"].as_bool()?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -597,7 +597,21 @@ fn blob_to_vector(blob: &[u8], out: &mut Vec<f32>) {
 mod tests {
     use super::*;
 
+    /// A catalogue with one document whose chunks hold `texts` as body text.
     fn store_with(texts: &[&str]) -> (tempfile::TempDir, Store) {
+        let fields: Vec<FieldTerms> = texts
+            .iter()
+            .map(|t| FieldTerms {
+                body: t.to_string(),
+                ..FieldTerms::default()
+            })
+            .collect();
+        let (dir, store, _) = store_with_fields(&fields);
+        (dir, store)
+    }
+
+    /// A catalogue with one document, a chunk per entry of `fields`; the chunk ids.
+    fn store_with_fields(fields: &[FieldTerms]) -> (tempfile::TempDir, Store, Vec<i64>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_rw(&dir.path().join(DB_FILE)).unwrap();
         let doc = store
@@ -611,28 +625,28 @@ mod tests {
                 indexed_at: "2026-01-01T00:00:00Z",
             })
             .unwrap();
-        for (i, text) in texts.iter().enumerate() {
-            let terms = FieldTerms {
-                body: text.to_string(),
-                ..FieldTerms::default()
-            };
-            store
-                .insert_chunk(
-                    doc,
-                    &NewChunk {
-                        ordinal: i,
-                        start: 0,
-                        end: text.len(),
-                        heading: "",
-                        text,
-                        tokens: 1,
-                        terms: &terms,
-                        vector: &[0.0; 4],
-                    },
-                )
-                .unwrap();
-        }
-        (dir, store)
+        let ids = fields
+            .iter()
+            .enumerate()
+            .map(|(i, terms)| {
+                store
+                    .insert_chunk(
+                        doc,
+                        &NewChunk {
+                            ordinal: i,
+                            start: 0,
+                            end: terms.body.len(),
+                            heading: "",
+                            text: &terms.body,
+                            tokens: 1,
+                            terms,
+                            vector: &[0.0; 4],
+                        },
+                    )
+                    .unwrap()
+            })
+            .collect();
+        (dir, store, ids)
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -690,18 +704,6 @@ mod tests {
 
     #[test]
     fn field_weights_rank_a_title_match_above_a_body_match() {
-        let (_dir, store) = store_with(&[]);
-        let doc = store
-            .insert_document(&NewDocument {
-                path: "b.md",
-                hash: "h",
-                title: "B",
-                source: "b.md",
-                sections: &[],
-                modified: None,
-                indexed_at: "2026-01-01T00:00:00Z",
-            })
-            .unwrap();
         let fields = [
             FieldTerms::of(
                 "vLLM",
@@ -716,26 +718,7 @@ mod tests {
                 "we compared vllm with another serving engine",
             ),
         ];
-        let mut ids = Vec::new();
-        for (i, terms) in fields.iter().enumerate() {
-            ids.push(
-                store
-                    .insert_chunk(
-                        doc,
-                        &NewChunk {
-                            ordinal: i,
-                            start: 0,
-                            end: 1,
-                            heading: "",
-                            text: "x",
-                            tokens: 1,
-                            terms,
-                            vector: &[0.0; 4],
-                        },
-                    )
-                    .unwrap(),
-            );
-        }
+        let (_dir, store, ids) = store_with_fields(&fields);
         let query = strings(&["vllm"]);
         let even = store
             .lexical_search_terms(&query, 5, &FieldWeights::default())

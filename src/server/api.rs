@@ -97,15 +97,8 @@ async fn run_search(shared: &Shared, request: SearchRequest) -> Result<Found, Ap
     let (hits, generation) = shared
         .workers
         .run(move |r| {
-            let configured = r.settings().clone();
-            r.set_settings(settings);
-            let hits = if passages {
-                r.passages(&query)
-            } else {
-                r.search(&query)
-            };
-            r.set_settings(configured);
-            hits.map(|h| (h, r.generation()))
+            r.search_with(&query, &settings, passages)
+                .map(|h| (h, r.generation()))
         })
         .await?
         .map_err(|e| ApiError::internal(format!("search failed: {e}")))?;
