@@ -484,6 +484,17 @@ fn open_synthetic(dir: &Path) -> Result<Index> {
     Ok(Index::open_dir(dir)?)
 }
 
+/// CPU time this thread has run, in nanoseconds (Linux: the first field
+/// of /proc/thread-self/schedstat).
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Resident set size of this process in MiB (Linux).
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -626,16 +637,33 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                 &hybrid,
             )?;
         }
-        for (name, mode) in [
-            ("vector", RetrieveMode::Vector),
-            ("lexical", RetrieveMode::Lexical),
-            ("hybrid", RetrieveMode::Hybrid),
+        // Hybrid without the cross-language bridges (glossary expansion,
+        // names): what they cost.
+        let without_bridges = Retrieve {
+            expansion_weight: 0.0,
+            name_weight: 0.0,
+            ..hybrid.clone()
+        };
+        for (name, by_mode) in [
+            (
+                "vector",
+                Retrieve {
+                    mode: RetrieveMode::Vector,
+                    ..settings.clone()
+                },
+            ),
+            (
+                "lexical",
+                Retrieve {
+                    mode: RetrieveMode::Lexical,
+                    ..settings.clone()
+                },
+            ),
+            ("hybrid", hybrid.clone()),
+            ("hybrid_without_bridges", without_bridges),
         ] {
-            let by_mode = Retrieve {
-                mode,
-                ..settings.clone()
-            };
             let mut ms = Vec::with_capacity(searches);
+            let cpu_start = thread_cpu_ns();
             for i in 0..searches {
                 let q = &queries[i % queries.len()];
                 let v = &query_vectors[i % queries.len()];
@@ -649,7 +677,13 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                 ms.push(s.elapsed().as_secs_f64() * 1000.0);
                 std::hint::black_box(hits);
             }
+            let cpu = cpu_start
+                .zip(thread_cpu_ns())
+                .map(|(a, b)| (b - a) as f64 / 1e6 / searches as f64);
             row[name] = percentiles(ms);
+            // Wall time waits for the CPU on a loaded machine; the thread's
+            // own CPU time does not.
+            row[name]["cpu_mean_ms"] = json!(cpu);
         }
         // The raw retrievers alone, without row fetching, fusion or selection;
         // FTS5 with every query term (exact OR query) and with common terms

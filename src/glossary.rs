@@ -133,6 +133,12 @@ impl Glossary {
     /// the English names of a Chinese term found in it, the Chinese names of
     /// an English one. Each name once, in the order the concepts appear.
     pub fn expand(&self, question: &str) -> Vec<String> {
+        self.expand_limited(question, usize::MAX)
+    }
+
+    /// [`Glossary::expand`] with at most `per_concept` names of each concept:
+    /// the first ones its line lists, which name it most often.
+    pub fn expand_limited(&self, question: &str, per_concept: usize) -> Vec<String> {
         let lower = question.to_lowercase();
         let mut by_chinese: Vec<usize> = Vec::new();
         let mut claimed: Vec<(usize, usize)> = Vec::new();
@@ -176,7 +182,7 @@ impl Glossary {
             } else {
                 &concept.chinese
             };
-            for n in names {
+            for n in names.iter().take(per_concept) {
                 if seen.insert(n.to_lowercase()) {
                     out.push(n.clone());
                 }
@@ -359,6 +365,18 @@ mod tests {
             ["vector database", "database"]
         );
         assert!(g.expand("与本题无关的问题").is_empty());
+    }
+
+    #[test]
+    fn expansion_can_keep_the_first_names_of_each_concept() {
+        let g =
+            glossary("生成 | generation | generate | generated\n微调 | fine-tuning | finetune\n");
+        assert_eq!(
+            g.expand_limited("微调后生成", 1),
+            ["generation", "fine-tuning"]
+        );
+        assert_eq!(g.expand_limited("微调后生成", 2).len(), 4);
+        assert_eq!(g.expand("微调后生成").len(), 5);
     }
 
     #[test]

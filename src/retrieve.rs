@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
 use crate::glossary::{Glossary, GlossaryError};
+use crate::index::store::{Pruning, TermCounts, LEXICAL_ROW_BUDGET};
 use crate::index::{terms, ChunkRow, Index, IndexError};
 use crate::query::Query;
 
@@ -284,31 +285,40 @@ pub fn retrieve_embedded_with(
     if mode != RetrieveMode::Vector {
         for q in queries {
             let terms = terms::query_terms(q);
-            let expansion = if settings.expansion_weight > 0.0 {
-                expansion_terms(glossary, q, &terms)
+            let bridges = if settings.expansion_weight > 0.0 {
+                bridge_terms(glossary, q, &terms)
             } else {
                 Vec::new()
             };
-            // The names alone: in a Chinese question, "vLLM" would otherwise
-            // be outweighed by its Chinese words, which match Chinese pages.
-            let names = if settings.name_text_weight > 0.0 {
-                let mut names = terms::name_terms(q);
-                names.retain(|n| !glossary.is_term(n));
-                names
-            } else {
-                Vec::new()
+            let own = Pruning {
+                budget: LEXICAL_ROW_BUDGET,
+                drop_common: false,
+                unpruned_up_to: LEXICAL_ROW_BUDGET,
             };
-            for (terms, weight) in [
-                (terms, settings.lexical_weight),
-                (expansion, settings.expansion_weight),
-                (names, settings.name_text_weight),
+            // The bridges only add evidence: a smaller budget, and no term
+            // that alone matches more than it.
+            let bridge = Pruning {
+                budget: BRIDGE_ROW_BUDGET,
+                drop_common: true,
+                unpruned_up_to: LEXICAL_ROW_BUDGET,
+            };
+            let mut counts = TermCounts::default();
+            for (terms, weight, pruning) in [
+                (terms, settings.lexical_weight, own),
+                (bridges, settings.expansion_weight, bridge),
             ] {
                 if terms.is_empty() {
                     continue;
                 }
                 let ids = index
                     .store
-                    .lexical_search_terms(&terms, candidates, &field_weights(settings))
+                    .lexical_search_pruned(
+                        &terms,
+                        candidates,
+                        &field_weights(settings),
+                        pruning,
+                        &mut counts,
+                    )
                     .map_err(|e| RetrieveError::Search(e.to_string()))?
                     .into_iter()
                     .map(|(id, s)| (id, s as f32))
@@ -372,6 +382,16 @@ pub fn retrieve_embedded_with(
     ))
 }
 
+/// Names of one glossary concept searched for: the first ones its line
+/// lists (the others are mostly other forms of the same word, each a
+/// further phrase for FTS5 to match).
+pub const EXPANSION_NAMES_PER_CONCEPT: usize = 3;
+
+/// Rows BM25 may score for each of the glossary and name searches (the
+/// question's own terms get [`LEXICAL_ROW_BUDGET`]). Indexes of at most
+/// [`LEXICAL_ROW_BUDGET`] chunks are never pruned.
+pub const BRIDGE_ROW_BUDGET: usize = 500;
+
 /// Pages named by the question but found by no retriever that may still
 /// join the candidates.
 const NAMED_PAGES_ADDED: usize = 3;
@@ -431,6 +451,22 @@ pub fn field_weights(settings: &Retrieve) -> terms::FieldWeights {
     }
 }
 
+/// The terms of a question's second lexical search, its bridges to pages in
+/// the other language: the glossary's names of its terms in that language
+/// ([`expansion_terms`]), and the names it uses ([`terms::name_terms`]:
+/// "vLLM" in a Chinese question) searched without the words around them,
+/// which would otherwise match pages in the question's own language far more
+/// often. Field words the glossary knows ("LLM", "GPU") are no names.
+pub fn bridge_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
+    let mut out = expansion_terms(glossary, question, own);
+    for name in terms::name_terms(question) {
+        if !glossary.is_term(&name) && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// The lexical terms the glossary adds to a question: its concepts' names in
 /// the other language, each as the index's terms (a phrase when it has
 /// several: "fine tuning", "向量 数据 数据库 向量数据库"), minus what the
@@ -438,7 +474,7 @@ pub fn field_weights(settings: &Retrieve) -> terms::FieldWeights {
 pub fn expansion_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
     let mut seen: HashSet<String> = own.iter().cloned().collect();
     glossary
-        .expand(question)
+        .expand_limited(question, EXPANSION_NAMES_PER_CONCEPT)
         .iter()
         .map(|name| terms::terms(name).join(" "))
         .filter(|t| !t.is_empty() && seen.insert(t.clone()))
