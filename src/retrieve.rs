@@ -303,9 +303,15 @@ pub fn retrieve_embedded_with(
                 unpruned_up_to: LEXICAL_ROW_BUDGET,
             };
             let mut counts = TermCounts::default();
-            for (terms, weight, pruning) in [
-                (terms, settings.lexical_weight, own),
-                (bridges, settings.expansion_weight, bridge),
+            // The bridges' list is a supplement: half as many candidates.
+            for (terms, weight, pruning, limit) in [
+                (terms, settings.lexical_weight, own, candidates),
+                (
+                    bridges,
+                    settings.expansion_weight,
+                    bridge,
+                    candidates.div_ceil(2),
+                ),
             ] {
                 if terms.is_empty() {
                     continue;
@@ -314,7 +320,7 @@ pub fn retrieve_embedded_with(
                     .store
                     .lexical_search_pruned(
                         &terms,
-                        candidates,
+                        limit,
                         &field_weights(settings),
                         pruning,
                         &mut counts,
@@ -474,9 +480,8 @@ pub fn bridge_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<
 pub fn expansion_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
     let mut seen: HashSet<String> = own.iter().cloned().collect();
     glossary
-        .expand_limited(question, EXPANSION_NAMES_PER_CONCEPT)
-        .iter()
-        .map(|name| terms::terms(name).join(" "))
+        .expand_terms(question, EXPANSION_NAMES_PER_CONCEPT)
+        .into_iter()
         .filter(|t| !t.is_empty() && seen.insert(t.clone()))
         .collect()
 }
