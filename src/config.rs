@@ -116,8 +116,10 @@ pub struct Retrieve {
     pub max_chunks_per_doc: usize,
     pub neighbours: usize,
     pub dedup_threshold: f32,
-    /// Fusion weight of the lexical search for the glossary's names, in the
-    /// other language, of the terms a question uses; 0 turns it off.
+    /// Fusion weight of the second lexical search, for a question's bridges
+    /// to the other language: the glossary's names of its terms in that
+    /// language, and the names it uses ("vLLM" in a Chinese question) without
+    /// the words around them; 0 turns it off.
     pub expansion_weight: f32,
     /// A glossary file extending the built-in one (see data/glossary.txt).
     pub glossary: Option<PathBuf>,
@@ -130,9 +132,6 @@ pub struct Retrieve {
     /// uses (a Latin-script word of a Chinese question, a capitalised one of
     /// an English question); 0 turns it off.
     pub name_weight: f32,
-    /// Fusion weight of the lexical search for those names alone, in any
-    /// field of any chunk; 0 turns it off.
-    pub name_text_weight: f32,
 }
 
 #[derive(
@@ -311,7 +310,6 @@ impl Default for Retrieve {
             url_weight: 3.0,
             heading_weight: 2.0,
             name_weight: 2.0,
-            name_text_weight: 1.0,
         }
     }
 }
@@ -583,7 +581,6 @@ mod tests {
         assert_eq!(c.retrieve.url_weight, d.retrieve.url_weight);
         assert_eq!(c.retrieve.heading_weight, d.retrieve.heading_weight);
         assert_eq!(c.retrieve.name_weight, d.retrieve.name_weight);
-        assert_eq!(c.retrieve.name_text_weight, d.retrieve.name_text_weight);
         assert_eq!(c.crawl.per_host_delay_ms, d.crawl.per_host_delay_ms);
         assert_eq!(c.llm.context_tokens, d.llm.context_tokens);
     }

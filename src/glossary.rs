@@ -39,6 +39,10 @@ pub enum GlossaryError {
 struct Concept {
     chinese: Vec<String>,
     latin: Vec<String>,
+    /// Each name as the index's terms, joined by spaces (computed once:
+    /// segmenting the Chinese ones takes jieba).
+    chinese_terms: Vec<String>,
+    latin_terms: Vec<String>,
 }
 
 /// A parsed glossary, ready to expand questions.
@@ -133,6 +137,41 @@ impl Glossary {
     /// the English names of a Chinese term found in it, the Chinese names of
     /// an English one. Each name once, in the order the concepts appear.
     pub fn expand(&self, question: &str) -> Vec<String> {
+        self.expand_limited(question, usize::MAX)
+    }
+
+    /// [`Glossary::expand`] with at most `per_concept` names of each concept:
+    /// the first ones its line lists, which name it most often.
+    pub fn expand_limited(&self, question: &str, per_concept: usize) -> Vec<String> {
+        self.pick(question, per_concept, |c, from_chinese| {
+            if from_chinese {
+                &c.latin
+            } else {
+                &c.chinese
+            }
+        })
+    }
+
+    /// [`Glossary::expand_limited`], each name as the index's terms joined by
+    /// spaces ("fine-tuning" → "fine tuning").
+    pub fn expand_terms(&self, question: &str, per_concept: usize) -> Vec<String> {
+        self.pick(question, per_concept, |c, from_chinese| {
+            if from_chinese {
+                &c.latin_terms
+            } else {
+                &c.chinese_terms
+            }
+        })
+    }
+
+    /// Up to `per_concept` of `names(concept, named_in_chinese)` for each
+    /// concept the question names, each once.
+    fn pick(
+        &self,
+        question: &str,
+        per_concept: usize,
+        names: impl Fn(&Concept, bool) -> &Vec<String>,
+    ) -> Vec<String> {
         let lower = question.to_lowercase();
         let mut by_chinese: Vec<usize> = Vec::new();
         let mut claimed: Vec<(usize, usize)> = Vec::new();
@@ -170,13 +209,10 @@ impl Glossary {
         concepts.sort_unstable();
         concepts.dedup();
         for &(c, from_chinese) in &concepts {
-            let concept = &self.concepts[c];
-            let names = if from_chinese {
-                &concept.latin
-            } else {
-                &concept.chinese
-            };
-            for n in names {
+            for n in names(&self.concepts[c], from_chinese)
+                .iter()
+                .take(per_concept)
+            {
                 if seen.insert(n.to_lowercase()) {
                     out.push(n.clone());
                 }
@@ -248,7 +284,12 @@ fn read_lines(
             }
             seen.lines.insert(key, (origin.to_string(), line));
         }
+        let joined = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| terms::terms(n).join(" ")).collect()
+        };
         concepts.push(Concept {
+            chinese_terms: joined(&chinese),
+            latin_terms: joined(&latin),
             chinese: chinese.iter().map(|n| n.to_string()).collect(),
             latin: latin.iter().map(|n| n.to_string()).collect(),
         });
@@ -359,6 +400,18 @@ mod tests {
             ["vector database", "database"]
         );
         assert!(g.expand("与本题无关的问题").is_empty());
+    }
+
+    #[test]
+    fn expansion_can_keep_the_first_names_of_each_concept() {
+        let g =
+            glossary("生成 | generation | generate | generated\n微调 | fine-tuning | finetune\n");
+        assert_eq!(
+            g.expand_limited("微调后生成", 1),
+            ["generation", "fine-tuning"]
+        );
+        assert_eq!(g.expand_limited("微调后生成", 2).len(), 4);
+        assert_eq!(g.expand("微调后生成").len(), 5);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
 use crate::glossary::{Glossary, GlossaryError};
+use crate::index::store::{Pruning, TermCounts, LEXICAL_ROW_BUDGET};
+use crate::index::vectors::Vectors;
 use crate::index::{terms, ChunkRow, Index, IndexError};
 use crate::query::Query;
 
@@ -303,15 +305,24 @@ pub fn retrieve_embedded_with(
 ) -> Result<Vec<Hit>, RetrieveError> {
     let (mode, k) = (settings.mode, settings.top_k.max(1));
     let candidates = settings.candidates.max(k * 3);
-    let mut lists = Vec::new();
-    if mode != RetrieveMode::Lexical {
-        lists.extend(vector_lists(index, query_vectors, candidates, settings)?);
-    }
-    if mode != RetrieveMode::Vector {
-        lists.extend(lexical_lists(
-            index, queries, candidates, settings, glossary,
-        )?);
-    }
+    let lists = match mode {
+        RetrieveMode::Vector => vector_lists(&index.vectors, query_vectors, candidates, settings)?,
+        RetrieveMode::Lexical => lexical_lists(index, queries, candidates, settings, glossary)?,
+        // The HNSW search runs beside the SQLite one (its own thread; the
+        // connection stays on this one): a hybrid search costs about the
+        // slower of the two rather than their sum.
+        RetrieveMode::Hybrid => std::thread::scope(|scope| {
+            let vectors = &index.vectors;
+            let vector = scope.spawn(|| vector_lists(vectors, query_vectors, candidates, settings));
+            let lexical = lexical_lists(index, queries, candidates, settings, glossary);
+            let vector = vector
+                .join()
+                .map_err(|_| RetrieveError::Search("the vector search thread panicked".into()))?;
+            let mut lists = vector?;
+            lists.extend(lexical?);
+            Ok::<_, RetrieveError>(lists)
+        })?,
+    };
     let mut hits = hits_of(index, fuse(&lists, mode, settings.rrf_k))?;
     if mode == RetrieveMode::Hybrid {
         hits = with_named_pages(index, hits, queries, settings, glossary)?;
@@ -330,7 +341,7 @@ fn search_error(e: impl std::fmt::Display) -> RetrieveError {
 
 /// One HNSW list per query vector.
 fn vector_lists(
-    index: &Index,
+    vectors: &Vectors,
     query_vectors: &[Vec<f32>],
     candidates: usize,
     settings: &Retrieve,
@@ -339,7 +350,7 @@ fn vector_lists(
         .iter()
         .map(|v| {
             Ok(RankedList {
-                ids: index.vectors.search(v, candidates).map_err(search_error)?,
+                ids: vectors.search(v, candidates).map_err(search_error)?,
                 weight: settings.vector_weight,
                 vector: true,
             })
@@ -347,8 +358,9 @@ fn vector_lists(
         .collect()
 }
 
-/// Per query, up to three BM25 lists: its own terms, their glossary names in
-/// the other language, and the names it uses searched alone.
+/// Per query, up to two BM25 lists: its own terms, and its bridges to the
+/// other language (the glossary's names of its terms, and the names it uses
+/// without the words around them).
 fn lexical_lists(
     index: &Index,
     queries: &[String],
@@ -357,34 +369,43 @@ fn lexical_lists(
     glossary: &Glossary,
 ) -> Result<Vec<RankedList>, RetrieveError> {
     let fields = field_weights(settings);
+    let own = Pruning {
+        budget: LEXICAL_ROW_BUDGET,
+        drop_common: false,
+        unpruned_up_to: LEXICAL_ROW_BUDGET,
+    };
+    // The bridges only add evidence: a smaller budget, and no term that
+    // alone matches more than it.
+    let bridge = Pruning {
+        budget: BRIDGE_ROW_BUDGET,
+        drop_common: true,
+        unpruned_up_to: LEXICAL_ROW_BUDGET,
+    };
     let mut lists = Vec::new();
     for q in queries {
         let terms = terms::query_terms(q);
-        let expansion = if settings.expansion_weight > 0.0 {
-            expansion_terms(glossary, q, &terms)
+        let bridges = if settings.expansion_weight > 0.0 {
+            bridge_terms(glossary, q, &terms)
         } else {
             Vec::new()
         };
-        // The names alone: in a Chinese question, "vLLM" would otherwise
-        // be outweighed by its Chinese words, which match Chinese pages.
-        let names = if settings.name_text_weight > 0.0 {
-            let mut names = terms::name_terms(q);
-            names.retain(|n| !glossary.is_term(n));
-            names
-        } else {
-            Vec::new()
-        };
-        for (terms, weight) in [
-            (terms, settings.lexical_weight),
-            (expansion, settings.expansion_weight),
-            (names, settings.name_text_weight),
+        let mut counts = TermCounts::default();
+        // The bridges' list is a supplement: half as many candidates.
+        for (terms, weight, pruning, limit) in [
+            (terms, settings.lexical_weight, own, candidates),
+            (
+                bridges,
+                settings.expansion_weight,
+                bridge,
+                candidates.div_ceil(2),
+            ),
         ] {
             if terms.is_empty() {
                 continue;
             }
             let ids = index
                 .store
-                .lexical_search_terms(&terms, candidates, &fields)
+                .lexical_search_pruned(&terms, limit, &fields, pruning, &mut counts)
                 .map_err(search_error)?
                 .into_iter()
                 .map(|(id, s)| (id, s as f32))
@@ -449,6 +470,16 @@ fn with_named_pages(
     Ok(rescore(hits, &named, settings))
 }
 
+/// Names of one glossary concept searched for: the first ones its line
+/// lists (the others are mostly other forms of the same word, each a
+/// further phrase for FTS5 to match).
+pub const EXPANSION_NAMES_PER_CONCEPT: usize = 3;
+
+/// Rows BM25 may score for each of the glossary and name searches (the
+/// question's own terms get [`LEXICAL_ROW_BUDGET`]). Indexes of at most
+/// [`LEXICAL_ROW_BUDGET`] chunks are never pruned.
+pub const BRIDGE_ROW_BUDGET: usize = 500;
+
 /// Pages named by the question but found by no retriever that may still
 /// join the candidates.
 const NAMED_PAGES_ADDED: usize = 3;
@@ -508,6 +539,22 @@ pub fn field_weights(settings: &Retrieve) -> terms::FieldWeights {
     }
 }
 
+/// The terms of a question's second lexical search, its bridges to pages in
+/// the other language: the glossary's names of its terms in that language
+/// ([`expansion_terms`]), and the names it uses ([`terms::name_terms`]:
+/// "vLLM" in a Chinese question) searched without the words around them,
+/// which would otherwise match pages in the question's own language far more
+/// often. Field words the glossary knows ("LLM", "GPU") are no names.
+pub fn bridge_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
+    let mut out = expansion_terms(glossary, question, own);
+    for name in terms::name_terms(question) {
+        if !glossary.is_term(&name) && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// The lexical terms the glossary adds to a question: its concepts' names in
 /// the other language, each as the index's terms (a phrase when it has
 /// several: "fine tuning", "向量 数据 数据库 向量数据库"), minus what the
@@ -515,9 +562,8 @@ pub fn field_weights(settings: &Retrieve) -> terms::FieldWeights {
 pub fn expansion_terms(glossary: &Glossary, question: &str, own: &[String]) -> Vec<String> {
     let mut seen: HashSet<String> = own.iter().cloned().collect();
     glossary
-        .expand(question)
-        .iter()
-        .map(|name| terms::terms(name).join(" "))
+        .expand_terms(question, EXPANSION_NAMES_PER_CONCEPT)
+        .into_iter()
         .filter(|t| !t.is_empty() && seen.insert(t.clone()))
         .collect()
 }

@@ -198,7 +198,6 @@ fn glossary_and_names_bridge_the_two_languages() {
     let off = ragmap::config::Retrieve {
         expansion_weight: 0.0,
         name_weight: 0.0,
-        name_text_weight: 0.0,
         ..on.clone()
     };
     let lexical = |s: &ragmap::config::Retrieve| ragmap::config::Retrieve {

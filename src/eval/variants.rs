@@ -69,9 +69,8 @@ pub fn parse_variants(spec: &str, base: &Retrieve) -> Result<Vec<Variant>, EvalE
                 "url_weight" => settings.url_weight = float()?,
                 "heading_weight" => settings.heading_weight = float()?,
                 "name_weight" => settings.name_weight = float()?,
-                "name_text_weight" => settings.name_text_weight = float()?,
                 _ => return Err(bad(format!(
-                    "unknown setting {key:?} (candidates, vector_weight, lexical_weight, rrf_k, max_chunks_per_doc, dedup_threshold, expansion_weight, title_weight, url_weight, heading_weight, name_weight, name_text_weight)"
+                    "unknown setting {key:?} (candidates, vector_weight, lexical_weight, rrf_k, max_chunks_per_doc, dedup_threshold, expansion_weight, title_weight, url_weight, heading_weight, name_weight)"
                 ))),
             }
         }

@@ -85,6 +85,29 @@ impl Drop for Snapshot<'_> {
     }
 }
 
+/// How far a lexical search may prune its terms ([`Store::prune_common_terms`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Pruning {
+    /// Rows BM25 may score.
+    pub budget: usize,
+    /// Leave out even the rarest term when it alone matches more rows than
+    /// the budget (for searches that only add evidence: a term that common
+    /// would add little but cost).
+    pub drop_common: bool,
+    /// Indexes of at most this many chunks are never pruned: every search
+    /// of theirs is cheap.
+    pub unpruned_up_to: usize,
+}
+
+/// How many chunks each term matches (capped), counted once per question
+/// however many of its searches use the term.
+#[derive(Debug, Default)]
+pub struct TermCounts {
+    /// Rows matched, and the cap the count stopped at.
+    rows: HashMap<String, (i64, i64)>,
+    max_id: Option<i64>,
+}
+
 /// A document row as the index knows it.
 #[derive(Debug, Clone)]
 pub struct DocRow {
@@ -425,16 +448,22 @@ impl Store {
         Ok(())
     }
 
+    /// The rows of the chunks `ids`, in one statement (a lookup per id
+    /// costs more in statement steps than the rows themselves).
     pub fn chunks_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, ChunkRow>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT c.id, c.doc_id, c.ordinal, c.start, c.end, c.heading, c.text, d.title, d.source, d.path
-             FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1",
+             FROM chunks c JOIN documents d ON d.id = c.doc_id
+             WHERE c.id IN (SELECT value FROM json_each(?1))",
         )?;
-        for &id in ids {
-            if let Some(row) = stmt.query_row([id], chunk_row).optional()? {
-                out.insert(id, row);
-            }
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        for row in stmt.query_map([list], chunk_row)? {
+            let row = row?;
+            out.insert(row.id, row);
         }
         Ok(out)
     }
@@ -470,7 +499,25 @@ impl Store {
         limit: usize,
         weights: &FieldWeights,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
-        let kept = self.prune_common_terms(terms, LEXICAL_ROW_BUDGET)?;
+        let pruning = Pruning {
+            budget: LEXICAL_ROW_BUDGET,
+            drop_common: false,
+            unpruned_up_to: LEXICAL_ROW_BUDGET,
+        };
+        self.lexical_search_pruned(terms, limit, weights, pruning, &mut TermCounts::default())
+    }
+
+    /// [`Store::lexical_search_terms`] within `pruning`, counting each term's
+    /// matches once per `counts` (one question's searches share them).
+    pub fn lexical_search_pruned(
+        &self,
+        terms: &[String],
+        limit: usize,
+        weights: &FieldWeights,
+        pruning: Pruning,
+        counts: &mut TermCounts,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let kept = self.prune_counted(terms, pruning, counts)?;
         match super::terms::match_expr(&kept) {
             Some(expr) => self.lexical_search(&expr, limit, weights),
             None => Ok(Vec::new()),
@@ -495,26 +542,66 @@ impl Store {
         terms: &[String],
         budget: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let budget = budget as i64;
-        if terms.len() <= 1 {
+        let pruning = Pruning {
+            budget,
+            drop_common: false,
+            unpruned_up_to: budget,
+        };
+        self.prune_counted(terms, pruning, &mut TermCounts::default())
+    }
+
+    fn prune_counted(
+        &self,
+        terms: &[String],
+        pruning: Pruning,
+        counts: &mut TermCounts,
+    ) -> Result<Vec<String>, StoreError> {
+        let budget = pruning.budget as i64;
+        if terms.len() <= 1 && !pruning.drop_common {
             return Ok(terms.to_vec());
         }
         // max(id) is an index lookup and bounds the chunk count from above.
-        let max_id: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT max(id) FROM chunks")?
-            .query_row([], |r| r.get(0))?;
-        if max_id.unwrap_or(0) <= budget {
+        let max_id = match counts.max_id {
+            Some(id) => id,
+            None => {
+                let id: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT max(id) FROM chunks")?
+                    .query_row([], |r| r.get(0))?;
+                *counts.max_id.insert(id.unwrap_or(0))
+            }
+        };
+        if max_id <= pruning.unpruned_up_to as i64 {
             return Ok(terms.to_vec());
         }
         let mut count = self.conn.prepare_cached(
             "SELECT count(*) FROM (SELECT 1 FROM chunk_terms WHERE chunk_terms MATCH ?1 LIMIT ?2)",
         )?;
+        // Counting stops one row past the budget: that is all pruning needs
+        // to know. A count made for a larger budget serves a smaller one.
+        let cap = budget + 1;
+        let mut count_word = |word: &str| -> Result<i64, StoreError> {
+            Ok(match counts.rows.get(word) {
+                Some(&(n, counted_to)) if n < counted_to || counted_to >= cap => n,
+                _ => {
+                    let n: i64 =
+                        count.query_row(params![super::terms::quote(word), cap], |r| r.get(0))?;
+                    counts.rows.insert(word.to_string(), (n, cap));
+                    n
+                }
+            })
+        };
         let mut counted = Vec::with_capacity(terms.len());
         for (i, term) in terms.iter().enumerate() {
-            let n: i64 =
-                count.query_row(params![super::terms::quote(term), budget + 1], |r| r.get(0))?;
-            counted.push((n, i));
+            // A phrase ("large language model") is matched by walking the
+            // rows of its rarest word, so that word's count is what the
+            // phrase costs. Counting the phrase itself would walk them all
+            // whenever the phrase is rarer than the cap.
+            let mut n = i64::MAX;
+            for word in term.split(' ').filter(|w| !w.is_empty()) {
+                n = n.min(count_word(word)?);
+            }
+            counted.push((n.min(cap), i));
         }
         if counted.iter().map(|(n, _)| n).sum::<i64>() <= budget {
             return Ok(terms.to_vec());
@@ -526,7 +613,8 @@ impl Store {
             if n == 0 {
                 continue;
             }
-            if !kept.is_empty() && total + n > budget {
+            let over = total + n > budget;
+            if over && (pruning.drop_common || !kept.is_empty()) {
                 break;
             }
             total += n;
@@ -731,6 +819,41 @@ mod tests {
         let weighted = store.lexical_search_terms(&query, 5, &titled).unwrap();
         assert_eq!(weighted[0].0, ids[0], "{weighted:?}");
         assert!(weighted[0].1 > even.iter().find(|h| h.0 == ids[0]).unwrap().1);
+    }
+
+    #[test]
+    fn bridge_searches_drop_a_common_term_even_alone_and_cost_phrases_by_their_rarest_word() {
+        let mut texts = vec!["common filler"; 28];
+        texts.extend(["common rare", "rare words"]);
+        let (_dir, store) = store_with(&texts);
+        let bridge = Pruning {
+            budget: 10,
+            drop_common: true,
+            unpruned_up_to: 10,
+        };
+        let mut counts = TermCounts::default();
+        let prune = |terms: &[&str], counts: &mut TermCounts| {
+            store
+                .prune_counted(&strings(terms), bridge, counts)
+                .unwrap()
+        };
+        assert!(prune(&["common"], &mut counts).is_empty());
+        assert_eq!(
+            prune(&["common rare"], &mut counts),
+            strings(&["common rare"])
+        );
+        // Counted once per question: the cache answers the second time.
+        assert_eq!(counts.rows.get("common").map(|c| c.0), Some(11));
+        assert_eq!(counts.rows.get("rare").map(|c| c.0), Some(2));
+        // Not past `unpruned_up_to`: nothing is left out.
+        let small = Pruning {
+            unpruned_up_to: 100,
+            ..bridge
+        };
+        let kept = store
+            .prune_counted(&strings(&["common"]), small, &mut counts)
+            .unwrap();
+        assert_eq!(kept, strings(&["common"]));
     }
 
     #[test]
