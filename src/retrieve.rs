@@ -74,10 +74,13 @@ impl Retriever {
             let embedder =
                 (mode != RetrieveMode::Lexical).then(|| scope.spawn(|| Embedder::load(config)));
             let index = crate::embed::timed("index open", || Index::open(config));
-            let glossary = Glossary::load(config.glossary_path().as_deref());
             if index.is_ok() && embedder.is_some() && mode != RetrieveMode::Vector {
                 crate::embed::timed("jieba", terms::warm_up);
             }
+            // After jieba: the glossary segments its Chinese names.
+            let glossary = crate::embed::timed("glossary", || {
+                Glossary::load(config.glossary_path().as_deref())
+            });
             let embedder = embedder.map(|handle| {
                 handle
                     .join()
