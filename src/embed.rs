@@ -278,16 +278,20 @@ impl Embedder {
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
 
-    /// Embeds queries (the `query: ` prefix) in one batch; also returns the
-    /// number of tokens the model read.
-    pub fn embed_queries(
+    /// Embeds texts as what they are (e5's `query: ` or `passage: ` prefix),
+    /// in input order, in batches of `batch_size`; also returns the number of
+    /// tokens the model read.
+    pub fn embed_as(
         &mut self,
-        queries: &[String],
+        texts: &[String],
+        passages: bool,
     ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
-        let inputs: Vec<String> = queries
-            .iter()
-            .map(|q| format!("{QUERY_PREFIX}{q}"))
-            .collect();
+        let prefix = if passages {
+            PASSAGE_PREFIX
+        } else {
+            QUERY_PREFIX
+        };
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
         let tokens = inputs
             .iter()
             .map(|t| {

@@ -329,6 +329,17 @@ async fn models_embeddings_search_and_health() {
     )
     .await;
     let passage: Vec<f32> = serde_json::from_value(p["data"][0]["embedding"].clone()).unwrap();
+    assert!(p["usage"]["prompt_tokens"].as_u64().unwrap() > 4, "{p}");
+    // The vector `ragmap index` stores for that text.
+    let indexed = embedder
+        .embed_passages(&["What is LoRA?".to_string()], |_| {})
+        .unwrap();
+    let diff = indexed[0]
+        .iter()
+        .zip(&passage)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "{diff}");
     assert_ne!(
         passage, vectors[0],
         "the passage prefix makes another vector"
@@ -397,6 +408,10 @@ fn beyond_loopback_it_needs_a_key_and_every_request_shows_it() {
         // The page and the health check stay open, and never carry the key.
         let page = http().get(served.at("/")).send().await.unwrap();
         assert_eq!(page.status(), 200);
+        let policy = page.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert_eq!(page.headers()["x-content-type-options"], "nosniff");
         assert!(!page.text().await.unwrap().contains(key));
         let health = http().get(served.at("/health")).send().await.unwrap();
         assert_eq!(health.status(), 200);

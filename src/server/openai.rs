@@ -493,15 +493,9 @@ async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, Api
             let embedder = r
                 .embedder()
                 .ok_or_else(|| "no embedding model is loaded".to_string())?;
-            if passages {
-                let tokens = 0;
-                embedder
-                    .embed_passages(&inputs, |_| {})
-                    .map(|v| (v, tokens))
-                    .map_err(|e| e.to_string())
-            } else {
-                embedder.embed_queries(&inputs).map_err(|e| e.to_string())
-            }
+            embedder
+                .embed_as(&inputs, passages)
+                .map_err(|e| e.to_string())
         })
         .await?
         .map_err(ApiError::internal)?;
