@@ -474,9 +474,18 @@ fn run(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let encodings = tokenizer
-        .encode_batch(inputs.to_vec(), true)
-        .map_err(|e| EmbedError::Run(first_line(&e.to_string())))?;
+    // One input after another on this thread, padded as `encode_batch` pads:
+    // `encode_batch` runs on rayon's pool, whose idle threads spin and took
+    // 18 % more CPU from the ONNX sessions while indexing (docs/startup.md).
+    let failed = |e: tokenizers::Error| EmbedError::Run(first_line(&e.to_string()));
+    let mut encodings = inputs
+        .iter()
+        .map(|&text| tokenizer.encode_fast(text, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    if let Some(padding) = tokenizer.get_padding() {
+        tokenizers::pad_encodings(&mut encodings, padding).map_err(failed)?;
+    }
     let len = encodings.first().map_or(0, |e| e.len());
     if encodings.iter().any(|e| e.len() != len) {
         return Err(EmbedError::Run("a batch came back unpadded".into()));
