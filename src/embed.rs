@@ -476,7 +476,7 @@ fn run(
     }
     // One input after another on this thread, padded as `encode_batch` pads:
     // `encode_batch` runs on rayon's pool, whose idle threads spin and took
-    // 18 % more CPU from the ONNX sessions while indexing (docs/startup.md).
+    // 15 % more CPU from the ONNX sessions while indexing (docs/startup.md).
     let failed = |e: tokenizers::Error| EmbedError::Run(first_line(&e.to_string()));
     let mut encodings = inputs
         .iter()
