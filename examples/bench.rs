@@ -509,11 +509,21 @@ fn process_cpu_ns() -> Option<u64> {
 
 /// Resident set size of this process in MiB (Linux).
 fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// Peak resident set size of this process in MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A kB line of /proc/self/status, in MiB (0 when absent).
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
@@ -960,16 +970,4 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
         "terms": terms.len(),
         "peak_rss_mib": peak_rss_mib(),
     }))
-}
-
-/// Peak resident set size of this process in MiB (Linux).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

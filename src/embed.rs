@@ -7,7 +7,6 @@
 //! checked first and reported as a one-line error naming the fix.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -92,7 +91,9 @@ pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
     let mut parts = Vec::new();
     for name in IDENTITY_FILES {
         let path = dir.join(name);
-        parts.push(hash_file(&path).map_err(bad_model(&path))?);
+        parts.push(hex::encode(
+            tokenizer::hash_file(&path).map_err(bad_model(&path))?,
+        ));
     }
     Ok(format!(
         "multilingual-e5-small:{}",
@@ -126,21 +127,6 @@ fn bad_model(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
-}
-
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The process's onnxruntime environment. ort allows one per process, so it
@@ -267,14 +253,9 @@ impl Embedder {
     }
 
     pub fn embed_query(&mut self, query: &str) -> Result<Vec<f32>, EmbedError> {
-        let input = format!("{QUERY_PREFIX}{query}");
-        let mut out = run(
-            &mut self.sessions[0],
-            &self.tokenizer,
-            &self.shape,
-            &[input.as_str()],
-        )?;
-        out.pop()
+        let (mut vectors, _) = self.embed_as(&[query.to_string()], false)?;
+        vectors
+            .pop()
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
 

@@ -372,11 +372,6 @@ fn lexical_lists(
     glossary: &Glossary,
 ) -> Result<Vec<RankedList>, RetrieveError> {
     let fields = field_weights(settings);
-    let own = Pruning {
-        budget: LEXICAL_ROW_BUDGET,
-        drop_common: false,
-        unpruned_up_to: LEXICAL_ROW_BUDGET,
-    };
     // The bridges only add evidence: a smaller budget, and no term that
     // alone matches more than it.
     let bridge = Pruning {
@@ -395,7 +390,12 @@ fn lexical_lists(
         let mut counts = TermCounts::default();
         // The bridges' list is a supplement: half as many candidates.
         for (terms, weight, pruning, limit) in [
-            (terms, settings.lexical_weight, own, candidates),
+            (
+                terms,
+                settings.lexical_weight,
+                Pruning::OWN_TERMS,
+                candidates,
+            ),
             (
                 bridges,
                 settings.expansion_weight,

@@ -482,7 +482,7 @@ pub fn load_cached(json: &Path, cache_dir: Option<&Path>) -> Result<Tokenizer, T
 
 /// sha256 of a file, read in pieces: the 17 MB JSON is hashed on every
 /// load, and a buffer of its size would cost more page faults than the hash.
-fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
     use std::io::Read;
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();

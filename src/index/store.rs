@@ -99,6 +99,16 @@ pub struct Pruning {
     pub unpruned_up_to: usize,
 }
 
+impl Pruning {
+    /// A question's own terms: the whole budget, and the rarest term kept
+    /// however common it is.
+    pub const OWN_TERMS: Pruning = Pruning {
+        budget: LEXICAL_ROW_BUDGET,
+        drop_common: false,
+        unpruned_up_to: LEXICAL_ROW_BUDGET,
+    };
+}
+
 /// How many chunks each term matches (capped), counted once per question
 /// however many of its searches use the term.
 #[derive(Debug, Default)]
@@ -499,12 +509,8 @@ impl Store {
         limit: usize,
         weights: &FieldWeights,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
-        let pruning = Pruning {
-            budget: LEXICAL_ROW_BUDGET,
-            drop_common: false,
-            unpruned_up_to: LEXICAL_ROW_BUDGET,
-        };
-        self.lexical_search_pruned(terms, limit, weights, pruning, &mut TermCounts::default())
+        let counts = &mut TermCounts::default();
+        self.lexical_search_pruned(terms, limit, weights, Pruning::OWN_TERMS, counts)
     }
 
     /// [`Store::lexical_search_terms`] within `pruning`, counting each term's
