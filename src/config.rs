@@ -420,7 +420,7 @@ impl Config {
     pub fn model_dir(&self) -> PathBuf {
         match &self.embed.model_dir {
             Some(p) => self.resolve(p),
-            None => self.assets_dir().join("multilingual-e5-small"),
+            None => self.assets_dir().join(crate::embed::MODEL_NAME),
         }
     }
 

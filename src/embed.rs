@@ -21,6 +21,8 @@ use crate::config::Config;
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
 
 /// e5 was trained with these prefixes; without them retrieval quality drops.
+/// The embedding model ragmap ships (scripts/setup installs it).
+pub const MODEL_NAME: &str = "multilingual-e5-small";
 const QUERY_PREFIX: &str = "query: ";
 const PASSAGE_PREFIX: &str = "passage: ";
 const MODEL_FILES: [&str; 5] = [
@@ -96,7 +98,7 @@ pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
         ));
     }
     Ok(format!(
-        "multilingual-e5-small:{}",
+        "{MODEL_NAME}:{}",
         crate::corpus::content_hash(parts.join(":").as_bytes())
     ))
 }

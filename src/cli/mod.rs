@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ragmap::config::{BlockPrivate, Config, Found, Provider, RetrieveMode};
+use ragmap::exit;
 
 mod ask;
 mod chat;
@@ -363,62 +364,122 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if found != Found::Flag {
         output::verbose(format_args!("workspace {} ({found})", workspace.display()));
     }
-    let config = &config;
-    match args.command {
-        Command::Index { rebuild, json } => index::run(config, rebuild, json),
-        Command::Search {
-            question,
-            json,
-            retrieve,
-        } => {
-            let question = setup::question_words(&question)?;
-            search::run(config, &question, !retrieve.no_server, json)
+    args.command.run(&config, &workspace, found)
+}
+
+impl Command {
+    /// Runs the command with the configuration its flags already shaped.
+    fn run(self, config: &Config, workspace: &std::path::Path, found: Found) -> anyhow::Result<u8> {
+        match self {
+            Command::Index { rebuild, json } => index::run(config, rebuild, json),
+            Command::Search {
+                question,
+                json,
+                retrieve,
+            } => {
+                let question = setup::question_words(&question)?;
+                search::run(config, &question, !retrieve.no_server, json)
+            }
+            Command::Ask {
+                question,
+                dry_run,
+                no_rewrite,
+                json,
+                retrieve,
+                ..
+            } => {
+                let question = setup::question_words(&question)?;
+                let options = ask::Options {
+                    dry_run,
+                    translate: !no_rewrite && !dry_run && config.llm.rewrite,
+                    use_server: !retrieve.no_server,
+                    json,
+                };
+                ask::run(config, &question, options)
+            }
+            Command::Chat {
+                no_rewrite,
+                retrieve,
+                ..
+            } => chat::run(
+                config,
+                !no_rewrite && config.llm.rewrite,
+                !retrieve.no_server,
+            ),
+            Command::Serve { .. } => serve::run(config),
+            Command::Eval {
+                questions,
+                compare,
+                mode,
+                json,
+                answers,
+                rewrite,
+                ..
+            } => {
+                let options = ragmap::eval::RunOptions { rewrite, answers };
+                eval::run(config, &questions, compare, mode, options, json)
+            }
+            Command::Models { .. } => models::run(config),
+            Command::Config { check, .. } => effective::run(config, workspace, found, check),
+            Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
+            Command::Status { json } => status::run(config, json),
+            Command::Roadmap { src, out } => roadmap::run(config, &src, out),
+            Command::Crawl {
+                roadmap,
+                depth,
+                plain,
+                ..
+            } => crawl::run(config, roadmap, depth, plain),
         }
-        Command::Ask {
-            question,
-            dry_run,
-            no_rewrite,
-            json,
-            retrieve,
-            ..
-        } => {
-            let question = setup::question_words(&question)?;
-            let translate = !no_rewrite && !dry_run && config.llm.rewrite;
-            let use_server = !retrieve.no_server;
-            ask::run(config, &question, dry_run, translate, use_server, json)
+    }
+}
+
+/// The exit code of the first error in `err`'s chain that classifies itself
+/// (see `ragmap::exit`), else [`exit::FAILURE`].
+pub fn exit_code(err: &(dyn std::error::Error + 'static)) -> u8 {
+    use ragmap::{embed::EmbedError, index::IndexError, retrieve::RetrieveError};
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let code = if let Some(e) = e.downcast_ref::<EmbedError>() {
+            Some(e.exit_code())
+        } else if let Some(e) = e.downcast_ref::<IndexError>() {
+            Some(e.exit_code())
+        } else if let Some(e) = e.downcast_ref::<RetrieveError>() {
+            Some(e.exit_code())
+        } else {
+            e.downcast_ref::<ragmap::server::ServeError>()
+                .map(|e| e.exit_code())
+        };
+        if let Some(code) = code {
+            return code;
         }
-        Command::Chat {
-            no_rewrite,
-            retrieve,
-            ..
-        } => chat::run(
-            config,
-            !no_rewrite && config.llm.rewrite,
-            !retrieve.no_server,
-        ),
-        Command::Serve { .. } => serve::run(config),
-        Command::Eval {
-            questions,
-            compare,
-            mode,
-            json,
-            answers,
-            rewrite,
-            ..
-        } => {
-            let options = ragmap::eval::RunOptions { rewrite, answers };
-            eval::run(config, &questions, compare, mode, options, json)
-        }
-        Command::Models { .. } => models::run(config),
-        Command::Config { check, .. } => effective::run(config, &workspace, found, check),
-        Command::Completions { .. } | Command::Man { .. } => Ok(ragmap::exit::SUCCESS),
-        Command::Status { json } => status::run(config, json),
-        Command::Roadmap { src, out } => roadmap::run(config, &src, out),
-        Command::Crawl {
-            roadmap,
-            depth,
-            plain,
-            ..
-        } => crawl::run(config, roadmap, depth, plain),
+        next = e.source();
+    }
+    exit::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragmap::embed::EmbedError;
+    use ragmap::index::IndexError;
+    use ragmap::retrieve::RetrieveError;
+
+    #[test]
+    fn wrapped_errors_are_classified_by_the_innermost_kind_that_knows() {
+        let missing_model = || EmbedError::MissingModel(PathBuf::from("m"));
+        assert_eq!(exit_code(&missing_model()), exit::SETUP);
+        assert_eq!(exit_code(&IndexError::Embed(missing_model())), exit::SETUP);
+        assert_eq!(
+            exit_code(&RetrieveError::Embed(missing_model())),
+            exit::SETUP
+        );
+        let missing_index = RetrieveError::Open(IndexError::Missing(PathBuf::from("i")));
+        assert_eq!(exit_code(&missing_index), exit::INDEX);
+        let wrapped = anyhow::Error::new(missing_index).context("retrieval failed");
+        assert_eq!(exit_code(wrapped.as_ref()), exit::INDEX);
+        assert_eq!(exit_code(&EmbedError::Run("x".into())), exit::FAILURE);
+        assert_eq!(exit_code(&RetrieveError::Search("x".into())), exit::FAILURE);
+        assert_eq!(exit_code(&std::io::Error::other("disk")), exit::FAILURE);
     }
 }

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -93,7 +92,7 @@ pub(crate) struct Shared {
     workers: Workers,
     admission: Admission,
     /// The index as `/health` and the discovery file describe it.
-    catalogue: Mutex<Index>,
+    catalogue: Mutex<Box<dyn Index>>,
     api_key_digest: Option<[u8; 32]>,
     instance: String,
     started_unix: u64,
@@ -114,15 +113,14 @@ impl Shared {
             .catalogue
             .lock()
             .map_err(|_| ApiError::internal("the index status is unavailable"))?;
-        refresh(&mut index);
-        let (documents, chunks, _) = index
-            .store
+        index.refresh();
+        let counts = index
             .counts()
             .map_err(|e| ApiError::internal(format!("reading the index failed: {e}")))?;
         Ok(json!({
             "status": "ok",
-            "documents": documents,
-            "chunks": chunks,
+            "documents": counts.documents,
+            "chunks": counts.chunks,
             "model": self.embedding_model,
             "chat_model": self.config.llm.model,
             "chat_endpoint": self.config.llm_base_url(),
@@ -130,21 +128,6 @@ impl Shared {
             "workers": self.worker_count,
             "instance": self.instance,
         }))
-    }
-}
-
-/// Opens `index` again when `ragmap index` committed since; a failed open (a
-/// rebuild in progress) keeps the old one.
-fn refresh(index: &mut Index) -> bool {
-    if !index.is_stale() {
-        return false;
-    }
-    match Index::open_dir(&index.dir) {
-        Ok(fresh) => {
-            *index = fresh;
-            true
-        }
-        Err(_) => false,
     }
 }
 
@@ -174,7 +157,7 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(ServeError::Run)?;
-    let (documents, chunks, _) = catalogue.store.counts().unwrap_or((0, 0, 0));
+    let counts = catalogue.counts().unwrap_or_default();
     let generation = catalogue.generation();
     let shared = Arc::new(Shared {
         admission: Admission::new(config.server.queue),
@@ -182,10 +165,8 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
         catalogue: Mutex::new(catalogue),
         api_key_digest: api_key.as_deref().map(digest),
         instance: random_id(),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        embedding_model: "multilingual-e5-small".into(),
+        started_unix: unix_now(),
+        embedding_model: crate::embed::MODEL_NAME.into(),
         answerer,
         worker_count,
         config,
@@ -207,8 +188,8 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     on_ready(&Ready {
         url,
         workers: worker_count,
-        documents,
-        chunks,
+        documents: counts.documents,
+        chunks: counts.chunks,
     });
     let watcher = tokio::spawn(watch_index(shared.clone(), running));
     let served = run_until_signal(listener, router(shared.clone())).await;
@@ -232,7 +213,7 @@ fn resolve(config: &Config) -> Result<SocketAddr, ServeError> {
 }
 
 /// One retriever per worker, loaded side by side, and the status index.
-fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Index), ServeError> {
+fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Box<dyn Index>), ServeError> {
     // Every worker embeds: vector and hybrid searches and /v1/embeddings need
     // the model whatever the configured default mode.
     let mut with_model = config.clone();
@@ -258,7 +239,7 @@ fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Index), Serv
         r.set_settings(config.retrieve.clone());
         retrievers.push(r);
     }
-    Ok((retrievers, Index::open(config)?))
+    Ok((retrievers, crate::index::open(config)?))
 }
 
 /// Notices new index commits, says so on stderr and updates the discovery file.
@@ -270,7 +251,7 @@ async fn watch_index(shared: Arc<Shared>, mut running: discovery::Running) {
             let Ok(mut index) = shared.catalogue.lock() else {
                 return;
             };
-            if !refresh(&mut index) {
+            if !index.refresh() {
                 continue;
             }
             index.generation()
@@ -364,26 +345,44 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// What every POST endpoint does first: a place in the queue (429 when it
-/// is full), then the body as JSON (413 past the size limit, 400 for
-/// anything that is not the expected JSON). The ticket holds the place
-/// until it drops.
-fn admit_json<T: serde::de::DeserializeOwned>(
-    shared: &Shared,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(workers::Ticket, T), ApiError> {
-    let ticket = shared.admission.admit()?;
-    let limit = shared.config.server.max_body_bytes;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
-        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
-    })?;
-    let request = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the request is not valid JSON for this endpoint: {e}"
-        ))
-    })?;
-    Ok((ticket, request))
+/// A POST request admitted: what every POST endpoint takes first, a place
+/// in the queue (429 when it is full), then the body as JSON (413 past the
+/// size limit, 400 for anything that is not the expected JSON). The ticket
+/// holds the place until it drops.
+pub(crate) struct Admitted<T> {
+    pub ticket: workers::Ticket,
+    pub request: T,
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Shared>> for Admitted<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let ticket = shared.admission.admit()?;
+        let limit = shared.config.server.max_body_bytes;
+        let body =
+            Bytes::from_request(request, shared)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+                    _ => {
+                        ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+                    }
+                })?;
+        let request = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request is not valid JSON for this endpoint: {e}"
+            ))
+        })?;
+        Ok(Admitted { ticket, request })
+    }
+}
+
+/// Seconds since the Unix epoch, as OpenAI's `created` fields count them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 64 random bits as hex: request and instance ids.

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use crate::retrieve::Retriever;
+use crate::query::Query;
+use crate::retrieve::{Hit, Retriever};
 
 pub struct Workers {
     idle: Mutex<Vec<Retriever>>,
@@ -64,6 +65,14 @@ impl Workers {
                 Err(ApiError::internal("a retrieval worker failed"))
             }
         }
+    }
+
+    /// The passages for `query` ([`Retriever::passages`]) on the next free worker.
+    pub async fn passages(&self, query: &Query) -> Result<Vec<Hit>, ApiError> {
+        let query = query.clone();
+        self.run(move |r| r.passages(&query))
+            .await?
+            .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))
     }
 }
 
