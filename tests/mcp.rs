@@ -87,10 +87,7 @@ fn check_session(seen: &Value, era: &str, with_ask: bool) {
         assert_eq!(tool["annotations"]["readOnlyHint"], true, "{tool}");
         assert_eq!(tool["annotations"]["destructiveHint"], false, "{tool}");
         let description = tool["description"].as_str().unwrap();
-        assert!(
-            description.is_ascii() == false,
-            "no Chinese in: {description}"
-        );
+        assert!(!description.is_ascii(), "no Chinese in: {description}");
         assert!(tool["output"].is_object(), "no output schema: {tool}");
     }
     let tools = seen["tools"].as_array().unwrap();
