@@ -67,7 +67,8 @@ pub struct SearchArgs {
     /// The question or keywords, in Chinese or English; pages in either language are found.
     /// 要查找的问题或关键词，中文或英文均可（两种语言的页面都能找到）。
     pub query: String,
-    /// How many passages to return, 1 to 50 (default 8). 返回的段落数，1 到 50，默认 8。
+    /// How many passages to return, 1 to 50 (default: the configured `top_k`, 6 unless changed).
+    /// 返回的段落数，1 到 50（默认为配置的 top_k，通常为 6）。
     // One plain type in the schema, not a nullable one: some clients map
     // schemas onto dialects with single types only.
     #[serde(default)]
