@@ -347,6 +347,23 @@ impl ServerHandler for Tools {
 }
 
 impl Knowledge {
+    /// The tools' view of `workers` with `config`'s settings and limits.
+    pub fn new(
+        config: &Config,
+        workers: Arc<Workers>,
+        answerer: Option<Arc<Answerer>>,
+        admission: Option<Admission>,
+    ) -> Knowledge {
+        Knowledge {
+            workers,
+            answerer,
+            admission,
+            settings: config.retrieve.clone(),
+            max_question_chars: config.server.max_question_chars,
+            timeout: super::request_timeout(config),
+        }
+    }
+
     fn admit(&self) -> Result<Option<super::workers::Ticket>, String> {
         self.admission
             .as_ref()
@@ -508,14 +525,8 @@ pub async fn serve_stdio(config: Config, ask: bool) -> Result<(), ServeError> {
     } else {
         None
     };
-    let knowledge = Arc::new(Knowledge {
-        workers: Arc::new(Workers::new(vec![retriever])),
-        answerer,
-        admission: None,
-        settings: config.retrieve.clone(),
-        max_question_chars: config.server.max_question_chars,
-        timeout: super::request_timeout(&config),
-    });
+    let workers = Arc::new(Workers::new(vec![retriever]));
+    let knowledge = Arc::new(Knowledge::new(&config, workers, answerer, None));
     let running = Tools::new(knowledge)
         .serve(rmcp::transport::stdio())
         .await

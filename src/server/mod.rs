@@ -197,14 +197,12 @@ pub async fn serve(
     let generation = catalogue.generation();
     let admission = Admission::new(config.server.queue);
     let workers = Arc::new(Workers::new(retrievers));
-    let knowledge = Arc::new(mcp::Knowledge {
-        workers: workers.clone(),
-        answerer: ask.then(|| answerer.clone()),
-        admission: Some(admission.clone()),
-        settings: config.retrieve.clone(),
-        max_question_chars: config.server.max_question_chars,
-        timeout: request_timeout(&config),
-    });
+    let knowledge = Arc::new(mcp::Knowledge::new(
+        &config,
+        workers.clone(),
+        ask.then(|| answerer.clone()),
+        Some(admission.clone()),
+    ));
     let shared = Arc::new(Shared {
         admission,
         workers,
