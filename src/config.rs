@@ -196,6 +196,9 @@ pub struct Server {
     pub api_key_env: String,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// Names `/mcp` answers to in the `Host` header besides loopback and
+    /// `host` (a DNS-rebinding guard), e.g. `host.docker.internal`; `*`: any.
+    pub allowed_hosts: Vec<String>,
     /// Retrieval workers, each with its own embedding session; 0: one per core.
     pub workers: usize,
     /// Requests admitted at once (running or waiting); more get HTTP 429.
@@ -215,6 +218,7 @@ impl Default for Server {
             port: 8765,
             api_key_env: "RAGMAP_SERVER_KEY".into(),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             workers: 0,
             queue: 64,
             max_body_bytes: 1 << 20,

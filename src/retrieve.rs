@@ -157,6 +157,26 @@ impl Retriever {
         self.read(query, settings, widen)
     }
 
+    /// The chunk `id` from the newest committed index, its text widened with
+    /// `radius` neighbouring chunks either side; `None` when no chunk has that
+    /// id (a document changed since the search that named it).
+    pub fn chunk(&mut self, id: i64, radius: usize) -> Result<Option<ChunkRow>, RetrieveError> {
+        for _ in 0..3 {
+            self.index.refresh();
+            let Some(snapshot) = self.index.snapshot()? else {
+                continue;
+            };
+            let found = snapshot.chunks_by_ids(&[id])?;
+            return Ok(found.into_values().next().map(|mut row| {
+                widen(&*snapshot, radius, &mut row);
+                row
+            }));
+        }
+        Err(RetrieveError::Search(
+            "the index changed three times during one read".into(),
+        ))
+    }
+
     /// The committed index state searches read (see [`Index::generation`]).
     pub fn generation(&self) -> String {
         self.index.generation()
@@ -203,17 +223,19 @@ fn with_neighbours(snapshot: &dyn Snapshot, radius: usize, hits: Vec<Hit>) -> Ve
     }
     hits.into_iter()
         .map(|mut hit| {
-            if let Ok(rows) =
-                snapshot.neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius as i64)
-            {
-                if rows.len() > 1 {
-                    hit.chunk.text =
-                        merge_overlapping(rows.iter().map(|r| (r.start, r.end, r.text.as_str())));
-                }
-            }
+            widen(snapshot, radius, &mut hit.chunk);
             hit
         })
         .collect()
+}
+
+/// `row`'s text with `radius` chunks of its document either side, joined.
+fn widen(snapshot: &dyn Snapshot, radius: usize, row: &mut ChunkRow) {
+    if let Ok(rows) = snapshot.neighbours(row.doc_id, row.ordinal, radius as i64) {
+        if rows.len() > 1 {
+            row.text = merge_overlapping(rows.iter().map(|r| (r.start, r.end, r.text.as_str())));
+        }
+    }
 }
 
 /// Joins neighbouring chunks whose byte ranges overlap without repeating the overlap.

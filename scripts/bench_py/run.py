@@ -18,6 +18,7 @@ import platform
 import re
 import shutil
 import startup_bench
+import mcp_bench
 import statistics
 import subprocess
 import sys
@@ -501,13 +502,16 @@ def write_report(r):
         w("")
     if r.get("server"):
         lines += serve_bench.report_lines(r["server"], m, command)
+    if r.get("mcp"):
+        lines += mcp_bench.report_lines(r["mcp"], m, command)
     w("## Reproduce")
     w("")
     w(f"`{command}` (installs `time` and the Python venv under `$RAGMAP_CACHE/bench-venv-v1` when "
       "missing, builds in release, regenerates this file). Raw numbers: `bench-results.json` in "
       "`$RAGMAP_CACHE/bench/work` (or `$BENCH_WORK`); `bash scripts/bench --report-only` rewrites this "
       "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
-      "`bash scripts/bench --server` measures and rewrites only the Server section.")
+      "`bash scripts/bench --server` measures and rewrites only the Server section, "
+      "`bash scripts/bench --mcp` only the MCP and Dify one.")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
@@ -560,6 +564,18 @@ def server_only():
     splice_section(section)
 
 
+def mcp_only():
+    """`scripts/bench --mcp`: index a workspace, time each protocol's search, splice its section."""
+    ws = make_workspace(os.path.join(WORK, "workspace-mcp"))
+    log("ragmap index (MCP bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    results = {"machine": machine(), "mcp": mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)}
+    with open(os.path.join(WORK, "bench-mcp-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = mcp_bench.report_lines(results["mcp"], results["machine"], COMMAND)
+    splice_section(section)
+
+
 def startup_only():
     """`scripts/bench --startup`: index a workspace, time start-up, splice its section."""
     ws = make_workspace(os.path.join(WORK, "workspace-startup"))
@@ -604,6 +620,9 @@ def main():
     if "--startup" in sys.argv:
         startup_only()
         return
+    if "--mcp" in sys.argv:
+        mcp_only()
+        return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     results = {"machine": machine(), "commit": commit, "command": COMMAND,
@@ -641,6 +660,7 @@ def main():
         lat_args += ["--queries", QUESTIONS]
     results["latency"] = tool(*lat_args)
     results["server"] = server(ws, os.path.join(WORK, "synthetic", f"synthetic-{SIZES.split(',')[-1]}"))
+    results["mcp"] = mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)
     shutil.rmtree(os.path.join(WORK, "synthetic"), ignore_errors=True)
     if os.environ.get("BENCH_SKIP_CRITERION") != "1":
         results["criterion"] = criterion_results()

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ragmap::config::{BlockPrivate, Config, Found, Provider, RetrieveMode};
+use ragmap::config::{BlockPrivate, Config, Found, Origin, Provider, RetrieveMode};
 use ragmap::exit;
 
 mod ask;
@@ -15,6 +15,7 @@ mod effective;
 mod eval;
 mod index;
 mod manual;
+mod mcp;
 mod models;
 mod output;
 mod roadmap;
@@ -106,6 +107,13 @@ enum Command {
         /// Port (default: [server] port, 8765; 0 picks a free one).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
+    /// Serve the knowledge base to MCP clients (Claude Desktop, Cursor, Cherry
+    /// Studio, …) on standard input/output: tools search, fetch, and ask when a
+    /// chat model is configured. `ragmap serve` offers the same at /mcp.
+    Mcp {
         #[command(flatten)]
         llm: LlmFlags,
     },
@@ -288,7 +296,10 @@ impl Command {
                 answers, rewrite, ..
             } => *answers || *rewrite,
             Command::Config { check, .. } => *check,
-            Command::Chat { .. } | Command::Serve { .. } | Command::Models { .. } => true,
+            Command::Chat { .. }
+            | Command::Serve { .. }
+            | Command::Mcp { .. }
+            | Command::Models { .. } => true,
             _ => false,
         }
     }
@@ -302,7 +313,7 @@ impl Command {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Eval { llm, .. } => llm.apply(config),
+            Command::Eval { llm, .. } | Command::Mcp { llm } => llm.apply(config),
             Command::Models { endpoint } => endpoint.apply(config),
             Command::Config { retrieve, llm, .. } => {
                 retrieve.apply(config);
@@ -355,21 +366,24 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ragmap::config::find_workspace(args.workspace.as_deref(), home.as_deref(), &cwd);
     let mut config = Config::load(&workspace)?;
     args.command.apply_overrides(&mut config);
-    if args.command.talks_to_model() {
-        let picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(&mut config));
-        if let Some(line) = picked.filter(|_| !output::quiet()) {
-            eprintln!("ragmap: {line}");
-        }
-    }
+    let chat = settle_model(&args.command, &mut config)?;
     if found != Found::Flag {
         output::verbose(format_args!("workspace {} ({found})", workspace.display()));
     }
-    args.command.run(&config, &workspace, found)
+    args.command.run(&config, &workspace, found, chat)
 }
 
 impl Command {
     /// Runs the command with the configuration its flags already shaped.
-    fn run(self, config: &Config, workspace: &std::path::Path, found: Found) -> anyhow::Result<u8> {
+    /// `chat`: whether a chat model is configured or was found (`serve` and
+    /// `mcp` offer answers only then).
+    fn run(
+        self,
+        config: &Config,
+        workspace: &std::path::Path,
+        found: Found,
+        chat: bool,
+    ) -> anyhow::Result<u8> {
         match self {
             Command::Index { rebuild, json } => index::run(config, rebuild, json),
             Command::Search {
@@ -406,7 +420,8 @@ impl Command {
                 !no_rewrite && config.llm.rewrite,
                 !retrieve.no_server,
             ),
-            Command::Serve { .. } => serve::run(config),
+            Command::Serve { .. } => serve::run(config, chat),
+            Command::Mcp { .. } => mcp::run(config, chat),
             Command::Eval {
                 questions,
                 compare,
@@ -432,6 +447,29 @@ impl Command {
             } => crawl::run(config, roadmap, depth, plain),
         }
     }
+}
+
+/// Settles `provider = "auto"` for the commands that call the model (saying
+/// what it picked); whether a chat model is configured or was found.
+fn settle_model(command: &Command, config: &mut Config) -> anyhow::Result<bool> {
+    let mut picked = None;
+    if command.talks_to_model() {
+        picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(config));
+        if let Some(line) = picked.as_ref().filter(|_| !output::quiet()) {
+            eprintln!("ragmap: {line}");
+        }
+    }
+    Ok(picked.is_some() || chat_configured(config))
+}
+
+/// Whether the configuration names a chat model (endpoint, provider or
+/// model set anywhere), as opposed to the defaults `provider = "auto"` falls
+/// back to when nothing answers.
+fn chat_configured(config: &Config) -> bool {
+    config.llm_endpoint_configured()
+        || ["llm.provider", "llm.model", "llm.base_url"]
+            .iter()
+            .any(|key| config.origin(key) != Origin::Default)
 }
 
 /// The exit code of the first error in `err`'s chain that classifies itself

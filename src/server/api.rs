@@ -44,7 +44,10 @@ const MAX_K: usize = 100;
 /// `ragmap search --json`.
 pub(super) async fn search(
     State(shared): State<Arc<Shared>>,
-    Admitted { request, .. }: Admitted<SearchRequest>,
+    Admitted {
+        ticket: _ticket,
+        request,
+    }: Admitted<SearchRequest>,
 ) -> Result<Json<Found>, ApiError> {
     Ok(Json(run_search(&shared, request).await?))
 }

@@ -415,7 +415,10 @@ const MAX_INPUTS: usize = 256;
 
 pub(super) async fn embeddings(
     State(shared): State<Arc<Shared>>,
-    Admitted { request, .. }: Admitted<EmbeddingsRequest>,
+    Admitted {
+        ticket: _ticket,
+        request,
+    }: Admitted<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(embed(&shared, request).await?))
 }

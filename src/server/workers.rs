@@ -76,7 +76,8 @@ impl Workers {
     }
 }
 
-/// Counts requests in the server; see the module docs.
+/// Counts requests in the server; see the module docs. Clones count together.
+#[derive(Clone)]
 pub struct Admission {
     inside: Arc<AtomicUsize>,
     limit: usize,
