@@ -339,6 +339,9 @@ impl Default for Llm {
 
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The embedding model ragmap ships (scripts/setup installs it under the assets folder).
+pub const EMBEDDING_MODEL: &str = "multilingual-e5-small";
+
 impl Config {
     /// Loads `<workspace>/config.toml` (the defaults when it does not
     /// exist), then the environment's `RAGMAP_<SECTION>_<KEY>` variables.
@@ -424,7 +427,7 @@ impl Config {
     pub fn model_dir(&self) -> PathBuf {
         match &self.embed.model_dir {
             Some(p) => self.resolve(p),
-            None => self.assets_dir().join(crate::embed::MODEL_NAME),
+            None => self.assets_dir().join(EMBEDDING_MODEL),
         }
     }
 

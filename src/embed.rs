@@ -21,8 +21,6 @@ use crate::config::Config;
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
 
 /// e5 was trained with these prefixes; without them retrieval quality drops.
-/// The embedding model ragmap ships (scripts/setup installs it).
-pub const MODEL_NAME: &str = "multilingual-e5-small";
 const QUERY_PREFIX: &str = "query: ";
 const PASSAGE_PREFIX: &str = "passage: ";
 const MODEL_FILES: [&str; 5] = [
@@ -98,7 +96,8 @@ pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
         ));
     }
     Ok(format!(
-        "{MODEL_NAME}:{}",
+        "{}:{}",
+        crate::config::EMBEDDING_MODEL,
         crate::corpus::content_hash(parts.join(":").as_bytes())
     ))
 }
