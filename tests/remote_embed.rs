@@ -408,6 +408,35 @@ fn failures_end_in_one_line_naming_the_server_and_the_fix() {
 }
 
 #[test]
+fn a_remote_only_machine_needs_only_the_tokenizer() {
+    if !tokenizer_available() {
+        return;
+    }
+    let server = ScriptedServer::start(|r| answer(r, 8));
+    let only_tokenizer = tempfile::tempdir().unwrap();
+    let installed = ragmap::embed::tokenizer_path(&ragmap::config::Config::default());
+    std::fs::copy(&installed, only_tokenizer.path().join("tokenizer.json")).unwrap();
+    let no_onnxruntime = "/nonexistent/libonnxruntime.so";
+    let with_dir = |dir: &std::path::Path| {
+        format!(
+            "{}model_dir = \"{}\"\nort_dylib = \"{no_onnxruntime}\"\n",
+            scripted_config(&server, 2, 2),
+            dir.display()
+        )
+    };
+    let ws = Workspace::new(&with_dir(only_tokenizer.path()));
+    unique_corpus(&ws, 3);
+    let out = ws.run(&["index"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["search", "--no-server", "embeddings"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let empty = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(&with_dir(empty.path()));
+    unique_corpus(&ws, 1);
+    assert_clean_failure(&ws.run(&["index"]), 3, "bash scripts/setup --tokenizer");
+}
+
+#[test]
 fn a_server_of_another_dimension_is_refused_before_a_whole_run() {
     if !tokenizer_available() {
         return;
