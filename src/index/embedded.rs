@@ -102,8 +102,10 @@ impl Embedded {
         }
     }
 
-    /// Where a build writes: the index folder locked for this run (and, for
-    /// `--rebuild`, emptied first, so a damaged catalogue is no obstacle).
+    /// Where a build writes: the index folder locked for this run. A
+    /// `--rebuild` replaces everything in its one commit, so a run that fails
+    /// before it (a remote embedding server gone) leaves the old index; only
+    /// a catalogue that cannot be opened is removed first.
     pub(crate) fn target(
         config: &crate::config::Config,
         rebuild: bool,
@@ -115,11 +117,15 @@ impl Embedded {
             source,
         })?;
         let lock = crate::lock::Lock::acquire(&dir, LOCK_FILE, "index")?;
-        if rebuild {
-            remove_index_files(&dir);
-        }
         let db = db_path(&dir);
-        let store = Store::open_rw(&db).map_err(|e| corrupt(&db, e))?;
+        let store = match Store::open_rw(&db) {
+            Ok(store) => store,
+            Err(_) if rebuild => {
+                remove_index_files(&dir);
+                Store::open_rw(&db).map_err(|e| corrupt(&db, e))?
+            }
+            Err(e) => return Err(corrupt(&db, e)),
+        };
         Ok(Box::new(Writer {
             store,
             dir,
