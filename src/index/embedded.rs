@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::build::{Changes, Identity, Target};
+use super::build::{Changes, Identity, StoredChunk, Target};
 use super::store::{self, Snapshot as ReadTransaction, Store};
 use super::vectors::{self, Vectors};
 use super::{
@@ -347,6 +347,23 @@ impl Target for Writer {
 
     fn migrated(&self) -> Option<String> {
         self.store.migrated().map(str::to_string)
+    }
+
+    fn stored_chunks(&self, doc_ids: &[i64]) -> Result<Vec<StoredChunk>, IndexError> {
+        let mut chunks = Vec::new();
+        for &doc_id in doc_ids {
+            self.store
+                .for_each_chunk_of(doc_id, |title, heading, text, vector| {
+                    chunks.push(StoredChunk {
+                        title: title.to_string(),
+                        heading: heading.to_string(),
+                        text: text.to_string(),
+                        vector: vector.to_vec(),
+                    })
+                })
+                .map_err(|e| corrupt(&db_path(&self.dir), e))?;
+        }
+        Ok(chunks)
     }
 
     fn commit(&mut self, changes: &Changes) -> Result<(), IndexError> {

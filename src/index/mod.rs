@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::corpus;
 use crate::embed::EmbedError;
 
-pub use build::{build, BuildOptions, BuildReport, NewChunk, NewDocument};
+pub use build::{build, build_in, BuildOptions, BuildReport, NewChunk, NewDocument, Scope};
 pub use terms::FieldWeights;
 
 #[derive(Debug, thiserror::Error)]

@@ -375,6 +375,26 @@ impl Store {
         Ok(())
     }
 
+    /// Each chunk of a document as (document title, heading, text, vector).
+    pub fn for_each_chunk_of(
+        &self,
+        doc_id: i64,
+        mut f: impl FnMut(&str, &str, &str, &[f32]),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.title, c.heading, c.text, c.vector FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.doc_id = ?1",
+        )?;
+        let mut rows = stmt.query([doc_id])?;
+        let mut buf = Vec::new();
+        while let Some(row) = rows.next()? {
+            let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
+            let blob = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+            blob_to_vector(blob, &mut buf);
+            f(text(0)?, text(1)?, text(2)?, &buf);
+        }
+        Ok(())
+    }
+
     /// The rows of the chunks `ids`, in one statement (a lookup per id
     /// costs more in statement steps than the rows themselves).
     pub fn chunks_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, ChunkRow>, StoreError> {
