@@ -39,6 +39,7 @@ pub struct Config {
     pub retrieve: Retrieve,
     pub llm: Llm,
     pub server: Server,
+    pub watch: Watch,
     /// Workspace directory; set on load, not read from the file.
     #[serde(skip)]
     pub workspace: PathBuf,
@@ -229,6 +230,41 @@ impl Default for Server {
     }
 }
 
+/// `--watch`: how changes to the corpus are noticed and grouped.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Watch {
+    /// Changes end a burst once the corpus has been quiet this long; each
+    /// burst is one index run.
+    pub debounce_ms: u64,
+    /// File-system events or polling.
+    pub poll: Poll,
+    /// How often polling looks at the corpus.
+    pub poll_ms: u64,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            debounce_ms: 300,
+            poll: Poll::Auto,
+            poll_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Poll {
+    /// File-system events, except on network file systems (NFS, SMB, 9p as
+    /// WSL mounts Windows drives, FUSE), which send none for changes made
+    /// elsewhere: polling there.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -239,6 +275,7 @@ impl Default for Config {
             retrieve: Retrieve::default(),
             llm: Llm::default(),
             server: Server::default(),
+            watch: Watch::default(),
             workspace: PathBuf::from("."),
             origins: Origins::new(),
         }
