@@ -54,8 +54,10 @@ enum Command {
         #[arg(long)]
         rebuild: bool,
         /// Print a JSON report instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        #[command(flatten)]
+        watch: WatchFlags,
     },
     /// Show the passages that best match a question.
     Search {
@@ -107,6 +109,8 @@ enum Command {
         /// Port (default: [server] port, 8765; 0 picks a free one).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        watch: WatchFlags,
         #[command(flatten)]
         llm: LlmFlags,
     },
@@ -214,6 +218,28 @@ struct RetrieveFlags {
     no_server: bool,
 }
 
+/// `--watch`, and `--poll` overriding `[watch] poll`.
+#[derive(clap::Args)]
+struct WatchFlags {
+    /// Keep watching corpus/ and re-index what changes (created, edited,
+    /// renamed and deleted .md files); Ctrl-C stops.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: look for changes every [watch] poll_ms instead of
+    /// waiting for file-system events (for file systems that send none).
+    #[arg(long, requires = "watch")]
+    poll: bool,
+}
+
+impl WatchFlags {
+    fn apply(&self, config: &mut Config) {
+        if self.poll {
+            config.watch.poll = ragmap::config::Poll::Always;
+            config.set_by_flag("watch.poll", "--poll");
+        }
+    }
+}
+
 /// Which chat endpoint: overrides of `[llm]` provider and base_url.
 #[derive(clap::Args)]
 struct EndpointFlags {
@@ -319,7 +345,13 @@ impl Command {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Serve { host, port, llm } => {
+            Command::Serve {
+                host,
+                port,
+                llm,
+                watch,
+            } => {
+                watch.apply(config);
                 if let Some(h) = host {
                     config.server.host = h.clone();
                 }
@@ -335,9 +367,9 @@ impl Command {
                 config.crawl.block_private = *b;
                 config.set_by_flag("crawl.block_private", "--block-private");
             }
+            Command::Index { watch, .. } => watch.apply(config),
             Command::Completions { .. }
             | Command::Man { .. }
-            | Command::Index { .. }
             | Command::Status { .. }
             | Command::Roadmap { .. }
             | Command::Crawl { .. } => {}
@@ -385,7 +417,14 @@ impl Command {
         chat: bool,
     ) -> anyhow::Result<u8> {
         match self {
-            Command::Index { rebuild, json } => index::run(config, rebuild, json),
+            Command::Index {
+                rebuild,
+                json,
+                watch,
+            } => match watch.watch {
+                true => index::watch(config, rebuild),
+                false => index::run(config, rebuild, json),
+            },
             Command::Search {
                 question,
                 json,
@@ -420,7 +459,7 @@ impl Command {
                 !no_rewrite && config.llm.rewrite,
                 !retrieve.no_server,
             ),
-            Command::Serve { .. } => serve::run(config, chat),
+            Command::Serve { watch, .. } => serve::run(config, chat, watch.watch),
             Command::Mcp { .. } => mcp::run(config, chat),
             Command::Eval {
                 questions,
