@@ -551,3 +551,73 @@ fn past_the_watch_limit_the_corpus_is_polled() {
     assert_eq!(searched(&ws, "snailcomet"), ["two/later.md"]);
     assert_eq!(watching.stop("TERM"), Some(0));
 }
+
+/// Five sections, each its own chunk at `[chunk] max_tokens = 40`.
+fn sections(edited: usize, word: &str) -> String {
+    let topics = [
+        "harbours",
+        "glaciers",
+        "orchards",
+        "volcanoes",
+        "lighthouses",
+    ];
+    let mut text = String::from("# Field notes\n\n");
+    for (i, topic) in topics.iter().enumerate() {
+        let extra = if i == edited { word } else { "" };
+        text.push_str(&format!(
+            "## {topic}\n\nThese notes describe {topic} seen on the trip, how they looked and where they were. {extra}\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_scoped_run_reads_only_its_paths_and_keeps_the_vectors_of_unchanged_chunks() {
+    if !model_available() {
+        return;
+    }
+    let ws =
+        Workspace::new("[chunk]\nmax_tokens = 40\noverlap_tokens = 0\n\n[embed]\nsessions = 1\n");
+    write_topic_docs(&ws);
+    ws.write_doc("trip/notes.md", &sections(9, ""));
+    ws.write_doc("trip/more.md", "# More\n\nMore about the trip.\n");
+    ws.build_index();
+    let scoped = |paths: &[&str]| {
+        let scope = ragmap::index::Scope::Paths(paths.iter().map(|p| p.to_string()).collect());
+        let options = ragmap::index::BuildOptions {
+            rebuild: false,
+            progress: false,
+        };
+        ragmap::index::build_in(&ws.config(), &options, &scope).unwrap()
+    };
+
+    // One section edited: one file read, its chunk embedded, the other four kept.
+    ws.write_doc("trip/notes.md", &sections(2, "quillfeather"));
+    // Changed outside the scope: not looked at by this run.
+    ws.write_doc("en/garden.md", "# Growing tomatoes\n\nChanged meanwhile.\n");
+    let edit = scoped(&["trip/notes.md"]);
+    assert_eq!(
+        (edit.scanned, edit.changed, edit.unchanged),
+        (1, 1, 4),
+        "{edit:?}"
+    );
+    assert_eq!(edit.chunks_embedded, 1, "{edit:?}");
+    assert_eq!(edit.chunks_reused, 4, "{edit:?}");
+    assert_eq!(searched(&ws, "quillfeather"), ["trip/notes.md"]);
+    assert_eq!(searched(&ws, "meanwhile"), Vec::<String>::new());
+
+    // A folder gone: its documents are deleted without reading anything.
+    std::fs::remove_dir_all(ws.corpus().join("trip")).unwrap();
+    let gone = scoped(&["trip"]);
+    assert_eq!(
+        (gone.scanned, gone.deleted, gone.documents),
+        (0, 2, 3),
+        "{gone:?}"
+    );
+    assert_eq!(searched(&ws, "quillfeather"), Vec::<String>::new());
+
+    // A full run finds what the scoped ones did not look at.
+    let full = ws.build_index();
+    assert_eq!((full.scanned, full.changed), (3, 1), "{full:?}");
+    assert_eq!(searched(&ws, "meanwhile"), ["en/garden.md"]);
+}
