@@ -450,6 +450,10 @@ impl Pending {
 /// How long a run that found the index locked waits before trying again.
 const LOCKED_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest a burst of changes is collected: a corpus that never stays
+/// quiet (a note appended to every second) is still indexed, in parts.
+const LONGEST_BURST: Duration = Duration::from_secs(10);
+
 /// The indexing thread: collects changes, runs the index, reports.
 struct Runner {
     config: Config,
@@ -504,15 +508,18 @@ impl Runner {
         }
     }
 
-    /// Takes signals until none came for the debounce time; false on Stop.
+    /// Takes signals until none came for the debounce time (or the burst
+    /// went on for [`LONGEST_BURST`]); false on Stop.
     fn settle(&mut self, pending: &mut Pending) -> bool {
-        loop {
+        let started = Instant::now();
+        while started.elapsed() < LONGEST_BURST {
             match self.received.recv_timeout(self.options.debounce) {
                 Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
                 Ok(signal) => self.absorb(signal, pending),
                 Err(RecvTimeoutError::Timeout) => return true,
             }
         }
+        true
     }
 
     fn absorb(&mut self, signal: Signal, pending: &mut Pending) {
