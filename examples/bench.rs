@@ -12,6 +12,8 @@
 //!   ONNX session, SQLite, HNSW view, jieba), wall time and memory.
 //! - `recall`: ragmap's own per-document Recall@5 on a question set, for
 //!   comparison with the Python pipeline's.
+//! - `scoped`: the index run `--watch` makes after an edit (only the changed
+//!   file read) against a full scan after the same kind of edit, alternating.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,16 @@ enum Command {
         #[arg(long, default_value = "RAG 和微调有什么区别")]
         query: String,
     },
+    /// Index runs reading only the edited file (as `--watch` does) against
+    /// full scans, alternating, each after a one-paragraph edit of a page.
+    Scoped {
+        /// Workspace (config.toml + an indexed corpus).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Rounds; each runs one of each, in alternating order.
+        #[arg(long, default_value_t = 8)]
+        rounds: usize,
+    },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
         #[arg(long)]
@@ -112,6 +124,7 @@ fn main() -> Result<()> {
             scratch,
         } => soak_bench(&corpus, size, searches, queries.as_deref(), &scratch)?,
         Command::Startup { workspace, query } => startup_bench(&workspace, &query)?,
+        Command::Scoped { workspace, rounds } => scoped_bench(&workspace, rounds)?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -970,4 +983,64 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
         "terms": terms.len(),
         "peak_rss_mib": peak_rss_mib(),
     }))
+}
+
+// ---------------------------------------------------------------- scoped
+
+fn scoped_bench(workspace: &Path, rounds: usize) -> Result<Value> {
+    use ragmap::index::{build, build_in, BuildOptions, BuildReport, Scope};
+    let config = Config::load(workspace)?;
+    let corpus_dir = config.corpus_dir();
+    let options = BuildOptions {
+        rebuild: false,
+        progress: false,
+    };
+    build(&config, &options)?;
+    let pages: Vec<PathBuf> = corpus::list_markdown(&corpus_dir)?
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 6000))
+        .collect();
+    if pages.is_empty() {
+        bail!("no page over 6,000 bytes in {}", corpus_dir.display());
+    }
+    let mut runs: [Vec<BuildReport>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for turn in 0..2 {
+            let scoped = (round + turn) % 2 == 0;
+            let page = &pages[(round * 2 + turn) * 7 % pages.len()];
+            let text = std::fs::read_to_string(page)?;
+            let middle = text[text.len() / 2..]
+                .find("\n\n")
+                .map_or(text.len(), |i| text.len() / 2 + i);
+            let edited = format!(
+                "{}\n\nEdited in round {round}: scopedmark{round}x{turn}.\n{}",
+                &text[..middle],
+                &text[middle..]
+            );
+            std::fs::write(page, edited)?;
+            let rel = corpus::rel_path(&corpus_dir, page);
+            let report = match scoped {
+                true => build_in(&config, &options, &Scope::Paths([rel].into()))?,
+                false => build(&config, &options)?,
+            };
+            runs[usize::from(!scoped)].push(report);
+        }
+    }
+    let summary = |reports: &[BuildReport]| {
+        let p50 = |f: &dyn Fn(&BuildReport) -> f64| {
+            let mut v: Vec<f64> = reports.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        json!({
+            "n": reports.len(),
+            "scanned": p50(&|r| r.scanned as f64),
+            "embedded_p50": p50(&|r| r.chunks_embedded as f64),
+            "kept_p50": p50(&|r| r.chunks_reused as f64),
+            "total_p50_s": p50(&|r| r.total_seconds),
+            "chunk_p50_s": p50(&|r| r.chunk_seconds),
+            "embed_p50_s": p50(&|r| r.model_load_seconds + r.embed_seconds),
+        })
+    };
+    Ok(json!({"scoped": summary(&runs[0]), "full": summary(&runs[1])}))
 }

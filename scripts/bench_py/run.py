@@ -19,6 +19,7 @@ import re
 import shutil
 import startup_bench
 import mcp_bench
+import watch_bench
 import statistics
 import subprocess
 import sys
@@ -504,6 +505,8 @@ def write_report(r):
         lines += serve_bench.report_lines(r["server"], m, command)
     if r.get("mcp"):
         lines += mcp_bench.report_lines(r["mcp"], m, command)
+    if r.get("watch"):
+        lines += watch_bench.report_lines(r["watch"], m, command)
     w("## Reproduce")
     w("")
     w(f"`{command}` (installs `time` and the Python venv under `$RAGMAP_CACHE/bench-venv-v1` when "
@@ -511,7 +514,8 @@ def write_report(r):
       "`$RAGMAP_CACHE/bench/work` (or `$BENCH_WORK`); `bash scripts/bench --report-only` rewrites this "
       "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
       "`bash scripts/bench --server` measures and rewrites only the Server section, "
-      "`bash scripts/bench --mcp` only the MCP and Dify one.")
+      "`bash scripts/bench --mcp` only the MCP and Dify one, "
+      "`bash scripts/bench --watch` only the Watch one.")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
@@ -576,6 +580,22 @@ def mcp_only():
     splice_section(section)
 
 
+def watch_run():
+    """serve --watch on the crawled web mirror (see watch_bench)."""
+    cache = os.path.join(os.environ.get("RAGMAP_CACHE", WORK), "bench")
+    webcorpus = os.path.join(ROOT, "..", "shared", "webcorpus")
+    return watch_bench.run(RAGMAP, TOOL, WORK, cache, webcorpus, MODEL_DIR, THREADS, SESSIONS, QUICK)
+
+
+def watch_only():
+    """`scripts/bench --watch`: save-to-searchable latency and a checkout's run; splice its section."""
+    results = {"machine": machine(), "watch": watch_run()}
+    with open(os.path.join(WORK, "bench-watch-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = watch_bench.report_lines(results["watch"], results["machine"], COMMAND)
+    splice_section(section)
+
+
 def startup_only():
     """`scripts/bench --startup`: index a workspace, time start-up, splice its section."""
     ws = make_workspace(os.path.join(WORK, "workspace-startup"))
@@ -623,6 +643,9 @@ def main():
     if "--mcp" in sys.argv:
         mcp_only()
         return
+    if "--watch" in sys.argv:
+        watch_only()
+        return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     results = {"machine": machine(), "commit": commit, "command": COMMAND,
@@ -661,6 +684,7 @@ def main():
     results["latency"] = tool(*lat_args)
     results["server"] = server(ws, os.path.join(WORK, "synthetic", f"synthetic-{SIZES.split(',')[-1]}"))
     results["mcp"] = mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)
+    results["watch"] = watch_run()
     shutil.rmtree(os.path.join(WORK, "synthetic"), ignore_errors=True)
     if os.environ.get("BENCH_SKIP_CRITERION") != "1":
         results["criterion"] = criterion_results()
