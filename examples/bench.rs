@@ -1016,9 +1016,12 @@ fn scoped_bench(workspace: &Path, rounds: usize) -> Result<Value> {
             let scoped = (round + turn) % 2 == 0;
             let page = &pages[(round * 2 + turn) * 7 % pages.len()];
             let text = std::fs::read_to_string(page)?;
-            let middle = text[text.len() / 2..]
-                .find("\n\n")
-                .map_or(text.len(), |i| text.len() / 2 + i);
+            // The first paragraph break past the middle (a char boundary).
+            let middle = text
+                .match_indices("\n\n")
+                .map(|(i, _)| i)
+                .find(|&i| i >= text.len() / 2)
+                .unwrap_or(text.len());
             let edited = format!(
                 "{}\n\nEdited in round {round}: scopedmark{round}x{turn}.\n{}",
                 &text[..middle],

@@ -336,6 +336,9 @@ def run(ragmap, tool, work, cache, webcorpus, model_dir, threads, sessions, quic
         loop = loop_latency(searcher, server)
     finally:
         code = server.stop()
+    with open(os.path.join(work, "bench-watch-serve.json"), "w") as f:  # kept if what follows fails
+        json.dump({"saves": rows, "checkout": touched, "loop": loop, "exit_code": code}, f, indent=2)
+    log(f"checkout: {touched}; searching client: {loop['searches']} searches, {loop['errors']} errors")
     log("bench scoped (watch-scoped runs against full scans)")
     p = subprocess.run([tool, "scoped", "--workspace", ws, "--rounds", "3" if quick else "8"],
                        capture_output=True, text=True)
