@@ -51,11 +51,17 @@ enum Command {
     /// Chunk, embed and index corpus/ (incremental: only changed documents are re-embedded).
     Index {
         /// Discard the existing index and build it again from scratch.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to")]
         rebuild: bool,
+        /// Copy the index (with its vectors: nothing is embedded again) to a
+        /// postgres:// URL or a folder, replacing the index there; the corpus is not read.
+        #[arg(long, value_name = "URL|DIR")]
+        to: Option<String>,
         /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Show the passages that best match a question.
     Search {
@@ -67,6 +73,8 @@ enum Command {
         /// Print the passages as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Answer a question from the indexed resources, with cited sources.
     Ask {
@@ -86,6 +94,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Ask follow-up questions in a conversation (/sources, /reset, /exit).
     Chat {
@@ -96,6 +106,8 @@ enum Command {
         no_rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve an OpenAI-compatible API and a web page over this workspace
     /// (the model and index stay loaded; search, ask and chat use it).
@@ -109,6 +121,8 @@ enum Command {
         port: Option<u16>,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve the knowledge base to MCP clients (Claude Desktop, Cursor, Cherry
     /// Studio, …) on standard input/output: tools search, fetch, and ask when a
@@ -116,6 +130,8 @@ enum Command {
     Mcp {
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Score retrieval (and with --answers, the model's answers) against a
     /// question file with gold documents (JSON lines).
@@ -140,6 +156,8 @@ enum Command {
         rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// List the models the chat endpoint offers, one id per line.
     Models {
@@ -156,6 +174,8 @@ enum Command {
         retrieve: RetrieveFlags,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Print a shell completion script: `ragmap completions bash > ~/.local/share/bash-completion/completions/ragmap`.
     Completions {
@@ -173,6 +193,8 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Write the roadmap's resource list (headings and links only) to corpus/roadmap.md.
     Roadmap {
@@ -212,6 +234,24 @@ struct RetrieveFlags {
     /// Retrieve in this process even when `ragmap serve` runs for this workspace.
     #[arg(long)]
     no_server: bool,
+}
+
+/// Where the index is: an override of `[index] url`.
+#[derive(clap::Args)]
+struct IndexFlags {
+    /// The index in this PostgreSQL database (postgres://USER@HOST:PORT/DB)
+    /// instead of the embedded one [env: RAGMAP_INDEX_URL].
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+}
+
+impl IndexFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.index_url {
+            config.index.url = Some(url.clone());
+            config.set_by_flag("index.url", "--index-url");
+        }
+    }
 }
 
 /// Which chat endpoint: overrides of `[llm]` provider and base_url.
@@ -307,19 +347,24 @@ impl Command {
     /// Applies the flags that override config.toml: the one place they meet
     /// the configuration, so commands read settings from `config` only.
     fn apply_overrides(&self, config: &mut Config) {
+        if let Some(index) = self.index_flags() {
+            index.apply(config);
+        }
         match self {
             Command::Search { retrieve, .. } => retrieve.apply(config),
             Command::Ask { retrieve, llm, .. } | Command::Chat { retrieve, llm, .. } => {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Eval { llm, .. } | Command::Mcp { llm } => llm.apply(config),
+            Command::Eval { llm, .. } | Command::Mcp { llm, .. } => llm.apply(config),
             Command::Models { endpoint } => endpoint.apply(config),
             Command::Config { retrieve, llm, .. } => {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Serve { host, port, llm } => {
+            Command::Serve {
+                host, port, llm, ..
+            } => {
                 if let Some(h) = host {
                     config.server.host = h.clone();
                 }
@@ -341,6 +386,22 @@ impl Command {
             | Command::Status { .. }
             | Command::Roadmap { .. }
             | Command::Crawl { .. } => {}
+        }
+    }
+
+    /// The `--index-url` of the commands that take an index.
+    fn index_flags(&self) -> Option<&IndexFlags> {
+        match self {
+            Command::Index { index, .. }
+            | Command::Search { index, .. }
+            | Command::Ask { index, .. }
+            | Command::Chat { index, .. }
+            | Command::Serve { index, .. }
+            | Command::Mcp { index, .. }
+            | Command::Eval { index, .. }
+            | Command::Config { index, .. }
+            | Command::Status { index, .. } => Some(index),
+            _ => None,
         }
     }
 }
@@ -385,11 +446,17 @@ impl Command {
         chat: bool,
     ) -> anyhow::Result<u8> {
         match self {
-            Command::Index { rebuild, json } => index::run(config, rebuild, json),
+            Command::Index {
+                rebuild, to, json, ..
+            } => match to {
+                Some(to) => index::copy(config, &to, json),
+                None => index::run(config, rebuild, json),
+            },
             Command::Search {
                 question,
                 json,
                 retrieve,
+                ..
             } => {
                 let question = setup::question_words(&question)?;
                 search::run(config, &question, !retrieve.no_server, json)
@@ -437,7 +504,7 @@ impl Command {
             Command::Models { .. } => models::run(config),
             Command::Config { check, .. } => effective::run(config, workspace, found, check),
             Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
-            Command::Status { json } => status::run(config, json),
+            Command::Status { json, .. } => status::run(config, json),
             Command::Roadmap { src, out } => roadmap::run(config, &src, out),
             Command::Crawl {
                 roadmap,

@@ -59,6 +59,11 @@ pub(crate) trait Target {
     fn commit(&mut self, changes: &Changes) -> Result<(), IndexError>;
     /// How opening brought an index written by an older ragmap up to date.
     fn migrated(&self) -> Option<String>;
+    /// Whether this build's identity may be written here (before anything
+    /// is embedded); `rebuild`: `--rebuild` asked to start over.
+    fn accepts(&self, _identity: &Identity, _rebuild: bool) -> Result<(), IndexError> {
+        Ok(())
+    }
 }
 
 /// One corpus document waiting to be (re)indexed.
@@ -206,6 +211,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     let mut target = super::target(config, options.rebuild)?;
     report.migrated = target.migrated();
     let identity = identify(config, &*target, model_stamp)?;
+    target.accepts(&identity, options.rebuild)?;
     let stored_identity = target.meta("identity")?;
     report.rebuilt = rebuild_reason(options.rebuild, stored_identity.as_deref(), &identity);
     let full_rebuild = report.rebuilt.is_some();
