@@ -329,7 +329,7 @@ pub async fn checkout(pool: &Pool, at: &str) -> Result<deadpool_postgres::Object
         },
         PoolError::Timeout(_) => PgError::NoAnswer {
             at: at.to_string(),
-            secs: 0.0,
+            secs: pool.timeouts().create.map_or(0.0, |t| t.as_secs_f64()),
         },
         e => PgError::failed(at, e.to_string()),
     })

@@ -58,17 +58,31 @@ impl Params {
         format!("${}", self.values.len())
     }
 
+    /// Runs `sql` on a pooled connection: as a statement the connection
+    /// keeps prepared when `prepared` (one round trip, and its plan
+    /// reused), else planned for these values.
     pub async fn query(
         &self,
-        client: &tokio_postgres::Client,
+        conn: &Object,
         sql: &str,
+        prepared: bool,
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        if prepared {
+            let types: Vec<Type> = self.values.iter().map(|(_, t)| t.clone()).collect();
+            let statement = conn.prepare_typed_cached(sql, &types).await?;
+            let refs: Vec<&(dyn ToSql + Sync)> = self
+                .values
+                .iter()
+                .map(|(v, _)| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            return conn.query(&statement, &refs).await;
+        }
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = self
             .values
             .iter()
             .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        client.query_typed(sql, &refs).await
+        conn.query_typed(sql, &refs).await
     }
 }
 
@@ -234,12 +248,24 @@ impl<'i> Reading<'i> {
         self.index.db.read_at.clone()
     }
 
-    /// Runs `sql` with `params` in this search's transaction.
+    /// Runs `sql` with `params` in this search's transaction, prepared (a
+    /// statement of a fixed shape).
     fn query(&self, sql: String, params: Params) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        self.run(sql, params, true)
+    }
+
+    /// Runs `sql`, prepared or planned for its values each time (phrases:
+    /// which word drives the scan depends on their frequencies).
+    fn run(
+        &self,
+        sql: String,
+        params: Params,
+        prepared: bool,
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
         let (conn, at) = (self.conn(), self.at());
         self.index.db.read(async move {
             params
-                .query(&conn, &sql)
+                .query(&conn, &sql, prepared)
                 .await
                 .map_err(|e| classify(&at, &e))
         })
@@ -660,7 +686,7 @@ impl Reading<'_> {
         let rows = phrase_sql(&CHUNKS, phrase, &mut p);
         let cap = p.push(cap, Type::INT8);
         let sql = format!("SELECT count(*) FROM (SELECT 1 FROM ({rows}) r LIMIT {cap}) c");
-        Ok(self.query(sql, p)?.first().map_or(0, |r| r.get(0)))
+        Ok(self.run(sql, p, false)?.first().map_or(0, |r| r.get(0)))
     }
 
     /// BM25 of `phrases` (an FTS5 OR query of them, in order) over `scheme`,
@@ -680,8 +706,9 @@ impl Reading<'_> {
         }
         let mut p = Params::default();
         let sql = bm25_sql(scheme, phrases, weights, corpus, limit, &mut p);
+        let prepared = phrases.iter().all(|ph| ph.tokens.len() == 1);
         Ok(self
-            .query(sql, p)?
+            .run(sql, p, prepared)?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect())
@@ -863,7 +890,7 @@ pub fn export(config: &crate::config::Config) -> Result<crate::index::copy::Expo
     )?;
     let chunks = reading.query(
         format!(
-            "SELECT c.doc_id, c.ordinal, c.start_byte, c.end_byte, c.heading, c.text, c.tokens, e.embedding \
+            "SELECT c.doc_id, c.ordinal, c.start_byte, c.end_byte, c.heading, c.text, c.tokens, e.embedding::real[] \
              FROM {LIVE}.chunks c JOIN {LIVE}.embeddings e ON e.chunk_id = c.id ORDER BY c.doc_id, c.ordinal"
         ),
         Params::default(),
@@ -881,7 +908,10 @@ pub fn export(config: &crate::config::Config) -> Result<crate::index::copy::Expo
         );
     }
     for c in &chunks {
-        let vector: pgvector::Vector = c.get(7);
+        // As real[]: a large result holding pgvector's own type hangs
+        // tokio-postgres's query_typed (it looks the type up behind the rows:
+        // rust-postgres/rust-postgres#1348).
+        let vector: Vec<f32> = c.get(7);
         let chunk = crate::chunk::Chunk {
             ordinal: c.get::<_, i32>(1) as usize,
             start: c.get::<_, i64>(2) as usize,
@@ -890,7 +920,7 @@ pub fn export(config: &crate::config::Config) -> Result<crate::index::copy::Expo
             text: c.get(5),
             tokens: c.get::<_, i32>(6) as usize,
         };
-        export.chunk(c.get(0), chunk, vector.to_vec());
+        export.chunk(c.get(0), chunk, vector);
     }
     Ok(export)
 }
