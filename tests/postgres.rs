@@ -74,12 +74,6 @@ impl PgWorkspace {
         stdout(&out)
     }
 
-    fn config(&self) -> Config {
-        let mut config = self.ws.config();
-        config.index.url = Some(self.url.clone());
-        config
-    }
-
     fn status(&self) -> Value {
         serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
     }
@@ -371,4 +365,539 @@ fn bm25_equals_the_embedded_index_to_the_last_bit_and_copies_go_both_ways() {
     }
     assert_eq!(b.counts().unwrap().chunks, chunks as i64);
     assert_eq!(c.counts().unwrap().chunks, chunks as i64);
+}
+
+// ---------------------------------------------------------------- commands
+
+const RAG_DOC: &str = "---\ntitle: Retrieval-augmented generation\nurl: \"http://127.0.0.1:9/example.com/rag/index.html\"\n---\n# How RAG works\n\nRetrieval-augmented generation retrieves relevant passages from a document store and gives them to the language model as context, so answers are grounded in sources.\n";
+
+/// A workspace on database `name` with four small documents, indexed.
+fn indexed(pg: &Cluster, name: &str, config: &str) -> PgWorkspace {
+    let p = PgWorkspace::new(&pg.database(name), config);
+    write_topic_docs(&p.ws);
+    p.ws.write_doc("web/rag.md", RAG_DOC);
+    let out = p.ok(&["index"]);
+    assert!(out.contains("4 added"), "{out}");
+    p
+}
+
+/// `ragmap mcp` answering one `search` call over stdio.
+fn mcp_search(p: &PgWorkspace, query: &str) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ragmap"))
+        .arg("-C")
+        .arg(p.ws.path())
+        .arg("mcp")
+        .env("RAGMAP_INDEX_URL", &p.url)
+        .env(
+            "RAGMAP_LLM_BASE_URL",
+            format!("http://127.0.0.1:{}/v1", closed_port()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = |message: Value| writeln!(stdin, "{message}").unwrap();
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}),
+    );
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "search", "arguments": {"query": query, "k": 2}}}));
+    let answer = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .map(|l| serde_json::from_str::<Value>(&l).unwrap_or(Value::Null))
+        .find(|m| m["id"] == 2)
+        .expect("an answer to tools/call");
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    answer
+}
+
+#[test]
+fn every_command_works_on_postgres_and_nothing_is_written_to_the_index_folder() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = indexed(&pg, "commands", "[llm]\nrewrite = false\n");
+    let status = p.status();
+    assert_eq!(status["documents"], 4);
+    assert_eq!(status["location"], ragmap::index::postgres::redact(&p.url));
+    assert_eq!(status["changed_since"].as_array().map(Vec::len), Some(0));
+    for mode in ["hybrid", "vector", "lexical"] {
+        assert_eq!(
+            p.top_path("How does LoRA cut the memory of fine-tuning?", mode),
+            "en/finetune.md"
+        );
+    }
+    assert_eq!(
+        p.top_path("红烧肉怎么做？需要冰糖吗？", "hybrid"),
+        "zh/cooking.md"
+    );
+    assert!(p
+        .ok(&["ask", "What does LoRA freeze?", "--dry-run"])
+        .contains("low-rank adapter"));
+    // No chat model: the passages are printed, exit 5, as with the embedded index.
+    let closed = format!("http://127.0.0.1:{}/v1", closed_port());
+    let out = p.ws.run_env(
+        &["ask", "What does LoRA freeze?", "--base-url", &closed],
+        &[("RAGMAP_INDEX_URL", &p.url)],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", out_of(&out));
+    assert!(stdout(&out).contains("finetune.md"), "{}", out_of(&out));
+    let out = p.ws.run_with_input(
+        &["chat", "--base-url", &closed],
+        &[("RAGMAP_INDEX_URL", &p.url)],
+        "How often should tomatoes be watered?\n/sources\n/exit\n",
+    );
+    assert!(out.status.success(), "{}", out_of(&out));
+    assert!(stdout(&out).contains("garden.md"), "{}", out_of(&out));
+    let questions = p.ws.path().join("q.jsonl");
+    std::fs::write(
+        &questions,
+        "{\"id\":\"q1\",\"question\":\"How does RAG ground answers in sources?\",\"gold\":[\"example.com/rag/index.html\"]}\n{\"id\":\"q2\",\"question\":\"红烧肉怎么做？\",\"gold\":[\"zh/cooking.md\"]}\n",
+    )
+    .unwrap();
+    let report: Value =
+        serde_json::from_str(&p.ok(&["eval", questions.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(
+        report["variants"][0]["overall"]["recall_at_1"], 1.0,
+        "{report}"
+    );
+    let config = p.ok(&["config"]);
+    assert!(
+        config.contains(&ragmap::index::postgres::redact(&p.url)),
+        "{config}"
+    );
+    let found = mcp_search(&p, "tomato seedlings");
+    assert_eq!(
+        found["result"]["structuredContent"]["results"][0]["path"], "en/garden.md",
+        "{found}"
+    );
+    if let Ok(llm) = std::env::var("RAGMAP_TEST_LLM_URL") {
+        p.ok(&["ask", "What does LoRA freeze?", "--base-url", &llm]);
+    }
+    serve_searches_and_stops_cleanly(&p);
+    assert!(
+        !p.ws.path().join("index").exists(),
+        "an index folder was written"
+    );
+}
+
+/// `ragmap serve` on the database: /health names the backend and
+/// generation, /api/search and the command line (through the server)
+/// answer, SIGTERM stops it cleanly (its connections closed off the async threads).
+fn serve_searches_and_stops_cleanly(p: &PgWorkspace) {
+    let served = Served::start(&p.ws, &[], &[("RAGMAP_INDEX_URL", &p.url)]);
+    let health = get_json(&served.at("/health"));
+    assert_eq!(health["backend"], "postgres", "{health}");
+    assert_eq!(health["documents"], 4);
+    let (status, found) = post_json(
+        &served.at("/api/search"),
+        &json!({"query": "LoRA adapters", "k": 1}),
+    );
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["results"][0]["path"], "en/finetune.md");
+    assert_eq!(found["generation"], health["generation"]);
+    // The command line finds the server of this database and searches there.
+    let hits: Value =
+        serde_json::from_str(&p.ok(&["search", "LoRA adapters", "--json", "-k", "1", "-v"]))
+            .unwrap();
+    assert_eq!(hits[0]["path"], "en/finetune.md");
+    let stderr = served.stderr();
+    assert_eq!(
+        served.terminate(Duration::from_secs(20)),
+        Some(0),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn incremental_runs_skip_unchanged_documents_and_forget_deleted_ones() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = indexed(&pg, "incremental", "");
+    let generation = |p: &PgWorkspace| {
+        pg.psql(
+            p.url.rsplit('/').next().unwrap(),
+            "SELECT generation FROM ragmap.state",
+        )
+    };
+    let before = generation(&p);
+    let again: Value = serde_json::from_str(&p.ok(&["index", "--json"])).unwrap();
+    assert_eq!(
+        (
+            again["unchanged"].as_i64(),
+            again["chunks_embedded"].as_i64()
+        ),
+        (Some(4), Some(0))
+    );
+    assert_eq!(
+        generation(&p),
+        before,
+        "a run with nothing to do commits nothing"
+    );
+
+    p.ws.write_doc(
+        "en/garden.md",
+        "# Growing peppers\n\nPeppers want warm soil and little water.\n",
+    );
+    std::fs::remove_file(p.ws.corpus().join("zh/cooking.md")).unwrap();
+    p.ws.write_doc(
+        "en/vllm.md",
+        "# vLLM\n\nvLLM serves models with PagedAttention, which pages the KV cache.\n",
+    );
+    let report: Value = serde_json::from_str(&p.ok(&["index", "--json"])).unwrap();
+    assert_eq!(
+        (
+            report["added"].as_i64(),
+            report["changed"].as_i64(),
+            report["deleted"].as_i64(),
+            report["unchanged"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1), Some(2)),
+        "{report}"
+    );
+    assert_eq!(p.status()["documents"], 4);
+    assert_eq!(
+        p.top_path("PagedAttention KV cache", "lexical"),
+        "en/vllm.md"
+    );
+    assert_eq!(p.top_path("warm soil peppers", "lexical"), "en/garden.md");
+    assert_eq!(
+        p.top_path("五花肉 冰糖", "lexical"),
+        "",
+        "the deleted document is gone"
+    );
+    // The stored frequencies and lengths are what the postings say.
+    let db = p.url.rsplit('/').next().unwrap();
+    let wrong = pg.psql(db, "SELECT count(*) FROM (SELECT term, count(*)::int df FROM ragmap.postings GROUP BY term) a FULL JOIN ragmap.terms t USING (term) WHERE a.df IS DISTINCT FROM t.df");
+    assert_eq!(wrong, "0");
+    let totals = pg.psql(db, "SELECT (SELECT sum(dl) FROM ragmap.chunks) = chunk_tokens AND (SELECT count(*) FROM ragmap.chunks) = chunks FROM ragmap.state");
+    assert_eq!(totals, "t");
+}
+
+// ---------------------------------------------------------------- writers
+
+fn database_of(p: &PgWorkspace) -> String {
+    p.url.rsplit('/').next().unwrap().to_string()
+}
+
+#[test]
+fn a_second_indexer_waits_for_the_first_and_then_finds_nothing_to_do() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = indexed(&pg, "concurrent", "");
+    let db = database_of(&p);
+    for i in 0..6 {
+        p.ws.write_doc(
+            &format!("more/{i}.md"),
+            &format!("# Note {i}\n\nRetrieval note number {i} about chunking and embeddings.\n"),
+        );
+    }
+    let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    let spawn = || {
+        let mut cmd = p.ws.command(&["index"]);
+        cmd.env("RAGMAP_INDEX_URL", &p.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let first = spawn();
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    assert!(
+        pg.wait_for(&db, held, "1"),
+        "the first run never took the index lock"
+    );
+    let second = spawn();
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert!(first.status.success(), "{}", out_of(&first));
+    assert!(second.status.success(), "{}", out_of(&second));
+    assert!(
+        stderr(&second).contains("waiting for another `ragmap index`"),
+        "{}",
+        out_of(&second)
+    );
+    assert!(stdout(&first).contains("6 added"), "{}", out_of(&first));
+    assert!(
+        stdout(&second).contains("0 added, 0 changed, 0 deleted, 10 unchanged"),
+        "{}",
+        out_of(&second)
+    );
+    let after: i64 = pg
+        .psql(&db, "SELECT generation FROM ragmap.state")
+        .parse()
+        .unwrap();
+    assert_eq!(after, generation.parse::<i64>().unwrap() + 1);
+    assert_eq!(p.status()["documents"], 10);
+}
+
+fn versioned_doc(i: usize, version: usize) -> String {
+    format!(
+        "# Topic {i} v{version}\n\nDocument {i} (v{version}) explains retrieval step {i}: chunking, embedding and indexing.\n\n## Details\n\n{}\n",
+        "检索增强生成把文档切块、向量化并建立索引。 Retrieval augmented generation splits documents. ".repeat(8)
+    )
+}
+
+#[test]
+fn an_index_run_killed_anywhere_leaves_the_previous_generation_whole() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = PgWorkspace::new(
+        &pg.database("killed"),
+        "[chunk]\nmax_tokens = 96\noverlap_tokens = 8\n",
+    );
+    let db = database_of(&p);
+    for i in 0..12 {
+        p.ws.write_doc(&format!("d{i}.md"), &versioned_doc(i, 1));
+    }
+    p.ok(&["index"]);
+    let mut version = 2;
+    let mut change = |p: &PgWorkspace| {
+        for i in (0..12).step_by(2) {
+            p.ws.write_doc(&format!("d{i}.md"), &versioned_doc(i, version));
+        }
+        p.ws.write_doc("extra.md", &versioned_doc(99, version));
+        version += 1;
+    };
+    change(&p);
+    let started = Instant::now();
+    p.ok(&["index"]);
+    let full = started.elapsed();
+    for point in 0..6u32 {
+        change(&p);
+        let before = pg.psql(&db, "SELECT generation FROM ragmap.state");
+        let mut cmd = p.ws.command(&["index"]);
+        cmd.env("RAGMAP_INDEX_URL", &p.url);
+        kill_after(&mut cmd, full.mul_f64(0.15 + 0.17 * f64::from(point)));
+        let after = pg.psql(&db, "SELECT generation FROM ragmap.state");
+        let documents = p.status()["documents"].as_i64().unwrap();
+        assert_eq!(documents, 13, "point {point}");
+        assert!(
+            after == before || after.parse::<i64>().unwrap() == before.parse::<i64>().unwrap() + 1
+        );
+        assert!(!p.top_path("retrieval step chunking", "lexical").is_empty());
+        assert_eq!(
+            pg.psql(
+                &db,
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'ragmap_next'"
+            ),
+            "0"
+        );
+        p.ok(&["index"]);
+        let status = p.status();
+        assert_eq!(
+            status["changed_since"].as_array().map(Vec::len),
+            Some(0),
+            "point {point}: {status}"
+        );
+    }
+    // A killed full build (--rebuild) leaves the old generation too.
+    let before = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    let mut cmd = p.ws.command(&["index", "--rebuild"]);
+    cmd.env("RAGMAP_INDEX_URL", &p.url);
+    kill_after(&mut cmd, full.mul_f64(0.8));
+    let after = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    assert!(after == before || after.parse::<i64>().unwrap() == before.parse::<i64>().unwrap() + 1);
+    assert_eq!(p.status()["documents"], 13);
+}
+
+// ---------------------------------------------------------------- servers
+
+/// Polls each server's /health until it reports `generation`; the time it took.
+fn until_generation(servers: &[&Served], generation: &str) -> Duration {
+    let started = Instant::now();
+    for served in servers {
+        loop {
+            let health = get_json(&served.at("/health"));
+            if health["generation"] == generation {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "stuck at {health}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    started.elapsed()
+}
+
+#[test]
+fn two_servers_follow_an_indexer_within_a_second() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = indexed(&pg, "servers", "[server]\nworkers = 1\n");
+    let db = database_of(&p);
+    let env = [("RAGMAP_INDEX_URL", p.url.as_str())];
+    let (a, b) = (
+        Served::start(&p.ws, &[], &env),
+        Served::start(&p.ws, &[], &env),
+    );
+    let before = get_json(&a.at("/health"))["generation"].clone();
+    assert_eq!(get_json(&b.at("/health"))["generation"], before);
+    p.ws.write_doc(
+        "en/vllm.md",
+        "# vLLM\n\nvLLM serves models with PagedAttention, which pages the KV cache.\n",
+    );
+    p.ok(&["index"]);
+    let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    let took = until_generation(&[&a, &b], &generation);
+    assert!(took < Duration::from_secs(1), "the servers took {took:?}");
+    for served in [&a, &b] {
+        let (status, found) = post_json(
+            &served.at("/api/search"),
+            &json!({"query": "PagedAttention", "k": 1, "mode": "lexical"}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(found["results"][0]["path"], "en/vllm.md", "{found}");
+        assert_eq!(found["generation"], generation.as_str());
+    }
+    assert_eq!(a.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(b.terminate(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn a_server_reading_a_replica_follows_the_primary_and_reports_its_lag() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let p = indexed(&pg, "replicated", "[server]\nworkers = 1\n");
+    let db = database_of(&p);
+    let replica = pg.replica(&db);
+    let env = [
+        ("RAGMAP_INDEX_URL", p.url.as_str()),
+        ("RAGMAP_INDEX_READ_URL", replica.as_str()),
+    ];
+    let served = Served::start(&p.ws, &[], &env);
+    let health = get_json(&served.at("/health"));
+    assert_eq!(health["backend"], "postgres");
+    assert!(health["replica_lag_seconds"].as_f64().is_some(), "{health}");
+    let status = p.ws.run_env(&["status"], &env);
+    assert!(
+        stdout(&status).contains("searches read"),
+        "{}",
+        out_of(&status)
+    );
+    // Writes go to the primary even with a replica configured.
+    p.ws.write_doc(
+        "en/vllm.md",
+        "# vLLM\n\nvLLM serves models with PagedAttention, which pages the KV cache.\n",
+    );
+    let out = p.ws.run_env(&["index"], &env);
+    assert!(out.status.success(), "{}", out_of(&out));
+    let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    let took = until_generation(&[&served], &generation);
+    assert!(
+        took < Duration::from_secs(1),
+        "the replica's server took {took:?}"
+    );
+    let (_, found) = post_json(
+        &served.at("/api/search"),
+        &json!({"query": "PagedAttention", "k": 1, "mode": "lexical"}),
+    );
+    assert_eq!(found["results"][0]["path"], "en/vllm.md", "{found}");
+    assert_eq!(served.terminate(Duration::from_secs(20)), Some(0));
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[test]
+fn each_bad_database_is_one_line_naming_the_fix_with_its_exit_code() {
+    if !model_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let ws = Workspace::new("[index]\nconnect_timeout_secs = 2.0\n");
+    write_topic_docs(&ws);
+    let run = |url: &str, args: &[&str], extra: &[(&str, &str)]| {
+        let mut env = vec![("RAGMAP_INDEX_URL", url)];
+        env.extend_from_slice(extra);
+        let out = ws.run_env(args, &env);
+        assert!(
+            !out_of(&out).contains(&password(&pg.url)),
+            "{}",
+            out_of(&out)
+        );
+        out
+    };
+    let lexical = ["search", "tomato", "--mode", "lexical"];
+    let closed = format!("postgres://ragmap:pw@127.0.0.1:{}/ragmap", closed_port());
+    assert_clean_failure(
+        &run(&closed, &lexical, &[]),
+        7,
+        "cannot reach the index database",
+    );
+    assert_clean_failure(
+        &run(&closed, &["index"], &[]),
+        7,
+        "cannot reach the index database",
+    );
+    let wrong = pg.url.replace(&password(&pg.url), "not-the-password");
+    let out = run(&wrong, &["index"], &[]);
+    assert_clean_failure(&out, 7, "password authentication failed");
+    assert!(!out_of(&out).contains("not-the-password"));
+    let bare = pg.database_without_vector("novector");
+    assert_clean_failure(&run(&bare, &["index"], &[]), 3, "CREATE EXTENSION vector");
+    assert_clean_failure(
+        &run("mysql://u@h/db", &lexical, &[]),
+        1,
+        "not a PostgreSQL URL",
+    );
+
+    // A server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("postgres://u:pw@{}/db", silent.local_addr().unwrap());
+    let started = Instant::now();
+    assert_clean_failure(
+        &run(&silent_url, &lexical, &[]),
+        7,
+        "did not answer within 2 s",
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    let url = pg.database("bad");
+    assert!(run(&url, &["index"], &[]).status.success());
+    // A statement stuck behind a lock is cancelled by statement_timeout.
+    let mut holder = pg.psql_background(
+        "bad",
+        "BEGIN; LOCK TABLE ragmap.state IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT",
+    );
+    let locked = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'state' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    assert!(pg.wait_for("bad", locked, "1"));
+    let timeout = [("RAGMAP_INDEX_STATEMENT_TIMEOUT_SECS", "1")];
+    assert_clean_failure(&run(&url, &lexical, &timeout), 7, "statement_timeout_secs");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    pg.psql("bad", "UPDATE ragmap.meta SET value = 'other-model:0' WHERE key = 'model'; UPDATE ragmap.meta SET value = 'elsewhere' WHERE key = 'model_stamp'");
+    let out = run(&url, &["index"], &[]);
+    assert_clean_failure(&out, 4, "other-model:0");
+    assert!(
+        stderr(&out).contains("multilingual-e5-small") && stderr(&out).contains("--rebuild"),
+        "{}",
+        out_of(&out)
+    );
+    assert!(run(&url, &["index", "--rebuild"], &[]).status.success());
+
+    pg.psql("bad", "UPDATE ragmap.state SET schema_version = 99");
+    assert_clean_failure(&run(&url, &lexical, &[]), 4, "newer than this ragmap");
+    assert_clean_failure(&run(&url, &["index"], &[]), 4, "upgrade ragmap");
 }

@@ -101,6 +101,30 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
     }
 
+    /// `sql` run as the superuser by a psql process of its own (to hold a
+    /// lock while a test runs ragmap).
+    pub fn psql_background(&self, db: &str, sql: &str) -> std::process::Child {
+        Command::new("bash")
+            .arg(SCRIPT)
+            .args(["psql", &self.port.to_string(), "-d", db, "-c", sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (up to 20 s) until `sql` in `db` answers `expected`.
+    pub fn wait_for(&self, db: &str, sql: &str, expected: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if self.psql(db, sql) == expected {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
     /// A new, empty database `name` (with `vector`, as template1 has it);
     /// its URL.
     pub fn database(&self, name: &str) -> String {
