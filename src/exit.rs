@@ -20,4 +20,6 @@ pub const LLM_FAILED: u8 = 6;
 /// The index database is unreachable, refused the login, or cancelled a
 /// statement that ran too long.
 pub const DATABASE: u8 = 7;
+/// The embedding server (`[embed] base_url`) was unreachable or failed after its retries.
+pub const EMBED_SERVER: u8 = 8;
 pub const INTERRUPTED: u8 = 130;

@@ -150,7 +150,7 @@ fn mirror_index(ws: &Workspace) -> Option<Vec<(i64, Vec<f32>)>> {
     let dir = ws.path().join("index");
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open_rw(&dir.join(DB_FILE)).unwrap();
-    let mut vectors = Vectors::new(4096).unwrap();
+    let mut vectors = Vectors::new(4096, 384).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut all = Vec::new();
     store.begin().unwrap();
@@ -815,6 +815,126 @@ fn a_server_reading_a_replica_follows_the_primary_and_reports_its_lag() {
     );
     assert_eq!(found["results"][0]["path"], "en/vllm.md", "{found}");
     assert_eq!(served.terminate(Duration::from_secs(20)), Some(0));
+}
+
+// ---------------------------------------------------------------- models
+
+/// A deterministic unit vector of `dimensions` for `text`.
+fn fake_vector(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut seed = text.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    let v: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+/// An OpenAI-compatible embeddings server answering with vectors of the
+/// length `dimensions` holds at the time.
+fn embedding_server(dimensions: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> ScriptedServer {
+    ScriptedServer::start(move |request: &Request| {
+        let length = dimensions.load(std::sync::atomic::Ordering::SeqCst);
+        let inputs = request.json()["input"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_vector(t.as_str().unwrap_or(""), length)}))
+            .collect();
+        Reply::json(
+            200,
+            &json!({"object": "list", "data": data, "model": "m"}).to_string(),
+        )
+    })
+}
+
+#[test]
+fn a_remote_models_dimension_sizes_the_vector_column_and_another_is_refused() {
+    if !tokenizer_available() {
+        return;
+    }
+    let Some(pg) = pg_cluster() else { return };
+    let dimensions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(8));
+    let server = embedding_server(dimensions.clone());
+    let config = format!(
+        "[embed]\nbase_url = \"{}\"\nmodel = \"fake-embedder\"\nrequest_size = 4\nmax_retries = 1\nretry_base_delay_ms = 10\ntimeout_secs = 5.0\n",
+        server.url("/v1")
+    );
+    let p = PgWorkspace::new(&pg.database("remote"), &config);
+    let db = database_of(&p);
+    let tag = format!("{:?}{}", Instant::now(), std::process::id());
+    for i in 0..3 {
+        p.ws.write_doc(
+            &format!("d{i}.md"),
+            &format!("# Document {i}\n\nParagraph {i} of run {tag} about embeddings.\n"),
+        );
+    }
+    p.ok(&["index"]);
+    let column = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'ragmap.embeddings'::regclass AND attname = 'embedding'";
+    assert_eq!(pg.psql(&db, column), "vector(8)");
+    let meta = |key: &str| {
+        pg.psql(
+            &db,
+            &format!("SELECT value FROM ragmap.meta WHERE key = '{key}'"),
+        )
+    };
+    assert_eq!(meta("model"), "fake-embedder");
+    assert_eq!(meta("dimensions"), "8");
+    assert_eq!(meta("model_files"), "", "a server's weights are not hashed");
+    let status = p.status();
+    assert_eq!(status["dimensions"], 8, "{status}");
+    let hits: Value = serde_json::from_str(&p.ok(&[
+        "search",
+        "embeddings",
+        "--json",
+        "--mode",
+        "vector",
+        "--no-server",
+    ]))
+    .unwrap();
+    assert_eq!(hits.as_array().map(Vec::len), Some(3), "{hits}");
+
+    // The server now gives 16 dimensions: refused before anything is written.
+    dimensions.store(16, std::sync::atomic::Ordering::SeqCst);
+    let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
+    p.ws.write_doc("more.md", "# More\n\nAnother document.\n");
+    let out = p.run(&["index"]);
+    assert_clean_failure(&out, 4, "returns 16-dimension vectors");
+    assert!(
+        stderr(&out).contains("holds 8-dimension ones"),
+        "{}",
+        out_of(&out)
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT generation FROM ragmap.state"),
+        generation
+    );
+    let out = p.run(&["search", "--no-server", "document"]);
+    assert_clean_failure(&out, 4, "\"fake-embedder\" (16 dimensions");
+    // The local model is another model: refused, both named.
+    if model_available() {
+        let local = PgWorkspace::new(&p.url, "");
+        local.ws.write_doc("d0.md", "# Document\n\nText.\n");
+        let out = local.run(&["index"]);
+        assert_clean_failure(&out, 4, "\"fake-embedder\" (8 dimensions)");
+        assert!(
+            stderr(&out).contains("multilingual-e5-small"),
+            "{}",
+            out_of(&out)
+        );
+    }
+    // --rebuild embeds everything again into a column of the new length.
+    p.ok(&["index", "--rebuild"]);
+    assert_eq!(pg.psql(&db, column), "vector(16)");
+    assert_eq!(meta("dimensions"), "16");
+    assert_eq!(p.status()["documents"], 4);
 }
 
 // ---------------------------------------------------------------- bad input

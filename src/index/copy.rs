@@ -39,14 +39,21 @@ impl Export {
         let (Some(model), Some(settings)) = (get("model"), get("settings")) else {
             return Err(IndexError::Missing(PathBuf::from(at)));
         };
+        // Indexes from before the dimension was recorded hold the only
+        // model there was then (384), and name it with its file hash.
         let dimensions = get("dimensions")
             .and_then(|d| d.parse().ok())
-            .unwrap_or(super::vectors::DIMENSIONS);
+            .unwrap_or(384);
+        let (model, model_files) = match (get("model_files"), super::legacy_model(&model)) {
+            (None, Some((name, hash))) => (name.to_string(), hash.to_string()),
+            (files, _) => (model, files.unwrap_or_default()),
+        };
         Ok(Export {
             identity: Identity {
                 model_stamp: get("model_stamp").unwrap_or_default(),
                 model,
                 dimensions,
+                model_files,
                 settings,
             },
             documents: Vec::new(),

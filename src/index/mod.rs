@@ -28,6 +28,7 @@ use crate::corpus;
 use crate::embed::EmbedError;
 
 pub use build::{build, BuildOptions, BuildReport, NewChunk, NewDocument};
+pub(crate) use build::{describe_model, legacy_model};
 pub use copy::{copy, CopyReport};
 pub use terms::FieldWeights;
 
@@ -61,15 +62,23 @@ pub enum IndexError {
     Write { path: PathBuf, detail: String },
     #[error(transparent)]
     Database(#[from] postgres::PgError),
+    /// The index holds vectors of another embedding model than `[embed]` names.
+    #[error("the index was built with the embedding model {index}, but [embed] {now} {configured}; set [embed] base_url and model back to the index's model, or run `ragmap index --rebuild` to re-embed everything with the new one")]
+    ModelMismatch {
+        index: String,
+        now: &'static str,
+        configured: String,
+    },
 }
 
 impl IndexError {
     pub fn exit_code(&self) -> u8 {
         match self {
             IndexError::Embed(e) => e.exit_code(),
-            IndexError::Missing(_) | IndexError::Corrupt { .. } | IndexError::Outdated(_) => {
-                crate::exit::INDEX
-            }
+            IndexError::Missing(_)
+            | IndexError::Corrupt { .. }
+            | IndexError::Outdated(_)
+            | IndexError::ModelMismatch { .. } => crate::exit::INDEX,
             IndexError::Database(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
@@ -298,6 +307,8 @@ pub struct Description {
     pub location: String,
     pub bytes_on_disk: u64,
     pub model: Option<String>,
+    /// The length of the index's vectors.
+    pub dimensions: Option<usize>,
     pub settings: Option<String>,
     pub built_at: Option<String>,
 }

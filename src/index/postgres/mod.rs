@@ -61,14 +61,6 @@ pub enum PgError {
     NewerSchema { at: String, found: i32, known: i32 },
     #[error("the index in {at} has schema version {found}, written by an older ragmap; run `ragmap index` to update it (nothing is re-embedded)")]
     OlderSchema { at: String, found: i32 },
-    #[error("the index in {at} was built with the embedding model {stored} ({stored_dimensions} dimensions), and this ragmap embeds with {ours} ({our_dimensions} dimensions); configure the same model, or run `ragmap index --rebuild` to embed everything again with {ours}")]
-    ModelMismatch {
-        at: String,
-        stored: String,
-        stored_dimensions: usize,
-        ours: String,
-        our_dimensions: usize,
-    },
     #[error("the index database {at} failed: {detail}")]
     Failed { at: String, detail: String },
 }
@@ -92,9 +84,7 @@ impl PgError {
             PgError::NoVector { .. } | PgError::NoPgvector { .. } | PgError::OldPgvector { .. } => {
                 exit::SETUP
             }
-            PgError::NewerSchema { .. }
-            | PgError::OlderSchema { .. }
-            | PgError::ModelMismatch { .. } => exit::INDEX,
+            PgError::NewerSchema { .. } | PgError::OlderSchema { .. } => exit::INDEX,
             PgError::BadUrl { .. } | PgError::Failed { .. } => exit::FAILURE,
         }
     }
@@ -308,6 +298,7 @@ impl Index for Postgres {
             location,
             bytes_on_disk: bytes,
             model: meta.get("model").cloned(),
+            dimensions: meta.get("dimensions").and_then(|d| d.parse().ok()),
             settings: meta.get("settings").cloned(),
             built_at: meta.get("built_at").cloned(),
         })

@@ -160,25 +160,6 @@ impl Target for Writer {
         self.migrated.clone()
     }
 
-    /// A database shared by a team is not rebuilt because one member's
-    /// ragmap embeds with another model: that takes `--rebuild`.
-    fn accepts(&self, identity: &Identity, rebuild: bool) -> Result<(), IndexError> {
-        let (Some(model), Some(stored)) = (self.meta.get("model"), self.stored) else {
-            return Ok(());
-        };
-        if rebuild || (*model == identity.model && stored.dimensions == identity.dimensions) {
-            return Ok(());
-        }
-        Err(PgError::ModelMismatch {
-            at: self.db.at.clone(),
-            stored: model.clone(),
-            stored_dimensions: stored.dimensions,
-            ours: identity.model.clone(),
-            our_dimensions: identity.dimensions,
-        }
-        .into())
-    }
-
     fn commit(&mut self, changes: &Changes) -> Result<(), IndexError> {
         let full = changes.full_rebuild
             || self
@@ -315,6 +296,7 @@ impl Writer {
             ("identity", identity.full()),
             ("model", identity.model.clone()),
             ("dimensions", identity.dimensions.to_string()),
+            ("model_files", identity.model_files.clone()),
             ("model_stamp", identity.model_stamp.clone()),
             ("settings", identity.settings.clone()),
             ("built_at", now.to_string()),
