@@ -737,8 +737,97 @@ fn until_generation(servers: &[&Served], generation: &str) -> Duration {
     started.elapsed()
 }
 
+/// One answer of the mixed load: which server, its status (0: no answer)
+/// and the generation it reported, and when it arrived.
+struct Answer {
+    server: usize,
+    what: &'static str,
+    status: u16,
+    generation: Option<i64>,
+    at: Instant,
+}
+
+/// Request `n` of the mixed load to `url`: searches in each mode, /health
+/// and /v1/embeddings, in turn.
+async fn one_request(client: &reqwest::Client, url: &str, server: usize, n: usize) -> Answer {
+    let search = |query: &str, mode: &str| {
+        let body = json!({"query": query, "k": 3, "mode": mode});
+        client.post(format!("{url}/api/search")).json(&body)
+    };
+    let (what, request) = match n % 5 {
+        0 => (
+            "hybrid",
+            search("How does LoRA cut the memory of fine-tuning?", "hybrid"),
+        ),
+        1 => (
+            "lexical",
+            search("PagedAttention KV cache tomato", "lexical"),
+        ),
+        2 => ("vector", search("红烧肉怎么做？", "vector")),
+        3 => ("health", client.get(format!("{url}/health"))),
+        _ => (
+            "embeddings",
+            client
+                .post(format!("{url}/v1/embeddings"))
+                .json(&json!({"input": ["LoRA adapters", "检索增强生成"]})),
+        ),
+    };
+    let (status, generation) = match request.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let generation = body["generation"].as_str().and_then(|g| g.parse().ok());
+            (status, generation)
+        }
+        Err(_) => (0, None),
+    };
+    Answer {
+        server,
+        what,
+        status,
+        generation,
+        at: Instant::now(),
+    }
+}
+
+/// `total` requests from `clients` concurrent clients, spread over `urls`;
+/// `issued` counts the requests sent so far.
+fn mixed_load(
+    urls: Vec<String>,
+    total: usize,
+    clients: usize,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<Answer> {
+    use std::sync::atomic::Ordering::SeqCst;
+    block_on(async move {
+        let client = http();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let (client, urls, issued) = (client.clone(), urls.clone(), issued.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    loop {
+                        let n = issued.fetch_add(1, SeqCst);
+                        if n >= total {
+                            return answers;
+                        }
+                        let server = (n + c) % urls.len();
+                        answers.push(one_request(&client, &urls[server], server, n).await);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    })
+}
+
 #[test]
-fn two_servers_follow_an_indexer_within_a_second() {
+fn two_servers_answer_1000_mixed_requests_while_an_indexer_commits_and_follow_within_a_second() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     if !model_available() {
         return;
     }
@@ -752,14 +841,69 @@ fn two_servers_follow_an_indexer_within_a_second() {
     );
     let before = get_json(&a.at("/health"))["generation"].clone();
     assert_eq!(get_json(&b.at("/health"))["generation"], before);
-    p.ws.write_doc(
-        "en/vllm.md",
-        "# vLLM\n\nvLLM serves models with PagedAttention, which pages the KV cache.\n",
+
+    let issued = std::sync::Arc::new(AtomicUsize::new(0));
+    let load_started = Instant::now();
+    let load = {
+        let (urls, issued) = (vec![a.url.clone(), b.url.clone()], issued.clone());
+        std::thread::spawn(move || mixed_load(urls, 1000, 8, issued))
+    };
+    // Two index runs commit while the clients keep asking.
+    let mut commits = Vec::new();
+    for (at, doc, body) in [
+        (
+            100,
+            "en/vllm.md",
+            "# vLLM\n\nvLLM serves models with PagedAttention, which pages the KV cache.\n",
+        ),
+        (
+            400,
+            "en/garden.md",
+            "# Growing peppers\n\nPeppers want warm soil and little water.\n",
+        ),
+    ] {
+        while issued.load(SeqCst) < at {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.ws.write_doc(doc, body);
+        p.ok(&["index"]);
+        let committed = Instant::now();
+        let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
+        let took = until_generation(&[&a, &b], &generation);
+        assert!(took < Duration::from_secs(1), "the servers took {took:?}");
+        eprintln!(
+            "generation {generation}: both servers on it {took:?} after the indexer exited ({} requests sent)",
+            issued.load(SeqCst)
+        );
+        commits.push((
+            committed,
+            generation.parse::<i64>().unwrap(),
+            issued.load(SeqCst),
+        ));
+    }
+    let answers = load.join().unwrap();
+    eprintln!("{} answers in {:?}", answers.len(), load_started.elapsed());
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| format!("{} on server {}: {}", r.what, r.server, r.status))
+        .collect();
+    assert_eq!(answers.len(), 1000);
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        commits.iter().all(|(_, _, sent)| *sent < 1000),
+        "the load ended before a commit: {:?}",
+        commits.iter().map(|c| c.2).collect::<Vec<_>>()
     );
-    p.ok(&["index"]);
-    let generation = pg.psql(&db, "SELECT generation FROM ragmap.state");
-    let took = until_generation(&[&a, &b], &generation);
-    assert!(took < Duration::from_secs(1), "the servers took {took:?}");
+    // Every answer a second after a commit comes from that generation or a later one.
+    for (committed, generation, _) in &commits {
+        let late = answers
+            .iter()
+            .filter(|r| r.at > *committed + Duration::from_secs(1))
+            .filter(|r| r.generation.is_some_and(|g| g < *generation))
+            .count();
+        assert_eq!(late, 0, "answers from before generation {generation}");
+    }
     for served in [&a, &b] {
         let (status, found) = post_json(
             &served.at("/api/search"),
@@ -767,7 +911,6 @@ fn two_servers_follow_an_indexer_within_a_second() {
         );
         assert_eq!(status, 200);
         assert_eq!(found["results"][0]["path"], "en/vllm.md", "{found}");
-        assert_eq!(found["generation"], generation.as_str());
     }
     assert_eq!(a.terminate(Duration::from_secs(20)), Some(0));
     assert_eq!(b.terminate(Duration::from_secs(20)), Some(0));
