@@ -33,6 +33,7 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub paths: Paths,
+    pub index: IndexSettings,
     pub embed: Embed,
     pub chunk: Chunk,
     pub crawl: Crawl,
@@ -55,6 +56,47 @@ pub struct Paths {
     pub index: PathBuf,
     /// Where `scripts/setup` installs onnxruntime and the model. Empty: the user cache.
     pub assets: Option<PathBuf>,
+}
+
+/// `[index]`: where the index lives. Without `url`, the embedded index under
+/// `paths.index` (nothing to install); with a `postgres://` URL, all of it in
+/// that database, shared by every ragmap pointed at it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    /// `postgres://` or `postgresql://` URL of the database holding the index.
+    pub url: Option<String>,
+    /// A read-only replica of `url`'s database that searches read (writes
+    /// always go to `url`).
+    pub read_url: Option<String>,
+    /// Connections a process keeps to each database at most.
+    pub pool_size: usize,
+    pub connect_timeout_secs: f64,
+    /// Longest a search statement may run before the database cancels it.
+    pub statement_timeout_secs: f64,
+    /// pgvector's `hnsw.ef_search`: candidates the HNSW scan keeps (recall
+    /// against speed; see docs/postgres.md).
+    pub ef_search: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            url: None,
+            read_url: None,
+            pool_size: 8,
+            connect_timeout_secs: 5.0,
+            statement_timeout_secs: 30.0,
+            ef_search: 100,
+        }
+    }
+}
+
+impl IndexSettings {
+    /// The database URL when one is set (an empty value is none).
+    pub fn database_url(&self) -> Option<&str> {
+        self.url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -305,6 +347,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             paths: Paths::default(),
+            index: IndexSettings::default(),
             embed: Embed::default(),
             chunk: Chunk::default(),
             crawl: Crawl::default(),
@@ -492,6 +535,16 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.resolve(&self.paths.index)
+    }
+
+    /// Where a running `ragmap serve` leaves its discovery file: the index
+    /// folder of an embedded index; with `[index] url`, `.ragmap/` in the
+    /// workspace, so that nothing index-shaped is written locally.
+    pub fn state_dir(&self) -> PathBuf {
+        match self.index.database_url() {
+            Some(_) => self.workspace.join(".ragmap"),
+            None => self.index_dir(),
+        }
     }
 
     /// The user's glossary file (`[retrieve] glossary`), when set.

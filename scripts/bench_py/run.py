@@ -21,6 +21,7 @@ import startup_bench
 import mcp_bench
 import watch_bench
 import remote_embed_bench
+import pg_bench
 import statistics
 import subprocess
 import sys
@@ -618,6 +619,15 @@ def remote_embed_only():
     splice_section(section)
 
 
+def postgres_only():
+    """`scripts/bench --postgres`: the PostgreSQL backend beside the embedded index, splice its section."""
+    results = {"machine": machine(), "postgres": pg_bench.run_all(RAGMAP)}
+    with open(os.path.join(WORK, "bench-postgres-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = pg_bench.report_lines(results["postgres"], results["machine"], COMMAND)
+    splice_section(section)
+
+
 def splice_section(section):
     """Replaces the section of BENCHMARKS.md headed like `section[0]` (or
     inserts it before `## Reproduce`), leaving the rest as the last run wrote it."""
@@ -658,6 +668,9 @@ def main():
         return
     if "--remote-embed" in sys.argv:
         remote_embed_only()
+        return
+    if "--postgres" in sys.argv:
+        postgres_only()
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()

@@ -111,3 +111,17 @@ pub fn watch(config: &Config, rebuild: bool) -> anyhow::Result<u8> {
     }
     Ok(exit::SUCCESS)
 }
+
+/// `ragmap index --to`: the index copied, vectors and all, to a database or a folder.
+pub fn copy(config: &Config, to: &str, json: bool) -> anyhow::Result<u8> {
+    let report = index::copy(config, to)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "copied {} documents ({} chunks, nothing re-embedded) from {} to {} in {:.1}s",
+            report.documents, report.chunks, report.from, report.to, report.seconds
+        );
+    }
+    Ok(exit::SUCCESS)
+}

@@ -51,13 +51,19 @@ enum Command {
     /// Chunk, embed and index corpus/ (incremental: only changed documents are re-embedded).
     Index {
         /// Discard the existing index and build it again from scratch.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to")]
         rebuild: bool,
+        /// Copy the index (with its vectors: nothing is embedded again) to a
+        /// postgres:// URL or a folder, replacing the index there; the corpus is not read.
+        #[arg(long, value_name = "URL|DIR", conflicts_with = "watch")]
+        to: Option<String>,
         /// Print a JSON report instead of text.
         #[arg(long, conflicts_with = "watch")]
         json: bool,
         #[command(flatten)]
         watch: WatchFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Show the passages that best match a question.
     Search {
@@ -69,6 +75,8 @@ enum Command {
         /// Print the passages as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Answer a question from the indexed resources, with cited sources.
     Ask {
@@ -88,6 +96,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Ask follow-up questions in a conversation (/sources, /reset, /exit).
     Chat {
@@ -98,6 +108,8 @@ enum Command {
         no_rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve an OpenAI-compatible API and a web page over this workspace
     /// (the model and index stay loaded; search, ask and chat use it).
@@ -113,6 +125,8 @@ enum Command {
         watch: WatchFlags,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve the knowledge base to MCP clients (Claude Desktop, Cursor, Cherry
     /// Studio, …) on standard input/output: tools search, fetch, and ask when a
@@ -120,6 +134,8 @@ enum Command {
     Mcp {
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Score retrieval (and with --answers, the model's answers) against a
     /// question file with gold documents (JSON lines).
@@ -144,6 +160,8 @@ enum Command {
         rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// List the models the chat endpoint offers, one id per line.
     Models {
@@ -160,6 +178,8 @@ enum Command {
         retrieve: RetrieveFlags,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Print a shell completion script: `ragmap completions bash > ~/.local/share/bash-completion/completions/ragmap`.
     Completions {
@@ -177,6 +197,8 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Write the roadmap's resource list (headings and links only) to corpus/roadmap.md.
     Roadmap {
@@ -236,6 +258,24 @@ impl WatchFlags {
         if self.poll {
             config.watch.poll = ragmap::config::Poll::Always;
             config.set_by_flag("watch.poll", "--poll");
+        }
+    }
+}
+
+/// Where the index is: an override of `[index] url`.
+#[derive(clap::Args)]
+struct IndexFlags {
+    /// The index in this PostgreSQL database (postgres://USER@HOST:PORT/DB)
+    /// instead of the embedded one [env: RAGMAP_INDEX_URL].
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+}
+
+impl IndexFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.index_url {
+            config.index.url = Some(url.clone());
+            config.set_by_flag("index.url", "--index-url");
         }
     }
 }
@@ -333,13 +373,16 @@ impl Command {
     /// Applies the flags that override config.toml: the one place they meet
     /// the configuration, so commands read settings from `config` only.
     fn apply_overrides(&self, config: &mut Config) {
+        if let Some(index) = self.index_flags() {
+            index.apply(config);
+        }
         match self {
             Command::Search { retrieve, .. } => retrieve.apply(config),
             Command::Ask { retrieve, llm, .. } | Command::Chat { retrieve, llm, .. } => {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Eval { llm, .. } | Command::Mcp { llm } => llm.apply(config),
+            Command::Eval { llm, .. } | Command::Mcp { llm, .. } => llm.apply(config),
             Command::Models { endpoint } => endpoint.apply(config),
             Command::Config { retrieve, llm, .. } => {
                 retrieve.apply(config);
@@ -350,6 +393,7 @@ impl Command {
                 port,
                 llm,
                 watch,
+                ..
             } => {
                 watch.apply(config);
                 if let Some(h) = host {
@@ -373,6 +417,22 @@ impl Command {
             | Command::Status { .. }
             | Command::Roadmap { .. }
             | Command::Crawl { .. } => {}
+        }
+    }
+
+    /// The `--index-url` of the commands that take an index.
+    fn index_flags(&self) -> Option<&IndexFlags> {
+        match self {
+            Command::Index { index, .. }
+            | Command::Search { index, .. }
+            | Command::Ask { index, .. }
+            | Command::Chat { index, .. }
+            | Command::Serve { index, .. }
+            | Command::Mcp { index, .. }
+            | Command::Eval { index, .. }
+            | Command::Config { index, .. }
+            | Command::Status { index, .. } => Some(index),
+            _ => None,
         }
     }
 }
@@ -419,16 +479,20 @@ impl Command {
         match self {
             Command::Index {
                 rebuild,
+                to,
                 json,
                 watch,
-            } => match watch.watch {
-                true => index::watch(config, rebuild),
-                false => index::run(config, rebuild, json),
+                ..
+            } => match (to, watch.watch) {
+                (Some(to), _) => index::copy(config, &to, json),
+                (None, true) => index::watch(config, rebuild),
+                (None, false) => index::run(config, rebuild, json),
             },
             Command::Search {
                 question,
                 json,
                 retrieve,
+                ..
             } => {
                 let question = setup::question_words(&question)?;
                 search::run(config, &question, !retrieve.no_server, json)
@@ -476,7 +540,7 @@ impl Command {
             Command::Models { .. } => models::run(config),
             Command::Config { check, .. } => effective::run(config, workspace, found, check),
             Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
-            Command::Status { json } => status::run(config, json),
+            Command::Status { json, .. } => status::run(config, json),
             Command::Roadmap { src, out } => roadmap::run(config, &src, out),
             Command::Crawl {
                 roadmap,

@@ -133,8 +133,11 @@ impl Shared {
         let counts = index
             .counts()
             .map_err(|e| ApiError::internal(format!("reading the index failed: {e}")))?;
+        let backend = index.backend();
         Ok(json!({
             "status": "ok",
+            "backend": backend.name,
+            "replica_lag_seconds": backend.replica_lag_seconds,
             "documents": counts.documents,
             "chunks": counts.chunks,
             "model": self.embedding_model,
