@@ -1183,8 +1183,7 @@ fn exact_nearest(all: &[(i64, Vec<f32>)], q: &[f32], k: usize) -> (Vec<i64>, f32
 }
 
 /// A chunk as both backends name it (their ids may differ after a copy).
-fn chunk_keys(index: &dyn ragmap::index::Index, ids: &[i64]) -> Result<Vec<(String, i64)>> {
-    let snapshot = index.snapshot()?.context("no snapshot")?;
+fn chunk_keys(snapshot: &dyn ragmap::index::Snapshot, ids: &[i64]) -> Result<Vec<(String, i64)>> {
     let rows = snapshot.chunks_by_ids(ids)?;
     Ok(ids
         .iter()
@@ -1211,7 +1210,10 @@ fn vector_recall(
     query_vectors: &[Vec<f32>],
 ) -> Result<Value> {
     let ids: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
-    let keys = chunk_keys(backends[0].1, &ids)?;
+    let keys = {
+        let snapshot = backends[0].1.snapshot()?.context("no snapshot")?;
+        chunk_keys(&*snapshot, &ids)?
+    };
     let by_key: std::collections::HashMap<&(String, i64), &Vec<f32>> =
         keys.iter().zip(all.iter().map(|(_, v)| v)).collect();
     let mut out = json!({});
@@ -1226,7 +1228,7 @@ fn vector_recall(
                 .into_iter()
                 .map(|h| h.0)
                 .collect();
-            for key in chunk_keys(*index, &got)? {
+            for key in chunk_keys(&*snapshot, &got)? {
                 found += usize::from(by_key.get(&key).is_some_and(|v| cosine(v, q) >= kth - 1e-5));
             }
             asked += 10;

@@ -163,59 +163,78 @@ def backends(ws, url, questions):
     return json.loads(out.stdout)
 
 
+def embedded_workspace(ragmap, corpus):
+    """The mirror's embedded workspace; built (a first local index, which also warms the
+    tokenizer cache) unless a previous run left it whole."""
+    ws = os.path.join(WORK, "pg-embedded")
+    if subprocess.run([ragmap, "-C", ws, "status"], capture_output=True).returncode != 0:
+        ws = reb.workspace("pg-embedded", corpus)
+        log("a first local index (warms the tokenizer cache)")
+        index(ragmap, ws)
+    return ws
+
+
 def run_all(ragmap):
+    """Every measurement, the quick ones first; what is done so far is kept in
+    bench-postgres-partial.json as it goes."""
     questions = os.path.join(ROOT, QUESTION_SETS[0])
     corpus = reb.mirror_corpus(ragmap)
     pg = Postgres()
+    r = {"size": SIZE, "pg": "PostgreSQL 18.3 + pgvector 0.8.2 (scripts/postgres), shared_buffers=512MB"}
+
+    def keep(key, value):
+        r[key] = value
+        with open(os.path.join(WORK, "bench-postgres-partial.json"), "w") as f:
+            json.dump(r, f, indent=2)
+
     try:
-        emb = reb.workspace("pg-embedded", corpus)
-        pgws = reb.workspace("pg-postgres", corpus)
-        indexed_url = pg.database("bench_indexed")
-        log("a first local index (warms the tokenizer cache)")
-        index(ragmap, emb)
-        rounds = {"embedded": [], "postgres": []}
-        for r in range(ROUNDS):
-            log(f"round {r + 1}/{ROUNDS}: index into the embedded index, then into PostgreSQL")
-            rounds["embedded"].append(index(ragmap, emb))
-            rounds["postgres"].append(index(ragmap, pgws, indexed_url))
+        emb = embedded_workspace(ragmap, corpus)
         web_url = pg.database("bench_web")
         log("ragmap index --to (the web mirror)")
-        web_copy = copy(ragmap, emb, web_url)
+        keep("web_copy", copy(ragmap, emb, web_url))
         log("eval on both backends")
-        quality = {"embedded": evaluate(ragmap, emb), "postgres": evaluate(ragmap, emb, web_url)}
+        keep("quality", {"embedded": evaluate(ragmap, emb), "postgres": evaluate(ragmap, emb, web_url)})
         log("warm /api/search on both backends")
         with open(questions, encoding="utf-8") as f:
             texts = [json.loads(line)["question"] for line in f if line.strip()]
-        api = api_search(ragmap, emb, web_url, texts)
+        keep("api", api_search(ragmap, emb, web_url, texts))
         log("in-process retrieval and recall@10 (web mirror)")
-        web = backends(emb, web_url, questions)
+        keep("web", backends(emb, web_url, questions))
+        keep("sizes", {"web_mb": pg.size_mb("bench_web")})
         big = os.path.join(WORK, "pg-synthetic")
         shutil.rmtree(big, ignore_errors=True)
         os.makedirs(big)
         shutil.copy(os.path.join(emb, "config.toml"), big)
         log(f"a synthetic index of {SIZE:,} chunks (vectors between the mirror's)")
-        synthetic = json.loads(reb.run([TOOL, "synthetic", "--corpus", os.path.join(emb, "corpus"),
-                                        "--size", str(SIZE), "--dir", os.path.join(big, "index"),
-                                        "--like", emb]))
+        keep("synthetic", json.loads(reb.run([TOOL, "synthetic", "--corpus", os.path.join(emb, "corpus"),
+                                              "--size", str(SIZE), "--dir", os.path.join(big, "index"),
+                                              "--like", emb])))
         big_url = pg.database("bench_big")
         log(f"ragmap index --to ({SIZE:,} chunks)")
         big_copy = copy(ragmap, big, big_url)
         big_copy["database_mb"] = pg.size_mb("bench_big")
+        keep("big_copy", big_copy)
         log(f"in-process retrieval and recall@10 ({SIZE:,} chunks)")
-        large = backends(big, big_url, questions)
+        keep("large", backends(big, big_url, questions))
         shutil.rmtree(big, ignore_errors=True)
-        sizes = {"web_mb": pg.size_mb("bench_web")}
+        pg.psql("DROP DATABASE IF EXISTS bench_big WITH (FORCE)")
+        pgws = reb.workspace("pg-postgres", corpus)
+        indexed_url = pg.database("bench_indexed")
+        rounds = {"embedded": [], "postgres": []}
+        for n in range(ROUNDS):
+            log(f"round {n + 1}/{ROUNDS}: index into the embedded index, then into PostgreSQL")
+            rounds["embedded"].append(index(ragmap, emb))
+            rounds["postgres"].append(index(ragmap, pgws, indexed_url))
+            keep("rounds", rounds)
     finally:
         pg.stop(drop=("bench_big", "bench_web", "bench_indexed"))
-    return {"rounds": rounds, "web_copy": web_copy, "quality": quality, "api": api, "web": web,
-            "synthetic": synthetic, "big_copy": big_copy, "large": large, "sizes": sizes,
-            "size": SIZE, "pg": "PostgreSQL 18.3 + pgvector 0.8.2 (scripts/postgres), shared_buffers=512MB"}
+    return r
 
 
 def report_lines(r, machine, command):
     med = lambda side, key: statistics.median(x[key] for x in r["rounds"][side])
     e_tps, p_tps = med("embedded", "tokens_per_s"), med("postgres", "tokens_per_s")
-    first = r["rounds"]["embedded"][0]
+    first = r["rounds"]["embedded"][0]  # the mirror: chunks and tokens
     goal = lambda ok: "met" if ok else "NOT met"
     w, l, a = r["web"], r["large"], r["api"]
     ratio = lambda d, mode: d[mode]["postgres"]["p50_ms"] / d[mode]["embedded"]["p50_ms"]
