@@ -16,6 +16,8 @@ pub const INDEX: u8 = 4;
 pub const LLM_UNREACHABLE: u8 = 5;
 /// The endpoint answered with an error, or the answer broke off (what arrived stays printed).
 pub const LLM_FAILED: u8 = 6;
+/// The answer kept repeating itself and was stopped (what came before stays printed).
+pub const LLM_REPEATING: u8 = 7;
 pub const INTERRUPTED: u8 = 130;
 
 /// The exit code of the first error in `err`'s chain that classifies itself,

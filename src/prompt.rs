@@ -65,14 +65,55 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Kept free of the estimate's tokens, for where it falls short of a
+    /// real tokenizer's count and for the chat template's own tokens.
+    fn margin(&self) -> usize {
+        self.context_tokens / 10 + 16
+    }
+
     /// Tokens left for sources once the fixed parts and a safety margin are paid for.
     fn for_sources(&self, fixed: usize) -> usize {
-        let margin = self.context_tokens / 10 + 16;
         self.context_tokens
             .saturating_sub(self.answer_tokens)
             .saturating_sub(fixed)
-            .saturating_sub(margin)
+            .saturating_sub(self.margin())
     }
+
+    /// Tokens left beside a prompt of `prompt_tokens` (estimated), e.g. for
+    /// earlier turns of a conversation.
+    pub fn room_beside(&self, prompt_tokens: usize) -> usize {
+        self.for_sources(prompt_tokens)
+    }
+
+    /// The budget after a server refused a prompt of `estimated` tokens (by
+    /// [`estimate_messages`]) as too long, saying what `said`: its context,
+    /// in the estimate's units: when the server counted the prompt higher
+    /// than the estimate did, the context shrinks by as much. A refusal
+    /// that names no context halves the budget.
+    pub fn refit(&self, said: crate::llm::Refusal, estimated: usize) -> Budget {
+        let context = match (said.context_tokens, said.prompt_tokens) {
+            (Some(context), Some(real)) if real > estimated && real > 0 => {
+                context * estimated.max(1) / real
+            }
+            (Some(context), _) => context,
+            (None, _) => self.context_tokens / 2,
+        };
+        let context = context.min(self.context_tokens);
+        Budget {
+            context_tokens: context,
+            answer_tokens: self.answer_tokens.min(context / 2),
+        }
+    }
+}
+
+/// The estimated tokens of a whole request: every message's text and the
+/// few tokens a chat template wraps each one in.
+pub fn estimate_messages(messages: &[crate::llm::ChatMessage]) -> usize {
+    const PER_MESSAGE: usize = 8;
+    messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content) + PER_MESSAGE)
+        .sum()
 }
 
 /// Builds the prompt. Sources are added best first until the budget is spent;

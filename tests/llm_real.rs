@@ -24,7 +24,7 @@ fn options(model: &str, max_tokens: u32) -> ChatOptions {
         model: model.into(),
         temperature: Some(0.0),
         max_tokens: Some(max_tokens),
-        context_tokens: None,
+        ..ChatOptions::default()
     }
 }
 

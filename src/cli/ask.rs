@@ -34,7 +34,7 @@ pub fn run(
     let passages = retriever
         .passages(&rewrite.query)
         .context("retrieval failed")?;
-    let prepared = Prepared::new(rewrite.query, passages, answerer.budget());
+    let prepared = Prepared::new(rewrite.query, passages, rt.block_on(answerer.budget()));
     timings.retrieve_ms = clock.ms();
     output::verbose(format_args!(
         "set up in {} ms; retrieved {} passages ({:?}, searched for {:?}{}) by {} ms",

@@ -67,7 +67,7 @@ pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result
         let passages = retriever
             .passages(&rewrite.query)
             .context("retrieval failed")?;
-        let prepared = Prepared::new(rewrite.query, passages, answerer.budget());
+        let prepared = Prepared::new(rewrite.query, passages, rt.block_on(answerer.budget()));
         let streamed = match rewrite.unreachable {
             Some(e) => {
                 println!();

@@ -121,11 +121,11 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0));
     let _ = writeln!(
         out,
-        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language)"
+        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language; loops: answers stopped for repeating themselves)"
     );
     let _ = writeln!(
         out,
-        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>6} {:>7}",
         "variant",
         "subset",
         "keywords",
@@ -134,6 +134,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         "gold cited",
         "gold in prompt",
         "language",
+        "loops",
         "failed"
     );
     for v in &report.variants {
@@ -145,7 +146,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         for (subset, a) in rows {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>6} {:>7}",
                 v.name,
                 format!("{subset} ({})", a.questions),
                 pct(a.keyword_coverage),
@@ -154,6 +155,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
                 pct(Some(a.cites_gold)),
                 pct(Some(a.gold_in_context)),
                 pct(Some(a.in_question_language)),
+                pct(Some(a.looping)),
                 a.failed
             );
         }
@@ -171,7 +173,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
             .collect();
         let _ = writeln!(
             out,
-            "\nanswers of {} missing keywords, citing nothing valid or failed: {}",
+            "\nanswers of {} missing keywords, citing nothing valid, looping or failed: {}",
             v.name,
             weak.len()
         );
@@ -190,7 +192,8 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
                 notes.push(format!("cites {} (no such source)", list.join(" ")));
             }
             if let Some(e) = &a.error {
-                notes.push(format!("failed: {e}"));
+                let how = if a.looped { "stopped" } else { "failed" };
+                notes.push(format!("{how}: {e}"));
             }
             let _ = writeln!(out, "  [{}] {}", q.id, notes.join("; "));
             let _ = writeln!(out, "      {}", crate::term::snippet(&a.text, 160));

@@ -139,7 +139,8 @@ pub async fn run(
                 Some(answerer) if options.answers => {
                     retriever.set_settings(v.answer_settings.clone());
                     let passages = retriever.passages(query).map_err(retrieve_error)?;
-                    let prepared = Prepared::new(query.clone(), passages, answerer.budget());
+                    let budget = answerer.budget().await;
+                    let prepared = Prepared::new(query.clone(), passages, budget);
                     Some(answer(answerer, &prepared, q).await?)
                 }
                 _ => None,
@@ -179,7 +180,9 @@ async fn answer(
 ) -> Result<AnswerResult, EvalError> {
     let started = std::time::Instant::now();
     let mut sink = |_: &str| {};
-    let (text, error) = match answerer.answer(prepared, &[], &mut sink).await {
+    let result = answerer.answer(prepared, &[], &mut sink).await;
+    let looped = matches!(result, Err(crate::llm::LlmError::Repetition { .. }));
+    let (text, error) = match result {
         Ok(outcome) => (outcome.text, None),
         Err(source) if source.is_unreachable() => {
             return Err(EvalError::Unreachable {
@@ -196,6 +199,7 @@ async fn answer(
     Ok(AnswerResult {
         text,
         error,
+        looped,
         ms: started.elapsed().as_millis() as u64,
         scores,
     })

@@ -204,7 +204,11 @@ async fn prepare(shared: &Shared, question: &str, history: &[Turn]) -> Result<Pr
         .run(move |r| r.passages(&searched))
         .await?
         .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))?;
-    Ok(Prepared::new(query, passages, shared.answerer.budget()))
+    Ok(Prepared::new(
+        query,
+        passages,
+        shared.answerer.budget().await,
+    ))
 }
 
 async fn whole_answer(
