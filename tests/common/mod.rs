@@ -6,12 +6,14 @@
 //! Each test binary uses part of it.
 #![allow(dead_code, unused_imports)]
 
+mod llama;
 mod mirror;
 mod model;
 mod scripted;
 mod serve;
 mod workspace;
 
+pub use llama::{forward, LlamaServer};
 pub use mirror::{LogLine, Mirror};
 pub use model::*;
 pub use scripted::{Reply, Request, ScriptedServer};
