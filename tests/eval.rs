@@ -403,7 +403,7 @@ fn eval_answers_count_the_loops_the_guard_stopped() {
         }
         if body.contains("红烧肉怎么做") {
             let line = "先焯水，再加冰糖炒出糖色 [1]。\n";
-            return openai_stream(&vec![line; 10]);
+            return openai_stream(&[line; 10]);
         }
         openai_stream(&["It retrieves passages [1]."])
     });

@@ -178,28 +178,34 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
             weak.len()
         );
         for (q, a) in weak.iter().take(20) {
-            let mut notes = Vec::new();
-            if !a.scores.keywords_missing.is_empty() {
-                notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
-            }
-            if !a.scores.invalid_citations.is_empty() {
-                let list: Vec<String> = a
-                    .scores
-                    .invalid_citations
-                    .iter()
-                    .map(|n| format!("[{n}]"))
-                    .collect();
-                notes.push(format!("cites {} (no such source)", list.join(" ")));
-            }
-            if let Some(e) = &a.error {
-                let how = if a.looped { "stopped" } else { "failed" };
-                notes.push(format!("{how}: {e}"));
-            }
-            let _ = writeln!(out, "  [{}] {}", q.id, notes.join("; "));
+            let _ = writeln!(out, "  [{}] {}", q.id, weak_notes(a).join("; "));
             let _ = writeln!(out, "      {}", crate::term::snippet(&a.text, 160));
         }
         if weak.len() > 20 {
             let _ = writeln!(out, "  … {} more in --json", weak.len() - 20);
         }
     }
+}
+
+/// What is wrong with an answer: keywords missing, citations of no source,
+/// the error that ended it.
+fn weak_notes(a: &AnswerResult) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !a.scores.keywords_missing.is_empty() {
+        notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
+    }
+    if !a.scores.invalid_citations.is_empty() {
+        let list: Vec<String> = a
+            .scores
+            .invalid_citations
+            .iter()
+            .map(|n| format!("[{n}]"))
+            .collect();
+        notes.push(format!("cites {} (no such source)", list.join(" ")));
+    }
+    if let Some(e) = &a.error {
+        let how = if a.looped { "stopped" } else { "failed" };
+        notes.push(format!("{how}: {e}"));
+    }
+    notes
 }

@@ -139,8 +139,7 @@ pub async fn run(
                 Some(answerer) if options.answers => {
                     retriever.set_settings(v.answer_settings.clone());
                     let passages = retriever.passages(query).map_err(retrieve_error)?;
-                    let budget = answerer.budget().await;
-                    let prepared = Prepared::new(query.clone(), passages, budget);
+                    let prepared = Prepared::new(query.clone(), passages, answerer.budget().await);
                     Some(answer(answerer, &prepared, q).await?)
                 }
                 _ => None,

@@ -43,27 +43,11 @@ impl OllamaBackend {
         let timeouts = self.endpoint.timeouts;
         let mut run = Run::new(on_token);
         let start = run.start;
-        let mut opts = serde_json::Map::new();
-        if let Some(t) = options.temperature {
-            opts.insert("temperature".into(), json!(t));
-        }
-        if let Some(n) = options.max_tokens {
-            opts.insert("num_predict".into(), json!(n));
-        }
-        if let Some(n) = options.context_tokens {
-            opts.insert("num_ctx".into(), json!(n));
-        }
-        for (name, value) in options.sampling.fields() {
-            // No DRY sampler in Ollama's options.
-            if name != "dry_multiplier" {
-                opts.insert(name.into(), json!(value));
-            }
-        }
         let body = json!({
             "model": options.model,
             "messages": messages,
             "stream": true,
-            "options": opts,
+            "options": request_options(options),
         });
         let req = self.endpoint.client.post(&url).json(&body);
         let resp = self
@@ -159,6 +143,27 @@ impl OllamaBackend {
         }
         Ok(())
     }
+}
+
+/// A chat request's `options`: Ollama's names for ragmap's settings.
+fn request_options(options: &ChatOptions) -> serde_json::Map<String, serde_json::Value> {
+    let mut opts = serde_json::Map::new();
+    if let Some(t) = options.temperature {
+        opts.insert("temperature".into(), json!(t));
+    }
+    if let Some(n) = options.max_tokens {
+        opts.insert("num_predict".into(), json!(n));
+    }
+    if let Some(n) = options.context_tokens {
+        opts.insert("num_ctx".into(), json!(n));
+    }
+    for (name, value) in options.sampling.fields() {
+        // No DRY sampler in Ollama's options.
+        if name != "dry_multiplier" {
+            opts.insert(name.into(), json!(value));
+        }
+    }
+    opts
 }
 
 /// Handles one NDJSON line; `true` at the final `"done": true` object.
