@@ -891,7 +891,12 @@ async fn a_refusal_counted_higher_than_the_estimate_shrinks_the_budget_by_as_muc
     let server_count = estimate * 3;
     let chat_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = chat_count.clone();
-    let refusal = refusals(server_count).remove(0);
+    let refusal = Reply::json(
+        400,
+        &format!(
+            r#"{{"error":{{"code":400,"message":"request ({server_count} tokens) exceeds the available context size (2048 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":{server_count},"n_ctx":2048}}}}"#
+        ),
+    );
     let server = ScriptedServer::start(move |r| match r.path.as_str() {
         "/v1/models" => openai_models(&["a", "b"]),
         "/props" => Reply::json(404, "{}"),
@@ -904,9 +909,9 @@ async fn a_refusal_counted_higher_than_the_estimate_shrinks_the_budget_by_as_muc
     answerer.answer(&prepared, &[], &mut sink).await.unwrap();
     let chats = chats(&server);
     assert_eq!(chats.len(), 2);
-    // Three times the estimate must still fit 1024 with the answer.
+    // Three times the estimate must still fit the 2048 with the answer.
     assert!(
-        estimated(&chats[1]) * 3 + 128 <= 1024,
+        estimated(&chats[1]) * 3 + 128 <= 2048,
         "{}",
         estimated(&chats[1])
     );
