@@ -28,9 +28,10 @@ use ragmap::config::{Config, Retrieve, RetrieveMode};
 use ragmap::corpus;
 use ragmap::embed::{self, Embedder};
 use ragmap::eval;
-use ragmap::index::store::{NewChunk, NewDocument, Store};
+use ragmap::index::embedded::Embedded;
+use ragmap::index::store::Store;
 use ragmap::index::vectors::{Vectors, DIMENSIONS};
-use ragmap::index::{terms, Index};
+use ragmap::index::{terms, NewChunk, NewDocument};
 use ragmap::retrieve;
 
 #[derive(Parser)]
@@ -432,7 +433,7 @@ fn window<'a>(text: &'a str, rng: &mut StdRng, len: usize) -> &'a str {
 
 /// Builds a synthetic index of `size` chunks (20 per document) through the
 /// library's own store and vector types; returns it opened as `ragmap search` does.
-fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Index, f64)> {
+fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Embedded, f64)> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
     let db = dir.join(ragmap::index::store::DB_FILE);
@@ -491,8 +492,8 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(In
 
 /// Opens a synthetic index as `ragmap search` opens a real one: the catalogue
 /// read-only, the HNSW file memory-mapped.
-fn open_synthetic(dir: &Path) -> Result<Index> {
-    Ok(Index::open_dir(dir)?)
+fn open_synthetic(dir: &Path) -> Result<Embedded> {
+    Ok(Embedded::open_dir(dir)?)
 }
 
 /// CPU time of the whole process in nanoseconds, every thread counted, the
@@ -753,10 +754,9 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
                     };
                     agree_all += overlap(candidates);
                     agree_top += overlap(k);
-                    let kept = index.store.prune_common_terms(
-                        &query_terms,
-                        ragmap::index::store::LEXICAL_ROW_BUDGET,
-                    )?;
+                    let kept = index
+                        .store
+                        .prune_common_terms(&query_terms, ragmap::index::LEXICAL_ROW_BUDGET)?;
                     pruned_queries += usize::from(kept.len() < query_terms.len());
                 }
             }
@@ -854,7 +854,7 @@ fn latency_bench(args: &LatencyArgs) -> Result<Value> {
 
 fn recall_bench(workspace: &Path, questions: &Path, k: usize) -> Result<Value> {
     let config = Config::load(workspace)?;
-    let index = Index::open(&config)?;
+    let index = ragmap::index::open(&config)?;
     let mut embedder = Embedder::load(&config)?;
     let rows = eval::load_questions(questions)?;
     let mut settings = config.retrieve.clone();
@@ -870,7 +870,7 @@ fn recall_bench(workspace: &Path, questions: &Path, k: usize) -> Result<Value> {
         let mut found = 0usize;
         for q in &rows {
             let hits = retrieve::retrieve(
-                &index,
+                &*index,
                 Some(&mut embedder),
                 std::slice::from_ref(&q.question),
                 &settings,

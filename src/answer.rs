@@ -1,20 +1,21 @@
-//! Answering, one way through: [`Answerer::query`] turns the user's words
-//! (and the conversation so far) into a [`Query`], a [`Retriever`] finds its
-//! passages, [`Prepared::new`] numbers them into a prompt, and
+//! Answering, one way through: [`Answerer::prepare`] turns the user's words
+//! (and the conversation so far) into a [`Query`] with the model's help,
+//! asks a source of passages (a [`Retriever`], the server's workers, a
+//! running server) for its passages and numbers them into a prompt; then
 //! [`Answerer::answer`] streams the model's answer into a sink. `ragmap ask`,
-//! `ragmap chat`, `ragmap eval --answers` and the server all take these steps.
+//! `ragmap chat`, `ragmap eval --answers` and the server all take this way.
 //!
 //! [`Retriever`]: crate::retrieve::Retriever
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::llm::{
     self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Sampling,
     TokenSink,
 };
-use crate::prompt::{self, Budget, Language, Prompt, Source};
+use crate::prompt::{self, Budget, Language, Prompt};
 use crate::query::Query;
 use crate::retrieve::Hit;
 
@@ -56,17 +57,6 @@ pub struct Rewrite {
     pub failed_requests: usize,
 }
 
-/// Milliseconds from the start of `ask` to each step.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Timings {
-    pub setup_ms: u64,
-    pub first_request_ms: Option<u64>,
-    pub retrieve_ms: u64,
-    pub answer_request_ms: Option<u64>,
-    pub first_token_ms: Option<u64>,
-    pub total_ms: u64,
-}
-
 /// What the model will be shown: the query, its passages, the prompt.
 pub struct Prepared {
     pub query: Query,
@@ -74,9 +64,19 @@ pub struct Prepared {
     pub prompt: Prompt,
 }
 
+/// Where [`Answerer::prepare`] ended.
+pub enum Preparation {
+    /// The prompt, ready for the model.
+    Ready(Prepared),
+    /// No chat model answered while the question was prepared (rewritten,
+    /// translated): answering would fail the same way, so the caller shows
+    /// the passages (or reports the error) at once instead of waiting again.
+    NoModel(Prepared, LlmError),
+}
+
 impl Prepared {
     /// Numbers `hits` into the prompt for the query's question, within `budget`.
-    pub fn new(query: Query, hits: Vec<Hit>, budget: Budget) -> Prepared {
+    fn new(query: Query, hits: Vec<Hit>, budget: Budget) -> Prepared {
         let prompt = prompt::build(query.question(), &hits, budget);
         Prepared {
             query,
@@ -198,6 +198,35 @@ impl Answerer {
             unreachable,
             failed_requests,
         }
+    }
+
+    /// The whole way to a prompt: the question, with the conversation so far,
+    /// made into a query ([`Answerer::query`]), its passages from `passages`,
+    /// numbered into a prompt within the budget.
+    pub async fn prepare<E>(
+        &self,
+        history: &[Turn],
+        question: &str,
+        passages: impl AsyncFnOnce(&Query) -> Result<Vec<Hit>, E>,
+    ) -> Result<Preparation, E> {
+        let rewrite = self.query(history, question).await;
+        let prepared = self.prepare_query(rewrite.query, passages).await?;
+        Ok(match rewrite.unreachable {
+            None => Preparation::Ready(prepared),
+            Some(e) => Preparation::NoModel(prepared, e),
+        })
+    }
+
+    /// The second half of [`Answerer::prepare`], for a query already made
+    /// (evaluation makes each question's query once for several retrievals).
+    pub async fn prepare_query<E>(
+        &self,
+        query: Query,
+        passages: impl AsyncFnOnce(&Query) -> Result<Vec<Hit>, E>,
+    ) -> Result<Prepared, E> {
+        let hits = passages(&query).await?;
+        let budget = self.budget().await;
+        Ok(Prepared::new(query, hits, budget))
     }
 
     /// The messages for the answer: system prompt, the most recent turns that
@@ -355,101 +384,9 @@ fn truncate_chars(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// Sources an answer cited, in citation order; numbers that point nowhere are reported apart.
-pub fn cited_sources<'p>(answer: &str, sources: &'p [Source]) -> (Vec<&'p Source>, Vec<usize>) {
-    let mut cited = Vec::new();
-    let mut invalid = Vec::new();
-    for n in prompt::cited_numbers(answer) {
-        match sources.iter().find(|s| s.number == n) {
-            Some(s) => cited.push(s),
-            None => invalid.push(n),
-        }
-    }
-    (cited, invalid)
-}
-
-/// One line of a source list: the numbers of every source that would print
-/// the same (title, location and heading), with the first of them. Two
-/// passages of one section make one line `[1, 2] title — location`.
-pub struct SourceLine<'s> {
-    pub numbers: Vec<usize>,
-    pub source: &'s Source,
-}
-
-impl SourceLine<'_> {
-    /// `[1]` or `[1, 2]`.
-    pub fn label(&self) -> String {
-        let numbers: Vec<String> = self.numbers.iter().map(|n| n.to_string()).collect();
-        format!("[{}]", numbers.join(", "))
-    }
-}
-
-/// `sources` with identical lines collapsed, in order of first appearance.
-/// `with_heading`: whether the heading is part of the line (lists that print
-/// only title and location collapse by those).
-pub fn source_lines<'s>(
-    sources: impl IntoIterator<Item = &'s Source>,
-    with_heading: bool,
-) -> Vec<SourceLine<'s>> {
-    let mut lines: Vec<SourceLine<'s>> = Vec::new();
-    for s in sources {
-        let same = |l: &&mut SourceLine<'s>| {
-            l.source.title == s.title
-                && l.source.location == s.location
-                && (!with_heading || l.source.heading == s.heading)
-        };
-        match lines.iter_mut().find(|l| same(l)) {
-            Some(line) if !line.numbers.contains(&s.number) => line.numbers.push(s.number),
-            Some(_) => {}
-            None => lines.push(SourceLine {
-                numbers: vec![s.number],
-                source: s,
-            }),
-        }
-    }
-    lines
-}
-
-/// Milliseconds since a start, for [`Timings`].
-pub struct Clock(Instant);
-
-impl Clock {
-    pub fn start() -> Clock {
-        Clock(Instant::now())
-    }
-    pub fn ms(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identical_source_lines_collapse_in_first_order() {
-        let source = |number: usize, location: &str, heading: &str| Source {
-            number,
-            title: "T".into(),
-            location: location.into(),
-            heading: heading.into(),
-            text: format!("passage {number}"),
-            chunk_id: number as i64,
-            path: String::new(),
-        };
-        let sources = [
-            source(1, "a", "H1"),
-            source(2, "b", "H"),
-            source(3, "a", "H1"),
-            source(4, "a", "H2"),
-        ];
-        let lines = source_lines(&sources, true);
-        let labels: Vec<String> = lines.iter().map(SourceLine::label).collect();
-        assert_eq!(labels, ["[1, 3]", "[2]", "[4]"]);
-        let lines = source_lines(&sources, false);
-        let labels: Vec<String> = lines.iter().map(SourceLine::label).collect();
-        assert_eq!(labels, ["[1, 3, 4]", "[2]"]);
-    }
 
     #[test]
     fn one_line_cleanup() {

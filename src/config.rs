@@ -202,6 +202,9 @@ pub struct Server {
     pub api_key_env: String,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// Names `/mcp` answers to in the `Host` header besides loopback and
+    /// `host` (a DNS-rebinding guard), e.g. `host.docker.internal`; `*`: any.
+    pub allowed_hosts: Vec<String>,
     /// Retrieval workers, each with its own embedding session; 0: one per core.
     pub workers: usize,
     /// Requests admitted at once (running or waiting); more get HTTP 429.
@@ -221,6 +224,7 @@ impl Default for Server {
             port: 8765,
             api_key_env: "RAGMAP_SERVER_KEY".into(),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             workers: 0,
             queue: 64,
             max_body_bytes: 1 << 20,
@@ -345,6 +349,9 @@ impl Default for Llm {
 
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The embedding model ragmap ships (scripts/setup installs it under the assets folder).
+pub const EMBEDDING_MODEL: &str = "multilingual-e5-small";
+
 impl Config {
     /// Loads `<workspace>/config.toml` (the defaults when it does not
     /// exist), then the environment's `RAGMAP_<SECTION>_<KEY>` variables.
@@ -430,7 +437,7 @@ impl Config {
     pub fn model_dir(&self) -> PathBuf {
         match &self.embed.model_dir {
             Some(p) => self.resolve(p),
-            None => self.assets_dir().join("multilingual-e5-small"),
+            None => self.assets_dir().join(EMBEDDING_MODEL),
         }
     }
 

@@ -96,7 +96,8 @@ pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
         ));
     }
     Ok(format!(
-        "multilingual-e5-small:{}",
+        "{}:{}",
+        crate::config::EMBEDDING_MODEL,
         crate::corpus::content_hash(parts.join(":").as_bytes())
     ))
 }

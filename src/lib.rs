@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow:
 //! roadmap → crawl → corpus → chunk → embed → index → query → retrieve →
-//! prompt → llm, with [`answer`] walking a question through the last four.
+//! prompt → llm → cite, with [`answer`] walking a question from the query to
+//! the model.
 //! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`glossary`]
 //! (Chinese ↔ English terms for lexical search), [`lang`] (script and
 //! language of a text), [`lock`]s, [`term`] (terminal-safe output),
@@ -10,6 +11,7 @@
 
 pub mod answer;
 pub mod chunk;
+pub mod cite;
 pub mod config;
 pub mod corpus;
 pub mod crawl;

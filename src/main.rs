@@ -1,5 +1,5 @@
 //! The `ragmap` command: parse, run, and turn an error into one line and the
-//! exit code its kind documents (see `ragmap::exit`).
+//! exit code its kind documents (see `cli::exit_code`).
 
 use std::process::ExitCode;
 
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", ragmap::term::one_line(err.as_ref()));
-            ExitCode::from(ragmap::exit::code_of(err.as_ref()))
+            ExitCode::from(cli::exit_code(err.as_ref()))
         }
     }
 }

@@ -217,33 +217,6 @@ fn cut_to_tokens(text: &str, tokens: usize) -> String {
     s
 }
 
-/// Source numbers cited in an answer, like `[1]`, `[2][3]` or `[1, 4]`, in order of first use.
-pub fn cited_numbers(answer: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut rest = answer;
-    while let Some(open) = rest.find('[') {
-        rest = &rest[open + 1..];
-        let Some(close) = rest.find(']') else { break };
-        let inside = &rest[..close];
-        if inside.len() <= 20 && !inside.is_empty() {
-            let numbers: Vec<Option<usize>> = inside
-                .split([',', '，', ' ', '、'])
-                .filter(|p| !p.is_empty())
-                .map(|p| p.trim().parse().ok())
-                .collect();
-            if !numbers.is_empty() && numbers.iter().all(Option::is_some) {
-                for n in numbers.into_iter().flatten() {
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
-                }
-            }
-        }
-        rest = &rest[close..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,14 +342,5 @@ mod tests {
             budget.refit(said(Some(9000), None), 3000).context_tokens,
             4096
         );
-    }
-
-    #[test]
-    fn citations_are_parsed_in_order() {
-        assert_eq!(
-            cited_numbers("a [2] b [1][3], c [2, 4] d [x] [10]"),
-            vec![2, 1, 3, 4, 10]
-        );
-        assert_eq!(cited_numbers("no cites [see above]"), Vec::<usize>::new());
     }
 }

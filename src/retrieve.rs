@@ -11,9 +11,10 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
 use crate::glossary::{Glossary, GlossaryError};
-use crate::index::store::{Pruning, TermCounts, LEXICAL_ROW_BUDGET};
-use crate::index::vectors::Vectors;
-use crate::index::{terms, ChunkRow, Index, IndexError};
+use crate::index::{
+    terms, ChunkRow, Index, IndexError, Pruning, SearchError, Snapshot, TermCounts, VectorSearch,
+    LEXICAL_ROW_BUDGET,
+};
 use crate::query::Query;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum RetrieveError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Glossary(#[from] GlossaryError),
+    #[error(transparent)]
+    Read(#[from] SearchError),
     #[error("searching the index failed: {0}; run `ragmap index --rebuild` if this persists")]
     Search(String),
 }
@@ -33,7 +36,9 @@ impl RetrieveError {
         match self {
             RetrieveError::Open(e) => e.exit_code(),
             RetrieveError::Embed(e) => e.exit_code(),
-            RetrieveError::Glossary(_) | RetrieveError::Search(_) => crate::exit::FAILURE,
+            RetrieveError::Glossary(_) | RetrieveError::Read(_) | RetrieveError::Search(_) => {
+                crate::exit::FAILURE
+            }
         }
     }
 }
@@ -53,7 +58,7 @@ pub struct Hit {
 /// An open index, the embedding model unless only lexical search is wanted,
 /// and the settings searches use: loaded once per process (or per worker).
 pub struct Retriever {
-    index: Index,
+    index: Box<dyn Index>,
     embedder: Option<Embedder>,
     settings: Retrieve,
     glossary: Glossary,
@@ -73,7 +78,7 @@ impl Retriever {
         let (index, glossary, embedder) = std::thread::scope(|scope| {
             let embedder =
                 (mode != RetrieveMode::Lexical).then(|| scope.spawn(|| Embedder::load(config)));
-            let index = crate::embed::timed("index open", || Index::open(config));
+            let index = crate::embed::timed("index open", || crate::index::open(config));
             if index.is_ok() && embedder.is_some() && mode != RetrieveMode::Vector {
                 crate::embed::timed("jieba", terms::warm_up);
             }
@@ -95,7 +100,7 @@ impl Retriever {
     }
 
     /// A retriever with the built-in glossary.
-    pub fn new(index: Index, embedder: Option<Embedder>, settings: Retrieve) -> Retriever {
+    pub fn new(index: Box<dyn Index>, embedder: Option<Embedder>, settings: Retrieve) -> Retriever {
         Retriever {
             index,
             embedder,
@@ -109,8 +114,8 @@ impl Retriever {
         self
     }
 
-    pub fn index(&self) -> &Index {
-        &self.index
+    pub fn index(&self) -> &dyn Index {
+        self.index.as_ref()
     }
 
     /// The embedding model, when one was loaded.
@@ -152,6 +157,26 @@ impl Retriever {
         self.read(query, settings, widen)
     }
 
+    /// The chunk `id` from the newest committed index, its text widened with
+    /// `radius` neighbouring chunks either side; `None` when no chunk has that
+    /// id (a document changed since the search that named it).
+    pub fn chunk(&mut self, id: i64, radius: usize) -> Result<Option<ChunkRow>, RetrieveError> {
+        for _ in 0..3 {
+            self.index.refresh();
+            let Some(snapshot) = self.index.snapshot()? else {
+                continue;
+            };
+            let found = snapshot.chunks_by_ids(&[id])?;
+            return Ok(found.into_values().next().map(|mut row| {
+                widen(&*snapshot, radius, &mut row);
+                row
+            }));
+        }
+        Err(RetrieveError::Search(
+            "the index changed three times during one read".into(),
+        ))
+    }
+
     /// The committed index state searches read (see [`Index::generation`]).
     pub fn generation(&self) -> String {
         self.index.generation()
@@ -169,19 +194,19 @@ impl Retriever {
         let forms: Vec<String> = query.forms().into_iter().map(str::to_string).collect();
         let query_vectors = embed_queries(self.embedder.as_mut(), &forms, settings)?;
         for _ in 0..3 {
-            self.refresh();
-            let Some(_snapshot) = self.index.snapshot()? else {
+            self.index.refresh();
+            let Some(snapshot) = self.index.snapshot()? else {
                 continue;
             };
             let hits = retrieve_embedded_with(
-                &self.index,
+                &*snapshot,
                 &query_vectors,
                 &forms,
                 settings,
                 &self.glossary,
             )?;
             return Ok(if widen {
-                with_neighbours(&self.index, settings.neighbours, hits)
+                with_neighbours(&*snapshot, settings.neighbours, hits)
             } else {
                 hits
             });
@@ -190,37 +215,27 @@ impl Retriever {
             "the index changed three times during one search".into(),
         ))
     }
-
-    /// Opens the index again when a newer commit exists. A failed open (a
-    /// rebuild in progress) keeps the current one, which is still whole.
-    fn refresh(&mut self) {
-        if self.index.is_stale() {
-            if let Ok(fresh) = Index::open_dir(&self.index.dir) {
-                self.index = fresh;
-            }
-        }
-    }
 }
 
-fn with_neighbours(index: &Index, radius: usize, hits: Vec<Hit>) -> Vec<Hit> {
+fn with_neighbours(snapshot: &dyn Snapshot, radius: usize, hits: Vec<Hit>) -> Vec<Hit> {
     if radius == 0 {
         return hits;
     }
     hits.into_iter()
         .map(|mut hit| {
-            if let Ok(rows) =
-                index
-                    .store
-                    .neighbours(hit.chunk.doc_id, hit.chunk.ordinal, radius as i64)
-            {
-                if rows.len() > 1 {
-                    hit.chunk.text =
-                        merge_overlapping(rows.iter().map(|r| (r.start, r.end, r.text.as_str())));
-                }
-            }
+            widen(snapshot, radius, &mut hit.chunk);
             hit
         })
         .collect()
+}
+
+/// `row`'s text with `radius` chunks of its document either side, joined.
+fn widen(snapshot: &dyn Snapshot, radius: usize, row: &mut ChunkRow) {
+    if let Ok(rows) = snapshot.neighbours(row.doc_id, row.ordinal, radius as i64) {
+        if rows.len() > 1 {
+            row.text = merge_overlapping(rows.iter().map(|r| (r.start, r.end, r.text.as_str())));
+        }
+    }
 }
 
 /// Joins neighbouring chunks whose byte ranges overlap without repeating the overlap.
@@ -259,7 +274,7 @@ pub struct RankedList {
 /// question (e.g. the original and its translation), fusing every ranked list
 /// into one, in `settings.mode`, with the built-in glossary.
 pub fn retrieve(
-    index: &Index,
+    index: &dyn Index,
     embedder: Option<&mut Embedder>,
     queries: &[String],
     settings: &Retrieve,
@@ -287,20 +302,30 @@ fn embed_queries(
 }
 
 /// [`retrieve`] with the queries already embedded (`query_vectors[i]` is the
-/// vector of `queries[i]`; unused in lexical mode). Everything after the
-/// embedding model happens here, which is what the latency benchmarks time.
+/// vector of `queries[i]`; unused in lexical mode), in the index's current
+/// state. Everything after the embedding model happens here, which is what
+/// the latency benchmarks time.
 pub fn retrieve_embedded(
-    index: &Index,
+    index: &dyn Index,
     query_vectors: &[Vec<f32>],
     queries: &[String],
     settings: &Retrieve,
 ) -> Result<Vec<Hit>, RetrieveError> {
-    retrieve_embedded_with(index, query_vectors, queries, settings, Glossary::builtin())
+    let snapshot = index
+        .snapshot()?
+        .ok_or_else(|| RetrieveError::Search("the index changed while the search began".into()))?;
+    retrieve_embedded_with(
+        &*snapshot,
+        query_vectors,
+        queries,
+        settings,
+        Glossary::builtin(),
+    )
 }
 
-/// [`retrieve_embedded`] with a given glossary.
+/// [`retrieve_embedded`] in one snapshot, with a given glossary.
 pub fn retrieve_embedded_with(
-    index: &Index,
+    snapshot: &dyn Snapshot,
     query_vectors: &[Vec<f32>],
     queries: &[String],
     settings: &Retrieve,
@@ -309,15 +334,17 @@ pub fn retrieve_embedded_with(
     let (mode, k) = (settings.mode, settings.top_k.max(1));
     let candidates = settings.candidates.max(k * 3);
     let lists = match mode {
-        RetrieveMode::Vector => vector_lists(&index.vectors, query_vectors, candidates, settings)?,
-        RetrieveMode::Lexical => lexical_lists(index, queries, candidates, settings, glossary)?,
+        RetrieveMode::Vector => {
+            vector_lists(snapshot.vectors(), query_vectors, candidates, settings)?
+        }
+        RetrieveMode::Lexical => lexical_lists(snapshot, queries, candidates, settings, glossary)?,
         // The HNSW search runs beside the SQLite one (its own thread; the
         // connection stays on this one): a hybrid search costs about the
         // slower of the two rather than their sum.
         RetrieveMode::Hybrid => std::thread::scope(|scope| {
-            let vectors = &index.vectors;
+            let vectors = snapshot.vectors();
             let vector = scope.spawn(|| vector_lists(vectors, query_vectors, candidates, settings));
-            let lexical = lexical_lists(index, queries, candidates, settings, glossary);
+            let lexical = lexical_lists(snapshot, queries, candidates, settings, glossary);
             let vector = vector
                 .join()
                 .map_err(|_| RetrieveError::Search("the vector search thread panicked".into()))?;
@@ -326,9 +353,9 @@ pub fn retrieve_embedded_with(
             Ok::<_, RetrieveError>(lists)
         })?,
     };
-    let mut hits = hits_of(index, fuse(&lists, mode, settings.rrf_k))?;
+    let mut hits = hits_of(snapshot, fuse(&lists, mode, settings.rrf_k))?;
     if mode == RetrieveMode::Hybrid {
-        hits = with_named_pages(index, hits, queries, settings, glossary)?;
+        hits = with_named_pages(snapshot, hits, queries, settings, glossary)?;
     }
     Ok(select(
         hits,
@@ -338,13 +365,9 @@ pub fn retrieve_embedded_with(
     ))
 }
 
-fn search_error(e: impl std::fmt::Display) -> RetrieveError {
-    RetrieveError::Search(e.to_string())
-}
-
 /// One HNSW list per query vector.
 fn vector_lists(
-    vectors: &Vectors,
+    vectors: &dyn VectorSearch,
     query_vectors: &[Vec<f32>],
     candidates: usize,
     settings: &Retrieve,
@@ -353,7 +376,7 @@ fn vector_lists(
         .iter()
         .map(|v| {
             Ok(RankedList {
-                ids: vectors.search(v, candidates).map_err(search_error)?,
+                ids: vectors.nearest(v, candidates)?,
                 weight: settings.vector_weight,
                 vector: true,
             })
@@ -365,7 +388,7 @@ fn vector_lists(
 /// other language (the glossary's names of its terms, and the names it uses
 /// without the words around them).
 fn lexical_lists(
-    index: &Index,
+    snapshot: &dyn Snapshot,
     queries: &[String],
     candidates: usize,
     settings: &Retrieve,
@@ -406,10 +429,8 @@ fn lexical_lists(
             if terms.is_empty() {
                 continue;
             }
-            let ids = index
-                .store
-                .lexical_search_pruned(&terms, limit, &fields, pruning, &mut counts)
-                .map_err(search_error)?
+            let ids = snapshot
+                .lexical_search(&terms, limit, &fields, pruning, &mut counts)?
                 .into_iter()
                 .map(|(id, s)| (id, s as f32))
                 .collect();
@@ -424,9 +445,9 @@ fn lexical_lists(
 }
 
 /// The fused ids as hits, in order, with their chunk rows (fetched in one go).
-fn hits_of(index: &Index, fused: Vec<Fused>) -> Result<Vec<Hit>, RetrieveError> {
+fn hits_of(snapshot: &dyn Snapshot, fused: Vec<Fused>) -> Result<Vec<Hit>, RetrieveError> {
     let ids: Vec<i64> = fused.iter().map(|f| f.id).collect();
-    let mut rows = index.store.chunks_by_ids(&ids).map_err(search_error)?;
+    let mut rows = snapshot.chunks_by_ids(&ids)?;
     Ok(fused
         .into_iter()
         .filter_map(|f| {
@@ -444,14 +465,14 @@ fn hits_of(index: &Index, fused: Vec<Fused>) -> Result<Vec<Hit>, RetrieveError> 
 /// Rescores `hits` by the pages the question names; a named page whose text
 /// none of the retrievers found still joins, by its first chunk.
 fn with_named_pages(
-    index: &Index,
+    snapshot: &dyn Snapshot,
     mut hits: Vec<Hit>,
     queries: &[String],
     settings: &Retrieve,
     glossary: &Glossary,
 ) -> Result<Vec<Hit>, RetrieveError> {
     let named = if settings.name_weight > 0.0 {
-        named_documents(index, queries, settings, glossary).map_err(search_error)?
+        named_documents(snapshot, queries, settings, glossary)?
     } else {
         Vec::new()
     };
@@ -459,7 +480,7 @@ fn with_named_pages(
     let mut missing = Vec::new();
     for &doc_id in named.iter().take(NAMED_PAGES_ADDED) {
         if !present.contains(&doc_id) {
-            missing.extend(index.store.first_chunk_of(doc_id).map_err(search_error)?);
+            missing.extend(snapshot.first_chunk_of(doc_id)?);
         }
     }
     let unranked = missing.into_iter().map(|id| Fused {
@@ -469,7 +490,7 @@ fn with_named_pages(
         vector_rank: None,
         lexical_rank: None,
     });
-    hits.extend(hits_of(index, unranked.collect())?);
+    hits.extend(hits_of(snapshot, unranked.collect())?);
     Ok(rescore(hits, &named, settings))
 }
 
@@ -493,20 +514,16 @@ const NAMED_PAGES: usize = 10;
 /// ([`terms::name_terms`]), best first. Words of the field the glossary
 /// knows ("LLM", "RAG", "GPU") name no particular page and are left out.
 fn named_documents(
-    index: &Index,
+    snapshot: &dyn Snapshot,
     queries: &[String],
     settings: &Retrieve,
     glossary: &Glossary,
-) -> Result<Vec<i64>, crate::index::store::StoreError> {
+) -> Result<Vec<i64>, SearchError> {
     let mut docs: Vec<i64> = Vec::new();
     for q in queries {
         let mut names = terms::name_terms(q);
         names.retain(|n| !glossary.is_term(n));
-        for (doc_id, _) in
-            index
-                .store
-                .title_search(&names, NAMED_PAGES, &field_weights(settings))?
-        {
+        for (doc_id, _) in snapshot.title_search(&names, NAMED_PAGES, &field_weights(settings))? {
             if !docs.contains(&doc_id) {
                 docs.push(doc_id);
             }

@@ -226,28 +226,36 @@ impl Vocab {
     /// a character no piece covers scored as unknown, runs of unknown
     /// characters fused into one piece. Returns `(start, end)` byte ranges.
     fn segment(&self, sentence: &str) -> tokenizers::Result<Vec<(usize, usize)>> {
-        #[derive(Clone, Copy)]
-        struct Best {
-            id: u32,
-            score: f64,
-            starts_at: Option<usize>,
+        let best = self.best_pieces(sentence)?;
+        let mut ranges = Vec::new();
+        let mut unknown_run: Option<(usize, usize)> = None;
+        let mut ends_at = sentence.len();
+        while ends_at > 0 {
+            let node = best[ends_at];
+            let start = node
+                .starts_at
+                .ok_or("the segmentation left a gap (a bug)")?;
+            if Some(node.id) == self.unk_id {
+                unknown_run = Some((start, unknown_run.map_or(ends_at, |(_, end)| end)));
+            } else {
+                ranges.extend(unknown_run.take());
+                ranges.push((start, ends_at));
+            }
+            ends_at = start;
         }
+        ranges.extend(unknown_run);
+        ranges.reverse();
+        Ok(ranges)
+    }
+
+    /// For each byte offset of `sentence`, the last piece of the best-scoring
+    /// segmentation of the text before it (Viterbi over the trie's matches).
+    fn best_pieces(&self, sentence: &str) -> tokenizers::Result<Vec<Best>> {
         let bytes = sentence.as_bytes();
-        let size = bytes.len();
         let unk_score = self.min_score - UNK_PENALTY;
-        let missing_unk = || -> Box<dyn std::error::Error + Send + Sync> {
-            "the tokenizer has no unknown-token id".into()
-        };
-        let mut best = vec![
-            Best {
-                id: 0,
-                score: 0.0,
-                starts_at: None
-            };
-            size + 1
-        ];
+        let mut best = vec![Best::NONE; bytes.len() + 1];
         let mut starts_at = 0;
-        while starts_at < size {
+        while starts_at < bytes.len() {
             let score_here = best[starts_at].score;
             let char_len = sentence[starts_at..]
                 .chars()
@@ -265,51 +273,50 @@ impl Vocab {
                     continue;
                 }
                 let length = k + 1;
-                let target = &mut best[starts_at + length];
-                let candidate = self.scores[id as usize] + score_here;
-                if target.starts_at.is_none() || candidate > target.score {
-                    *target = Best {
-                        id,
-                        score: candidate,
-                        starts_at: Some(starts_at),
-                    };
-                }
-                if length == char_len {
-                    has_single_node = true;
-                }
+                let score = self.scores[id as usize] + score_here;
+                best[starts_at + length].offer(id, score, starts_at);
+                has_single_node |= length == char_len;
             }
-            if !has_single_node {
-                let target = &mut best[starts_at + char_len];
-                let candidate = unk_score + score_here;
-                if target.starts_at.is_none() || candidate > target.score {
-                    *target = Best {
-                        id: self.unk_id.ok_or_else(missing_unk)?,
-                        score: candidate,
-                        starts_at: Some(starts_at),
-                    };
-                }
+            let target = &mut best[starts_at + char_len];
+            if !has_single_node && target.would_take(unk_score + score_here) {
+                let unk = self.unk_id.ok_or("the tokenizer has no unknown-token id")?;
+                target.offer(unk, unk_score + score_here, starts_at);
             }
             starts_at += char_len;
         }
-        let mut ranges = Vec::new();
-        let mut unknown_run: Option<(usize, usize)> = None;
-        let mut ends_at = size;
-        while ends_at > 0 {
-            let node = best[ends_at];
-            let start = node
-                .starts_at
-                .ok_or("the segmentation left a gap (a bug)")?;
-            if Some(node.id) == self.unk_id {
-                unknown_run = Some((start, unknown_run.map_or(ends_at, |(_, end)| end)));
-            } else {
-                ranges.extend(unknown_run.take());
-                ranges.push((start, ends_at));
-            }
-            ends_at = start;
+        Ok(best)
+    }
+}
+
+/// The best segmentation found so far of the text before one offset: its
+/// last piece, where that piece starts, and the total score.
+#[derive(Clone, Copy)]
+struct Best {
+    id: u32,
+    score: f64,
+    starts_at: Option<usize>,
+}
+
+impl Best {
+    const NONE: Best = Best {
+        id: 0,
+        score: 0.0,
+        starts_at: None,
+    };
+
+    fn would_take(&self, score: f64) -> bool {
+        self.starts_at.is_none() || score > self.score
+    }
+
+    /// Takes the piece `id` from `starts_at` when it scores better.
+    fn offer(&mut self, id: u32, score: f64, starts_at: usize) {
+        if self.would_take(score) {
+            *self = Best {
+                id,
+                score,
+                starts_at: Some(starts_at),
+            };
         }
-        ranges.extend(unknown_run);
-        ranges.reverse();
-        Ok(ranges)
     }
 }
 

@@ -32,7 +32,7 @@ proptest! {
 
     #[test]
     fn prompt_citations_never_panic(text in any::<String>()) {
-        let _ = ragmap::prompt::cited_numbers(&text);
+        let _ = ragmap::cite::cited_numbers(&text);
         let _ = ragmap::prompt::detect_language(&text);
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use ragmap::config::{Config, RetrieveMode};
-use ragmap::index::{self, BuildOptions, Index};
+use ragmap::index::{self, BuildOptions};
 
 const SMALL_CHUNKS: &str = "[chunk]\nmax_tokens = 120\noverlap_tokens = 16\n";
 
@@ -22,7 +22,7 @@ fn topic_corpus(ws: &Workspace) {
 
 fn ranked_paths(ws: &Workspace, question: &str, mode: RetrieveMode) -> Vec<String> {
     let config = ws.config();
-    let index = Index::open(&config).unwrap();
+    let index = ragmap::index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
     let settings = ragmap::config::Retrieve {
         mode,
@@ -30,7 +30,7 @@ fn ranked_paths(ws: &Workspace, question: &str, mode: RetrieveMode) -> Vec<Strin
         ..config.retrieve.clone()
     };
     ragmap::retrieve::retrieve(
-        &index,
+        &*index,
         Some(&mut embedder),
         &[question.to_string()],
         &settings,
@@ -115,7 +115,7 @@ fn incremental_index_reembeds_only_changed_documents() {
     );
 
     let status = index::status(&ws.config()).unwrap();
-    assert_eq!(status.documents, 5);
+    assert_eq!(status.counts.documents, 5);
     assert!(
         status.changed_since.is_empty(),
         "{:?}",

@@ -659,8 +659,11 @@ fn passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
 }
 
 async fn prepare(answerer: &Answerer) -> Prepared {
-    let budget = answerer.budget().await;
-    Prepared::new(Query::new("What is LoRA?"), passages(12), budget)
+    let hits = async |_: &Query| Ok::<_, std::convert::Infallible>(passages(12));
+    let Ok(prepared) = answerer
+        .prepare_query(Query::new("What is LoRA?"), hits)
+        .await;
+    prepared
 }
 
 /// The estimated tokens of a chat request's messages, as ragmap budgets them.

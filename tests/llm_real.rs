@@ -257,6 +257,13 @@ async fn the_guard_stops_smollm2_repeating_itself_and_the_default_sampling_avoid
     assert_eq!(out.finish_reason.as_deref(), Some("stop"));
 }
 
+/// `question` over [`long_passages`], fitted as every answer is ([`Answerer::prepare_query`]).
+async fn prepare(answerer: &Answerer, question: &str) -> Prepared {
+    let passages = async |_: &Query| Ok::<_, std::convert::Infallible>(long_passages(8));
+    let Ok(prepared) = answerer.prepare_query(Query::new(question), passages).await;
+    prepared
+}
+
 /// Passages long enough to overflow a small context.
 fn long_passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
     (0..n)
@@ -305,7 +312,7 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     let answerer = Answerer::from_config(&config, false).unwrap();
     let budget = answerer.budget().await;
     assert_eq!(budget.context_tokens, 4096, "nothing told");
-    let prepared = Prepared::new(Query::new("What is LoRA?"), long_passages(8), budget);
+    let prepared = prepare(&answerer, "What is LoRA?").await;
     let mut sink = |_: &str| {};
     let out = answerer
         .answer(&prepared, &[], &mut sink)
@@ -324,7 +331,7 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     // What was learnt stays: the next prompt fits at once.
     let budget = answerer.budget().await;
     assert!(budget.context_tokens <= 1024, "{budget:?}");
-    let prepared = Prepared::new(Query::new("Why is LoRA cheap?"), long_passages(8), budget);
+    let prepared = prepare(&answerer, "Why is LoRA cheap?").await;
     answerer.answer(&prepared, &[], &mut sink).await.unwrap();
     let chats = front
         .requests()
@@ -350,7 +357,7 @@ async fn a_small_context_server_that_tells_gets_a_fitting_prompt_first_time() {
     let answerer = Answerer::from_config(&config, false).unwrap();
     let budget = answerer.budget().await;
     assert_eq!(budget.context_tokens, 1024);
-    let prepared = Prepared::new(Query::new("What is LoRA?"), long_passages(8), budget);
+    let prepared = prepare(&answerer, "What is LoRA?").await;
     let mut sink = |_: &str| {};
     let out = answerer
         .answer(&prepared, &[], &mut sink)

@@ -6,20 +6,23 @@ mod common;
 
 use common::*;
 use ragmap::config::RetrieveMode;
-use ragmap::index::Index;
 
 fn rank_of(ws: &Workspace, query: &str, mode: RetrieveMode, path: &str) -> Option<usize> {
     let config = ws.config();
-    let index = Index::open(&config).unwrap();
+    let index = ragmap::index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
     let settings = ragmap::config::Retrieve {
         mode,
         top_k: 3,
         ..config.retrieve.clone()
     };
-    let hits =
-        ragmap::retrieve::retrieve(&index, Some(&mut embedder), &[query.to_string()], &settings)
-            .unwrap();
+    let hits = ragmap::retrieve::retrieve(
+        &*index,
+        Some(&mut embedder),
+        &[query.to_string()],
+        &settings,
+    )
+    .unwrap();
     hits.iter().position(|h| h.chunk.path == path)
 }
 
@@ -102,7 +105,7 @@ fn results_carry_no_duplicates() {
     }
     let ws = indexed_corpus();
     let config = ws.config();
-    let index = Index::open(&config).unwrap();
+    let index = ragmap::index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
     for mode in [
         RetrieveMode::Hybrid,
@@ -115,7 +118,7 @@ fn results_carry_no_duplicates() {
             ..config.retrieve.clone()
         };
         let hits = ragmap::retrieve::retrieve(
-            &index,
+            &*index,
             Some(&mut embedder),
             &[
                 "少样本提示 few-shot 示例".to_string(),
@@ -177,7 +180,7 @@ fn glossary_and_names_bridge_the_two_languages() {
     bilingual_corpus(&ws);
     ws.build_index();
     let config = ws.config();
-    let index = Index::open(&config).unwrap();
+    let index = ragmap::index::open(&config).unwrap();
     let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
     let mut rank = |query: &str, settings: ragmap::config::Retrieve, path: &str| {
         let settings = ragmap::config::Retrieve {
@@ -186,7 +189,7 @@ fn glossary_and_names_bridge_the_two_languages() {
             ..settings
         };
         let hits = ragmap::retrieve::retrieve(
-            &index,
+            &*index,
             Some(&mut embedder),
             &[query.to_string()],
             &settings,

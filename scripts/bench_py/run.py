@@ -19,6 +19,7 @@ import platform
 import re
 import shutil
 import startup_bench
+import mcp_bench
 import statistics
 import subprocess
 import sys
@@ -502,13 +503,16 @@ def write_report(r):
         w("")
     if r.get("server"):
         lines += serve_bench.report_lines(r["server"], m, command)
+    if r.get("mcp"):
+        lines += mcp_bench.report_lines(r["mcp"], m, command)
     w("## Reproduce")
     w("")
     w(f"`{command}` (installs `time` and the Python venv under `$RAGMAP_CACHE/bench-venv-v1` when "
       "missing, builds in release, regenerates this file). Raw numbers: `bench-results.json` in "
       "`$RAGMAP_CACHE/bench/work` (or `$BENCH_WORK`); `bash scripts/bench --report-only` rewrites this "
       "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
-      "`bash scripts/bench --server` measures and rewrites only the Server section.")
+      "`bash scripts/bench --server` measures and rewrites only the Server section, "
+      "`bash scripts/bench --mcp` only the MCP and Dify one.")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
@@ -558,6 +562,18 @@ def server_only():
     with open(os.path.join(WORK, "bench-server-results.json"), "w") as f:
         json.dump(results, f, indent=2)
     section = serve_bench.report_lines(results["server"], results["machine"], COMMAND)
+    splice_section(section)
+
+
+def mcp_only():
+    """`scripts/bench --mcp`: index a workspace, time each protocol's search, splice its section."""
+    ws = make_workspace(os.path.join(WORK, "workspace-mcp"))
+    log("ragmap index (MCP bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    results = {"machine": machine(), "mcp": mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)}
+    with open(os.path.join(WORK, "bench-mcp-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = mcp_bench.report_lines(results["mcp"], results["machine"], COMMAND)
     splice_section(section)
 
 
@@ -621,6 +637,9 @@ def main():
     if "--startup" in sys.argv:
         startup_only()
         return
+    if "--mcp" in sys.argv:
+        mcp_only()
+        return
     if "--answers" in sys.argv:
         answers_only()
         return
@@ -661,6 +680,7 @@ def main():
         lat_args += ["--queries", QUESTIONS]
     results["latency"] = tool(*lat_args)
     results["server"] = server(ws, os.path.join(WORK, "synthetic", f"synthetic-{SIZES.split(',')[-1]}"))
+    results["mcp"] = mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)
     shutil.rmtree(os.path.join(WORK, "synthetic"), ignore_errors=True)
     if os.environ.get("BENCH_SKIP_CRITERION") != "1":
         results["criterion"] = criterion_results()

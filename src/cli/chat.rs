@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ragmap::answer::{Prepared, Turn};
+use ragmap::answer::{Answerer, Preparation, Turn};
 use ragmap::config::Config;
 use ragmap::exit;
 use ragmap::prompt::Source;
@@ -16,97 +16,113 @@ use super::output::{self, Streamed};
 use super::setup;
 
 pub fn run(config: &Config, translate: bool, use_server: bool) -> anyhow::Result<u8> {
-    let mut retriever = setup::Retrieval::open(config, use_server)?;
-    let answerer = setup::answerer(config, translate)?;
-    let rt = setup::runtime()?;
+    let mut chat = Conversation {
+        config,
+        source: setup::PassageSource::open(config, use_server)?,
+        answerer: setup::answerer(config, translate)?,
+        rt: setup::runtime()?,
+        history: Vec::new(),
+        last_sources: Vec::new(),
+    };
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!("ragmap chat — ask about the roadmap's resources. /sources, /reset, /exit");
     }
-    let mut history: Vec<Turn> = Vec::new();
-    let mut last_sources: Vec<Source> = Vec::new();
     let mut input_lines = Input::open(interactive);
-    loop {
-        let Some(line) = input_lines.next_line()? else {
-            break;
-        };
-        let input = line.trim();
-        match input {
-            "" => continue,
+    while let Some(line) = input_lines.next_line()? {
+        match line.trim() {
+            "" => {}
             "/exit" | "/quit" => break,
-            "/reset" => {
-                history.clear();
-                last_sources.clear();
-                println!("(conversation cleared)");
-                continue;
-            }
-            "/sources" => {
-                if last_sources.is_empty() {
-                    println!("(no sources yet)");
-                }
-                output::write_sources(&mut std::io::stdout().lock(), &last_sources);
-                continue;
-            }
-            _ if input.starts_with('/') => {
-                println!(
-                    "(unknown command {}; use /sources, /reset or /exit)",
-                    sanitize(input)
-                );
-                continue;
-            }
-            _ => {}
+            "/reset" => chat.reset(),
+            "/sources" => chat.print_sources(),
+            command if command.starts_with('/') => println!(
+                "(unknown command {}; use /sources, /reset or /exit)",
+                sanitize(command)
+            ),
+            question => chat.ask(question)?,
         }
-        let rewrite = rt.block_on(answerer.query(&history, input));
-        if let Some(search) = rewrite
+    }
+    input_lines.close();
+    Ok(exit::SUCCESS)
+}
+
+/// A conversation: what answers, and what was said so far.
+struct Conversation<'c> {
+    config: &'c Config,
+    source: setup::PassageSource<'c>,
+    answerer: Answerer,
+    rt: tokio::runtime::Runtime,
+    history: Vec<Turn>,
+    last_sources: Vec<Source>,
+}
+
+impl Conversation<'_> {
+    fn reset(&mut self) {
+        self.history.clear();
+        self.last_sources.clear();
+        println!("(conversation cleared)");
+    }
+
+    fn print_sources(&self) {
+        if self.last_sources.is_empty() {
+            println!("(no sources yet)");
+        }
+        output::write_sources(&mut std::io::stdout().lock(), &self.last_sources);
+    }
+
+    /// Answers one question in the light of the conversation; the passages
+    /// when no model answers. Only a retrieval failure ends the chat.
+    fn ask(&mut self, question: &str) -> anyhow::Result<()> {
+        let source = &mut self.source;
+        let preparation = self
+            .rt
+            .block_on(
+                self.answerer
+                    .prepare(&self.history, question, async |q| source.passages(q).await),
+            )
+            .context("retrieval failed")?;
+        let (prepared, no_model) = match preparation {
+            Preparation::Ready(prepared) => (prepared, None),
+            Preparation::NoModel(prepared, e) => (prepared, Some(e)),
+        };
+        if let Some(search) = prepared
             .query
             .rewritten_search()
             .filter(|_| !output::quiet())
         {
             eprintln!("(searching for: {})", sanitize(search));
         }
-        let passages = retriever
-            .passages(&rewrite.query)
-            .context("retrieval failed")?;
-        let prepared = Prepared::new(rewrite.query, passages, rt.block_on(answerer.budget()));
-        let streamed = match rewrite.unreachable {
-            Some(e) => {
-                println!();
-                Streamed::Failed(e)
-            }
-            None => {
-                let (streamed, shown) =
-                    rt.block_on(output::stream_answer(&answerer, &prepared, &history, false));
-                println!();
-                if let Streamed::Done(_) = streamed {
-                    output::print_sources(&shown, &prepared.prompt.sources);
-                    history.push(Turn {
-                        question: input.to_string(),
-                        answer: shown,
-                    });
-                }
-                streamed
-            }
+        let (streamed, shown) = match no_model {
+            Some(e) => (Streamed::Failed(e), String::new()),
+            None => self.rt.block_on(output::stream_answer(
+                &self.answerer,
+                &prepared,
+                &self.history,
+                true,
+            )),
         };
+        println!();
         match streamed {
-            Streamed::Done(_) => {}
+            Streamed::Done(_) => {
+                output::print_sources(&shown, &prepared.prompt.sources);
+                self.history.push(Turn {
+                    question: question.to_string(),
+                    answer: shown,
+                });
+            }
             Streamed::Failed(e) if e.is_unreachable() => {
-                eprintln!(
-                    "error: {}; {}",
-                    sanitize(&e.to_string()),
-                    setup::unreachable_hint(config)
-                );
+                output::no_model(self.config, &e);
                 output::print_extractive(&prepared);
             }
             Streamed::Failed(e) => eprintln!("error: {}", sanitize(&e.to_string())),
             Streamed::Interrupted => {
                 eprintln!("(interrupted; /exit to leave)");
-                continue;
+                return Ok(());
             }
         }
-        last_sources = prepared.prompt.sources;
+        self.last_sources = prepared.prompt.sources;
+        Ok(())
     }
-    input_lines.close();
-    Ok(exit::SUCCESS)
 }
 
 /// Where questions come from: a line editor at a terminal (editing, history

@@ -153,7 +153,7 @@ fn check_endpoint(config: &Config) -> anyhow::Result<(String, u8)> {
     if let Err(e) = rt.block_on(backend.ping(timeout)) {
         let _ = writeln!(out, "# endpoint {}: {e}", backend.base_url());
         if e.is_unreachable() {
-            let _ = writeln!(out, "# {}", setup::unreachable_hint(config));
+            let _ = writeln!(out, "# {}", super::output::unreachable_hint(config));
         }
         return Ok((out, e.exit_code()));
     }

@@ -72,11 +72,7 @@ pub fn run(
     let report = match result {
         Ok(report) => report,
         Err(e @ EvalError::Unreachable { .. }) => {
-            eprintln!(
-                "error: {}; {}",
-                sanitize(&e.to_string()),
-                setup::unreachable_hint(config)
-            );
+            super::output::no_model(config, &e);
             return Ok(exit::LLM_UNREACHABLE);
         }
         Err(e) => return Err(e.into()),

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ragmap::config::{BlockPrivate, Config, Found, Provider, RetrieveMode};
+use ragmap::config::{BlockPrivate, Config, Found, Origin, Provider, RetrieveMode};
+use ragmap::exit;
 
 mod ask;
 mod chat;
@@ -14,6 +15,7 @@ mod effective;
 mod eval;
 mod index;
 mod manual;
+mod mcp;
 mod models;
 mod output;
 mod roadmap;
@@ -105,6 +107,13 @@ enum Command {
         /// Port (default: [server] port, 8765; 0 picks a free one).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        llm: LlmFlags,
+    },
+    /// Serve the knowledge base to MCP clients (Claude Desktop, Cursor, Cherry
+    /// Studio, …) on standard input/output: tools search, fetch, and ask when a
+    /// chat model is configured. `ragmap serve` offers the same at /mcp.
+    Mcp {
         #[command(flatten)]
         llm: LlmFlags,
     },
@@ -287,7 +296,10 @@ impl Command {
                 answers, rewrite, ..
             } => *answers || *rewrite,
             Command::Config { check, .. } => *check,
-            Command::Chat { .. } | Command::Serve { .. } | Command::Models { .. } => true,
+            Command::Chat { .. }
+            | Command::Serve { .. }
+            | Command::Mcp { .. }
+            | Command::Models { .. } => true,
             _ => false,
         }
     }
@@ -301,7 +313,7 @@ impl Command {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Eval { llm, .. } => llm.apply(config),
+            Command::Eval { llm, .. } | Command::Mcp { llm } => llm.apply(config),
             Command::Models { endpoint } => endpoint.apply(config),
             Command::Config { retrieve, llm, .. } => {
                 retrieve.apply(config);
@@ -354,71 +366,158 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ragmap::config::find_workspace(args.workspace.as_deref(), home.as_deref(), &cwd);
     let mut config = Config::load(&workspace)?;
     args.command.apply_overrides(&mut config);
-    if args.command.talks_to_model() {
-        let picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(&mut config));
-        if let Some(line) = picked.filter(|_| !output::quiet()) {
-            eprintln!("ragmap: {line}");
-        }
-    }
+    let chat = settle_model(&args.command, &mut config)?;
     if found != Found::Flag {
         output::verbose(format_args!("workspace {} ({found})", workspace.display()));
     }
-    let config = &config;
-    match args.command {
-        Command::Index { rebuild, json } => index::run(config, rebuild, json),
-        Command::Search {
-            question,
-            json,
-            retrieve,
-        } => {
-            let question = setup::question_words(&question)?;
-            search::run(config, &question, !retrieve.no_server, json)
+    args.command.run(&config, &workspace, found, chat)
+}
+
+impl Command {
+    /// Runs the command with the configuration its flags already shaped.
+    /// `chat`: whether a chat model is configured or was found (`serve` and
+    /// `mcp` offer answers only then).
+    fn run(
+        self,
+        config: &Config,
+        workspace: &std::path::Path,
+        found: Found,
+        chat: bool,
+    ) -> anyhow::Result<u8> {
+        match self {
+            Command::Index { rebuild, json } => index::run(config, rebuild, json),
+            Command::Search {
+                question,
+                json,
+                retrieve,
+            } => {
+                let question = setup::question_words(&question)?;
+                search::run(config, &question, !retrieve.no_server, json)
+            }
+            Command::Ask {
+                question,
+                dry_run,
+                no_rewrite,
+                json,
+                retrieve,
+                ..
+            } => {
+                let question = setup::question_words(&question)?;
+                let options = ask::Options {
+                    dry_run,
+                    translate: !no_rewrite && !dry_run && config.llm.rewrite,
+                    use_server: !retrieve.no_server,
+                    json,
+                };
+                ask::run(config, &question, options)
+            }
+            Command::Chat {
+                no_rewrite,
+                retrieve,
+                ..
+            } => chat::run(
+                config,
+                !no_rewrite && config.llm.rewrite,
+                !retrieve.no_server,
+            ),
+            Command::Serve { .. } => serve::run(config, chat),
+            Command::Mcp { .. } => mcp::run(config, chat),
+            Command::Eval {
+                questions,
+                compare,
+                mode,
+                json,
+                answers,
+                rewrite,
+                ..
+            } => {
+                let options = ragmap::eval::RunOptions { rewrite, answers };
+                eval::run(config, &questions, compare, mode, options, json)
+            }
+            Command::Models { .. } => models::run(config),
+            Command::Config { check, .. } => effective::run(config, workspace, found, check),
+            Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
+            Command::Status { json } => status::run(config, json),
+            Command::Roadmap { src, out } => roadmap::run(config, &src, out),
+            Command::Crawl {
+                roadmap,
+                depth,
+                plain,
+                ..
+            } => crawl::run(config, roadmap, depth, plain),
         }
-        Command::Ask {
-            question,
-            dry_run,
-            no_rewrite,
-            json,
-            retrieve,
-            ..
-        } => {
-            let question = setup::question_words(&question)?;
-            let translate = !no_rewrite && !dry_run && config.llm.rewrite;
-            let use_server = !retrieve.no_server;
-            ask::run(config, &question, dry_run, translate, use_server, json)
+    }
+}
+
+/// Settles `provider = "auto"` for the commands that call the model (saying
+/// what it picked); whether a chat model is configured or was found.
+fn settle_model(command: &Command, config: &mut Config) -> anyhow::Result<bool> {
+    let mut picked = None;
+    if command.talks_to_model() {
+        picked = setup::runtime()?.block_on(ragmap::llm::resolve_auto(config));
+        if let Some(line) = picked.as_ref().filter(|_| !output::quiet()) {
+            eprintln!("ragmap: {line}");
         }
-        Command::Chat {
-            no_rewrite,
-            retrieve,
-            ..
-        } => chat::run(
-            config,
-            !no_rewrite && config.llm.rewrite,
-            !retrieve.no_server,
-        ),
-        Command::Serve { .. } => serve::run(config),
-        Command::Eval {
-            questions,
-            compare,
-            mode,
-            json,
-            answers,
-            rewrite,
-            ..
-        } => {
-            let options = ragmap::eval::RunOptions { rewrite, answers };
-            eval::run(config, &questions, compare, mode, options, json)
+    }
+    Ok(picked.is_some() || chat_configured(config))
+}
+
+/// Whether the configuration names a chat model (endpoint, provider or
+/// model set anywhere), as opposed to the defaults `provider = "auto"` falls
+/// back to when nothing answers.
+fn chat_configured(config: &Config) -> bool {
+    config.llm_endpoint_configured()
+        || ["llm.provider", "llm.model", "llm.base_url"]
+            .iter()
+            .any(|key| config.origin(key) != Origin::Default)
+}
+
+/// The exit code of the first error in `err`'s chain that classifies itself
+/// (see `ragmap::exit`), else [`exit::FAILURE`].
+pub fn exit_code(err: &(dyn std::error::Error + 'static)) -> u8 {
+    use ragmap::{embed::EmbedError, index::IndexError, retrieve::RetrieveError};
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let code = if let Some(e) = e.downcast_ref::<EmbedError>() {
+            Some(e.exit_code())
+        } else if let Some(e) = e.downcast_ref::<IndexError>() {
+            Some(e.exit_code())
+        } else if let Some(e) = e.downcast_ref::<RetrieveError>() {
+            Some(e.exit_code())
+        } else {
+            e.downcast_ref::<ragmap::server::ServeError>()
+                .map(|e| e.exit_code())
+        };
+        if let Some(code) = code {
+            return code;
         }
-        Command::Models { .. } => models::run(config),
-        Command::Config { check, .. } => effective::run(config, &workspace, found, check),
-        Command::Completions { .. } | Command::Man { .. } => Ok(ragmap::exit::SUCCESS),
-        Command::Status { json } => status::run(config, json),
-        Command::Roadmap { src, out } => roadmap::run(config, &src, out),
-        Command::Crawl {
-            roadmap,
-            depth,
-            plain,
-            ..
-        } => crawl::run(config, roadmap, depth, plain),
+        next = e.source();
+    }
+    exit::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragmap::embed::EmbedError;
+    use ragmap::index::IndexError;
+    use ragmap::retrieve::RetrieveError;
+
+    #[test]
+    fn wrapped_errors_are_classified_by_the_innermost_kind_that_knows() {
+        let missing_model = || EmbedError::MissingModel(PathBuf::from("m"));
+        assert_eq!(exit_code(&missing_model()), exit::SETUP);
+        assert_eq!(exit_code(&IndexError::Embed(missing_model())), exit::SETUP);
+        assert_eq!(
+            exit_code(&RetrieveError::Embed(missing_model())),
+            exit::SETUP
+        );
+        let missing_index = RetrieveError::Open(IndexError::Missing(PathBuf::from("i")));
+        assert_eq!(exit_code(&missing_index), exit::INDEX);
+        let wrapped = anyhow::Error::new(missing_index).context("retrieval failed");
+        assert_eq!(exit_code(wrapped.as_ref()), exit::INDEX);
+        assert_eq!(exit_code(&EmbedError::Run("x".into())), exit::FAILURE);
+        assert_eq!(exit_code(&RetrieveError::Search("x".into())), exit::FAILURE);
+        assert_eq!(exit_code(&std::io::Error::other("disk")), exit::FAILURE);
     }
 }

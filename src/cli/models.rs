@@ -19,11 +19,7 @@ pub fn run(config: &Config) -> anyhow::Result<u8> {
     let ids = match listed {
         Ok(ids) => ids,
         Err(e) if e.is_unreachable() => {
-            eprintln!(
-                "error: {}; {}",
-                sanitize(&e.to_string()),
-                setup::unreachable_hint(config)
-            );
+            output::no_model(config, &e);
             return Ok(e.exit_code());
         }
         Err(e) => {

@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use ragmap::answer::{cited_sources, source_lines, Answerer, Prepared, Timings, Turn};
+use ragmap::answer::{Answerer, Prepared, Turn};
+use ragmap::cite::{source_lines, Citations};
+use ragmap::config::Config;
 use ragmap::llm::{self, ChatOutcome, LlmError};
 use ragmap::prompt::Source;
 use ragmap::retrieve::Hit;
@@ -34,17 +36,16 @@ pub fn print_sources(answer: &str, sources: &[Source]) {
     if quiet() {
         return;
     }
-    let (cited, invalid) = cited_sources(answer, sources);
+    let citations = Citations::of(answer, sources);
     let mut out = std::io::stdout().lock();
-    let (heading, listed): (&str, Vec<&Source>) = if cited.is_empty() {
-        ("Sources consulted (none cited):", sources.iter().collect())
-    } else {
-        ("Sources:", cited)
+    let heading = match citations.cited.is_empty() {
+        true => "Sources consulted (none cited):",
+        false => "Sources:",
     };
     let _ = writeln!(out, "\n{heading}");
-    write_sources(&mut out, listed);
-    if !invalid.is_empty() {
-        let list: Vec<String> = invalid.iter().map(|n| format!("[{n}]")).collect();
+    write_sources(&mut out, citations.listed(sources));
+    if !citations.invalid.is_empty() {
+        let list: Vec<String> = citations.invalid.iter().map(|n| format!("[{n}]")).collect();
         let _ = writeln!(
             out,
             "(the answer cites {} which match no source)",
@@ -96,26 +97,21 @@ pub fn print_extractive(prepared: &Prepared) {
     }
 }
 
-/// `ask --json`: the answer with its sources, citations, timings and error.
-pub fn print_answer_json(
-    prepared: &Prepared,
-    answer: &str,
-    timings: &Timings,
-    error: Option<&str>,
-) -> anyhow::Result<()> {
-    let (cited, invalid) = cited_sources(answer, &prepared.prompt.sources);
-    let value = serde_json::json!({
-        "question": prepared.query.question(),
-        "translated_question": prepared.query.translation(),
-        "answer": answer,
-        "sources": prepared.prompt.sources,
-        "cited": cited.iter().map(|s| s.number).collect::<Vec<_>>(),
-        "invalid_citations": invalid,
-        "timings_ms": timings,
-        "error": error,
-    });
-    println!("{}", serde_json::to_string_pretty(&value)?);
-    Ok(())
+/// No chat model answered: one line saying so, and how to start or name one.
+pub fn no_model(config: &Config, e: &dyn std::fmt::Display) {
+    eprintln!(
+        "error: {}; {}",
+        sanitize(&e.to_string()),
+        unreachable_hint(config)
+    );
+}
+
+/// What to do when no model answers.
+pub fn unreachable_hint(config: &Config) -> String {
+    format!(
+        "start the model server (bash scripts/llm-server start 8080, or Ollama), or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
+        config.llm_base_url()
+    )
 }
 
 /// How one streamed answer ended.
@@ -125,20 +121,21 @@ pub enum Streamed {
     Interrupted,
 }
 
-/// Streams the answer to stdout (sanitized, as it arrives) unless `quiet`;
-/// Ctrl-C stops it. Returns how it ended and the text shown.
+/// Streams the answer (sanitized) to stdout as it arrives when
+/// `print_tokens`, else collects it silently (`--json`); Ctrl-C stops it.
+/// Returns how it ended and the text shown.
 pub async fn stream_answer(
     answerer: &Answerer,
     prepared: &Prepared,
     history: &[Turn],
-    quiet: bool,
+    print_tokens: bool,
 ) -> (Streamed, String) {
     let mut sanitizer = StreamSanitizer::new();
     let mut shown = String::new();
     let mut sink = |t: &str| {
         let clean = sanitizer.push(t);
         shown.push_str(&clean);
-        if !quiet {
+        if print_tokens {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(clean.as_bytes());
             let _ = out.flush();

@@ -9,8 +9,9 @@ use super::{output, setup};
 
 pub fn run(config: &Config, question: &str, use_server: bool, json: bool) -> anyhow::Result<u8> {
     let question = setup::question(question, "search")?;
-    let hits = setup::Retrieval::open(config, use_server)?
-        .search(&Query::new(question))
+    let mut source = setup::PassageSource::open(config, use_server)?;
+    let hits = setup::runtime()?
+        .block_on(source.search(&Query::new(question)))
         .context("search failed")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&hits)?);

@@ -6,15 +6,16 @@ use ragmap::server;
 
 use super::setup;
 
-pub fn run(config: &Config) -> anyhow::Result<u8> {
+/// `ask`: a chat model is configured (MCP clients are offered `ask`).
+pub fn run(config: &Config, ask: bool) -> anyhow::Result<u8> {
     let chat = format!("{} ({})", config.llm_base_url(), config.llm.model);
-    setup::runtime()?.block_on(server::serve(config.clone(), |ready| {
+    setup::runtime()?.block_on(server::serve(config.clone(), ask, |ready| {
         println!(
             "ragmap serve: listening on {} ({} documents, {} chunks, {} retrieval workers; answers from {chat})",
             ready.url, ready.documents, ready.chunks, ready.workers
         );
         println!(
-            "  web page {0}/   OpenAI API {0}/v1   search {0}/api/search   Ctrl-C stops",
+            "  web page {0}/   OpenAI API {0}/v1   search {0}/api/search   MCP {0}/mcp   Ctrl-C stops",
             ready.url
         );
     }))?;

@@ -52,35 +52,26 @@ pub fn retriever(config: &Config) -> anyhow::Result<Retriever> {
     Ok(Retriever::open(config)?)
 }
 
-/// Retrieval for `search`, `ask` and `chat`: sent to the workspace's running
+/// Where `search`, `ask` and `chat` get passages: retrieval sent to the workspace's running
 /// `ragmap serve` when there is one (no model to load here), else, or as
 /// soon as the server fails to answer, done in this process. The results are
 /// the same either way.
-pub struct Retrieval<'c> {
+pub struct PassageSource<'c> {
     config: &'c Config,
-    server: Option<(Client, tokio::runtime::Runtime)>,
+    server: Option<Client>,
     local: Option<Retriever>,
 }
 
-impl<'c> Retrieval<'c> {
+impl<'c> PassageSource<'c> {
     /// With `use_server`, a live server of the workspace is used first; the
     /// local index and model load only when there is none.
-    pub fn open(config: &'c Config, use_server: bool) -> anyhow::Result<Retrieval<'c>> {
-        let server = use_server
-            .then(|| Client::for_workspace(config))
-            .flatten()
-            .and_then(|client| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()
-                    .map(|rt| (client, rt))
-            });
+    pub fn open(config: &'c Config, use_server: bool) -> anyhow::Result<PassageSource<'c>> {
+        let server = use_server.then(|| Client::for_workspace(config)).flatten();
         let local = match server {
             Some(_) => None,
             None => Some(retriever(config)?),
         };
-        Ok(Retrieval {
+        Ok(PassageSource {
             config,
             server,
             local,
@@ -88,18 +79,18 @@ impl<'c> Retrieval<'c> {
     }
 
     /// See `Retriever::search`.
-    pub fn search(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
-        self.run(query, false)
+    pub async fn search(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
+        self.run(query, false).await
     }
 
     /// See `Retriever::passages`.
-    pub fn passages(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
-        self.run(query, true)
+    pub async fn passages(&mut self, query: &Query) -> anyhow::Result<Vec<Hit>> {
+        self.run(query, true).await
     }
 
-    fn run(&mut self, query: &Query, passages: bool) -> anyhow::Result<Vec<Hit>> {
-        if let Some((client, rt)) = &self.server {
-            match rt.block_on(client.search(query, &self.config.retrieve, passages)) {
+    async fn run(&mut self, query: &Query, passages: bool) -> anyhow::Result<Vec<Hit>> {
+        if let Some(client) = &self.server {
+            match client.search(query, &self.config.retrieve, passages).await {
                 Ok(hits) => return Ok(hits),
                 // A stale file or a failing server: work here from now on.
                 Err(_) => self.server = None,
@@ -121,12 +112,4 @@ impl<'c> Retrieval<'c> {
 /// translation of questions.
 pub fn answerer(config: &Config, translate: bool) -> anyhow::Result<Answerer> {
     Ok(Answerer::from_config(config, translate)?)
-}
-
-/// What to do when no model answers.
-pub fn unreachable_hint(config: &Config) -> String {
-    format!(
-        "start the model server (bash scripts/llm-server start 8080, or Ollama), or point ragmap at one with --base-url / RAGMAP_LLM_URL / [llm] base_url (now {})",
-        config.llm_base_url()
-    )
 }

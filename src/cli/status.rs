@@ -26,13 +26,14 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         Some(report) => println!("crawl:     {}", sanitize(&crawl::status_line(report))),
         None => println!("crawl:     none yet (ragmap crawl)"),
     }
-    println!("index:     {}", config.index_dir().display());
-    println!("documents: {}", status.documents);
-    println!("chunks:    {} ({} tokens)", status.chunks, status.tokens);
-    println!("size:      {:.1} MB", status.bytes_on_disk as f64 / 1e6);
-    println!("model:     {}", status.model.as_deref().unwrap_or("?"));
-    println!("chunking:  {}", status.settings.as_deref().unwrap_or("?"));
-    println!("built:     {}", status.built_at.as_deref().unwrap_or("?"));
+    let (counts, about) = (&status.counts, &status.description);
+    println!("index:     {}", about.location);
+    println!("documents: {}", counts.documents);
+    println!("chunks:    {} ({} tokens)", counts.chunks, counts.tokens);
+    println!("size:      {:.1} MB", about.bytes_on_disk as f64 / 1e6);
+    println!("model:     {}", about.model.as_deref().unwrap_or("?"));
+    println!("chunking:  {}", about.settings.as_deref().unwrap_or("?"));
+    println!("built:     {}", about.built_at.as_deref().unwrap_or("?"));
     if status.changed_since.is_empty() {
         println!("changes since the last build: none");
     } else {

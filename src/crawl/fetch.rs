@@ -202,32 +202,22 @@ impl Fetcher {
     /// Fetches `start`, following redirects. A 304 comes back as a `Response`
     /// with status 304 and an empty body.
     pub async fn fetch(&self, start: &Url, cond: &Conditional) -> Result<Response, Failure> {
-        let mut url = start.clone();
-        let mut redirects: Vec<String> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::from([without_fragment(&url)]);
-        let mut requests = 0u32;
-        let fail = |mut f: Failure, url: &Url, redirects: &[String], requests: u32| {
-            f.final_url = Some(url.to_string());
-            f.redirects = redirects.to_vec();
-            f.requests += requests;
-            f
-        };
+        let mut chain = Redirects::from(start);
         loop {
-            if let Err(f) = self.check_url(&url) {
-                return Err(fail(f, &url, &redirects, requests));
-            }
+            let url = chain.url.clone();
+            self.check_url(&url).map_err(|f| chain.fail(f))?;
             if let Err(f) = self.robots_allow(&url).await {
-                return Err(fail(f, &url, &redirects, requests));
+                return Err(chain.fail(f));
             }
-            if !self.claim(&url) && !redirects.is_empty() {
+            if !self.claim(&url) && !chain.followed.is_empty() {
                 let f = Failure::new(
                     Outcome::Duplicate,
                     format!("redirects to {url}, already fetched in this run"),
                 );
-                return Err(fail(f, &url, &redirects, requests));
+                return Err(chain.fail(f));
             }
             let (attempt, n) = self.with_retries(&url, cond, self.s.max_bytes).await;
-            requests += n;
+            chain.requests += n;
             match attempt {
                 Attempt::Done {
                     status,
@@ -238,49 +228,24 @@ impl Fetcher {
                 } => {
                     return Ok(Response {
                         final_url: url,
-                        redirects,
+                        redirects: chain.followed,
                         status,
                         content_type,
                         etag,
                         last_modified,
                         body,
-                        requests,
+                        requests: chain.requests,
                     })
                 }
                 Attempt::Redirect { location } => {
-                    let next = match url.join(&location) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            let f = Failure::new(
-                                Outcome::HttpError,
-                                format!("bad redirect target {location:?}: {e}"),
-                            );
-                            return Err(fail(f, &url, &redirects, requests));
-                        }
-                    };
-                    if !seen.insert(without_fragment(&next)) {
-                        redirects.push(next.to_string());
-                        let f = Failure::new(
-                            Outcome::RedirectLoop,
-                            format!("redirect loop: {} → {}", start, redirects.join(" → ")),
-                        );
-                        return Err(fail(f, &url, &redirects, requests));
-                    }
-                    if redirects.len() >= self.s.max_redirects {
-                        let f = Failure::new(
-                            Outcome::TooManyRedirects,
-                            format!("more than {} redirects", self.s.max_redirects),
-                        );
-                        return Err(fail(f, &url, &redirects, requests));
-                    }
-                    redirects.push(next.to_string());
-                    url = next;
+                    let followed = chain.follow(&location, self.s.max_redirects);
+                    followed.map_err(|f| chain.fail(f))?;
                 }
                 Attempt::Retryable { detail, .. } => {
                     let f = Failure::new(Outcome::FailedAfterRetries, detail);
-                    return Err(fail(f, &url, &redirects, requests));
+                    return Err(chain.fail(f));
                 }
-                Attempt::Fatal(f) => return Err(fail(f, &url, &redirects, requests)),
+                Attempt::Fatal(f) => return Err(chain.fail(f)),
             }
         }
     }
@@ -811,6 +776,69 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// The redirects one fetch has followed so far.
+struct Redirects {
+    start: Url,
+    /// Where the next request goes.
+    url: Url,
+    /// The URLs redirected to, in order.
+    followed: Vec<String>,
+    /// Every URL of the chain without its fragment, to notice a loop.
+    seen: HashSet<String>,
+    requests: u32,
+}
+
+impl Redirects {
+    fn from(start: &Url) -> Redirects {
+        Redirects {
+            start: start.clone(),
+            url: start.clone(),
+            followed: Vec::new(),
+            seen: HashSet::from([without_fragment(start)]),
+            requests: 0,
+        }
+    }
+
+    /// Moves on to `location` (relative to the current URL), unless it is
+    /// malformed, already seen, or one redirect too many.
+    fn follow(&mut self, location: &str, max_redirects: usize) -> Result<(), Failure> {
+        let next = self.url.join(location).map_err(|e| {
+            Failure::new(
+                Outcome::HttpError,
+                format!("bad redirect target {location:?}: {e}"),
+            )
+        })?;
+        if !self.seen.insert(without_fragment(&next)) {
+            self.followed.push(next.to_string());
+            return Err(Failure::new(
+                Outcome::RedirectLoop,
+                format!(
+                    "redirect loop: {} → {}",
+                    self.start,
+                    self.followed.join(" → ")
+                ),
+            ));
+        }
+        if self.followed.len() >= max_redirects {
+            return Err(Failure::new(
+                Outcome::TooManyRedirects,
+                format!("more than {max_redirects} redirects"),
+            ));
+        }
+        self.followed.push(next.to_string());
+        self.url = next;
+        Ok(())
+    }
+
+    /// `f` with where the chain ended and what it cost.
+    fn fail(&self, mut f: Failure) -> Failure {
+        f.final_url = Some(self.url.to_string());
+        f.redirects = self.followed.clone();
+        f.requests += self.requests;
+        f
     }
 }
 

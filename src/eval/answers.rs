@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::metrics::{matches, RankedDoc};
 use super::questions::{language_code, Question};
-use crate::answer::cited_sources;
+use crate::cite::{self, Citations};
 use crate::prompt::{detect_language, Source};
 
 /// One answer, as the model gave it and as scored.
@@ -52,7 +52,7 @@ pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> An
         };
         gold.iter().any(|g| matches(&doc, g))
     };
-    let (cited, invalid_citations) = cited_sources(answer, sources);
+    let Citations { cited, invalid } = Citations::of(answer, sources);
     let folded = fold_for_match(answer);
     let keywords_missing: Vec<String> = keywords
         .iter()
@@ -64,8 +64,8 @@ pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> An
     AnswerScores {
         keyword_coverage,
         keywords_missing,
-        citations: crate::prompt::cited_numbers(answer),
-        invalid_citations,
+        citations: cite::cited_numbers(answer),
+        invalid_citations: invalid,
         cites_gold: cited.iter().any(|s| is_gold(s)),
         gold_in_context: sources.iter().any(is_gold),
         in_question_language: !answer.trim().is_empty()

@@ -104,57 +104,19 @@ pub async fn run(
         None if needs_model => return Err(EvalError::NeedsModel),
         None => None,
     };
-    let mut queries: Vec<Query> = questions.iter().map(|q| Query::new(&q.question)).collect();
-    let mut rewrite_failures = 0;
-    if let (true, Some(answerer)) = (options.rewrite, answerer) {
-        for (q, query) in questions.iter().zip(queries.iter_mut()) {
-            let rewrite = answerer.query(&[], &q.question).await;
-            if let Some(source) = rewrite.unreachable {
-                return Err(EvalError::Unreachable {
-                    id: q.id.clone(),
-                    source,
-                });
-            }
-            rewrite_failures += rewrite.failed_requests;
-            *query = rewrite.query;
-            tick();
-        }
-    }
+    let (queries, rewrite_failures) = match (options.rewrite, answerer) {
+        (true, Some(answerer)) => translated(answerer, questions, tick).await?,
+        _ => (
+            questions.iter().map(|q| Query::new(&q.question)).collect(),
+            0,
+        ),
+    };
+    let answerer = answerer.filter(|_| options.answers);
     let mut reports = Vec::new();
     for v in variants {
         let mut results = Vec::new();
         for (q, query) in questions.iter().zip(&queries) {
-            let retrieve_error = |source| EvalError::Retrieve {
-                id: q.id.clone(),
-                source,
-            };
-            retriever.set_settings(v.settings.clone());
-            let hits = retriever.search(query).map_err(retrieve_error)?;
-            let retrieved: Vec<RankedDoc> = hits.iter().map(RankedDoc::from).collect();
-            // Gold lists are checked non-empty on load.
-            let Some(scores) = score(&retrieved, &q.gold) else {
-                continue;
-            };
-            let answer = match answerer {
-                Some(answerer) if options.answers => {
-                    retriever.set_settings(v.answer_settings.clone());
-                    let passages = retriever.passages(query).map_err(retrieve_error)?;
-                    let prepared = Prepared::new(query.clone(), passages, answerer.budget().await);
-                    Some(answer(answerer, &prepared, q).await?)
-                }
-                _ => None,
-            };
-            results.push(QuestionResult {
-                id: q.id.clone(),
-                question: q.question.clone(),
-                lang: q.language().to_string(),
-                cross_language: q.cross_language,
-                gold: q.gold.clone(),
-                translated: query.translation().map(str::to_string),
-                scores,
-                retrieved,
-                answer,
-            });
+            results.extend(run_question(retriever, answerer, v, q, query).await?);
             tick();
         }
         reports.push(summarize(v, results));
@@ -168,6 +130,75 @@ pub async fn run(
         answers: options.answers,
         variants: reports,
     })
+}
+
+/// Each question's query with its translation by the model, as `ask` makes
+/// it, and how many requests failed; an unreachable model stops the run.
+async fn translated(
+    answerer: &Answerer,
+    questions: &[Question],
+    tick: &mut dyn FnMut(),
+) -> Result<(Vec<Query>, usize), EvalError> {
+    let mut queries = Vec::with_capacity(questions.len());
+    let mut failures = 0;
+    for q in questions {
+        let rewrite = answerer.query(&[], &q.question).await;
+        if let Some(source) = rewrite.unreachable {
+            return Err(EvalError::Unreachable {
+                id: q.id.clone(),
+                source,
+            });
+        }
+        failures += rewrite.failed_requests;
+        queries.push(rewrite.query);
+        tick();
+    }
+    Ok((queries, failures))
+}
+
+/// One question through one variant: its ranking scored and, with an
+/// `answerer`, its answer; `None` when the question has no gold document.
+async fn run_question(
+    retriever: &mut Retriever,
+    answerer: Option<&Answerer>,
+    v: &Variant,
+    q: &Question,
+    query: &Query,
+) -> Result<Option<QuestionResult>, EvalError> {
+    let retrieve_error = |source| EvalError::Retrieve {
+        id: q.id.clone(),
+        source,
+    };
+    retriever.set_settings(v.settings.clone());
+    let hits = retriever.search(query).map_err(retrieve_error)?;
+    let retrieved: Vec<RankedDoc> = hits.iter().map(RankedDoc::from).collect();
+    // Gold lists are checked non-empty on load.
+    let Some(scores) = score(&retrieved, &q.gold) else {
+        return Ok(None);
+    };
+    let answer = match answerer {
+        Some(answerer) => {
+            retriever.set_settings(v.answer_settings.clone());
+            let passages = async |query: &Query| retriever.passages(query);
+            let prepared = answerer
+                .prepare_query(query.clone(), passages)
+                .await
+                .map_err(retrieve_error)?;
+            Some(answer(answerer, &prepared, q).await?)
+        }
+        None => None,
+    };
+    Ok(Some(QuestionResult {
+        id: q.id.clone(),
+        question: q.question.clone(),
+        lang: q.language().to_string(),
+        cross_language: q.cross_language,
+        gold: q.gold.clone(),
+        translated: query.translation().map(str::to_string),
+        scores,
+        retrieved,
+        answer,
+    }))
 }
 
 /// Answers one question as `ask` would and scores the answer; a failed

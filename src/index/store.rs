@@ -8,12 +8,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::terms::{FieldTerms, FieldWeights};
+use super::{ChunkRow, DocRow, NewChunk, NewDocument, Pruning, TermCounts};
 
 pub const DB_FILE: &str = "catalog.sqlite";
 
-/// Rows a lexical query may have BM25 score (see [`Store::prune_common_terms`]):
-/// about 10 ms of FTS5 work on this project's 2-core reference machine.
-pub const LEXICAL_ROW_BUDGET: usize = 8_000;
 /// 2: the full-text table has one column per field (title, url, heading,
 /// body) instead of one for everything. A version-1 catalogue is migrated by
 /// [`Store::open_rw`] (the full-text rows are derived again from the chunks;
@@ -83,87 +81,6 @@ impl Drop for Snapshot<'_> {
     fn drop(&mut self) {
         let _ = self.store.conn.execute_batch("COMMIT");
     }
-}
-
-/// How far a lexical search may prune its terms ([`Store::prune_common_terms`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Pruning {
-    /// Rows BM25 may score.
-    pub budget: usize,
-    /// Leave out even the rarest term when it alone matches more rows than
-    /// the budget (for searches that only add evidence: a term that common
-    /// would add little but cost).
-    pub drop_common: bool,
-    /// Indexes of at most this many chunks are never pruned: every search
-    /// of theirs is cheap.
-    pub unpruned_up_to: usize,
-}
-
-impl Pruning {
-    /// A question's own terms: the whole budget, and the rarest term kept
-    /// however common it is.
-    pub const OWN_TERMS: Pruning = Pruning {
-        budget: LEXICAL_ROW_BUDGET,
-        drop_common: false,
-        unpruned_up_to: LEXICAL_ROW_BUDGET,
-    };
-}
-
-/// How many chunks each term matches (capped), counted once per question
-/// however many of its searches use the term.
-#[derive(Debug, Default)]
-pub struct TermCounts {
-    /// Rows matched, and the cap the count stopped at.
-    rows: HashMap<String, (i64, i64)>,
-    max_id: Option<i64>,
-}
-
-/// A document row as the index knows it.
-#[derive(Debug, Clone)]
-pub struct DocRow {
-    pub id: i64,
-    pub path: String,
-    pub hash: String,
-    pub title: String,
-    pub source: String,
-    pub sections: Vec<String>,
-}
-
-/// A chunk row joined with its document, as retrieval returns it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ChunkRow {
-    pub id: i64,
-    pub doc_id: i64,
-    pub ordinal: i64,
-    pub start: i64,
-    pub end: i64,
-    pub heading: String,
-    pub text: String,
-    pub title: String,
-    pub source: String,
-    pub path: String,
-}
-
-pub struct NewDocument<'a> {
-    pub path: &'a str,
-    pub hash: &'a str,
-    pub title: &'a str,
-    pub source: &'a str,
-    pub sections: &'a [String],
-    /// Seconds since the Unix epoch.
-    pub modified: Option<i64>,
-    pub indexed_at: &'a str,
-}
-
-pub struct NewChunk<'a> {
-    pub ordinal: usize,
-    pub start: usize,
-    pub end: usize,
-    pub heading: &'a str,
-    pub text: &'a str,
-    pub tokens: usize,
-    pub terms: &'a FieldTerms,
-    pub vector: &'a [f32],
 }
 
 impl Store {

@@ -2,20 +2,18 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{admit_json, Shared};
+use super::{Admitted, Shared};
 use crate::config::RetrieveMode;
 use crate::query::Query;
 use crate::retrieve::Hit;
 
-pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
+pub(super) async fn health(State(shared): State<Arc<Shared>>) -> Response {
     match shared.catalogue_status() {
         Ok(status) => Json(status).into_response(),
         Err(e) => e.into_response(),
@@ -24,7 +22,7 @@ pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SearchRequest {
+pub(super) struct SearchRequest {
     query: String,
     #[serde(default)]
     k: Option<usize>,
@@ -44,24 +42,20 @@ const MAX_K: usize = 100;
 
 /// `{"query", "k", "mode"}` → `{"results": [...], "generation"}`: the items of
 /// `ragmap search --json`.
-pub async fn search(
+pub(super) async fn search(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (_ticket, request): (_, SearchRequest) = match admit_json(&shared, body) {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
-    match run_search(&shared, request).await {
-        Ok(found) => Json(found).into_response(),
-        Err(e) => e.into_response(),
-    }
+    Admitted {
+        ticket: _ticket,
+        request,
+    }: Admitted<SearchRequest>,
+) -> Result<Json<Found>, ApiError> {
+    Ok(Json(run_search(&shared, request).await?))
 }
 
 /// Serialized from the hits themselves (not through `serde_json::Value`, which
 /// would widen every f32 score): byte for byte what `search --json` prints.
 #[derive(Serialize)]
-struct Found {
+pub(super) struct Found {
     results: Vec<Hit>,
     generation: String,
 }

@@ -111,6 +111,11 @@ impl ApiError {
         )
     }
 
+    /// The message alone, for protocols with their own error shapes (MCP).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({
             "error": {

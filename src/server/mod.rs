@@ -1,8 +1,9 @@
 //! `ragmap serve`: a resident server over one workspace — the OpenAI API
-//! chat apps and scripts speak ([`openai`]), ragmap's own search and health
-//! endpoints ([`api`]), and a web page ([`web`]). The model, tokenizer and
-//! index load once; each request then costs what retrieval and the chat
-//! model cost.
+//! chat apps and scripts speak ([`openai`]), the Model Context Protocol at
+//! `/mcp` ([`mcp`], also served on stdio by `ragmap mcp`), Dify's external
+//! knowledge API ([`dify`]), ragmap's own search and health endpoints
+//! ([`api`]), and a web page ([`web`]). The model, tokenizer and index load
+//! once; each request then costs what retrieval and the chat model cost.
 //!
 //! - Answers take the same way as `ragmap ask` (see [`crate::answer`]).
 //! - Requests run in parallel on a pool of retrieval workers, each with its
@@ -19,8 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,15 @@ use crate::retrieve::{RetrieveError, Retriever};
 
 mod api;
 pub mod client;
+mod dify;
 pub mod discovery;
 mod error;
+mod mcp;
 mod openai;
 mod web;
 mod workers;
+
+pub use mcp::serve_stdio;
 
 use error::ApiError;
 use workers::{Admission, Workers};
@@ -89,11 +93,15 @@ pub struct Ready {
 /// What every request reads.
 pub(crate) struct Shared {
     config: Config,
-    answerer: Answerer,
-    workers: Workers,
+    answerer: Arc<Answerer>,
+    workers: Arc<Workers>,
     admission: Admission,
+    /// The MCP tools' view of the same workers, model and limits.
+    knowledge: Arc<mcp::Knowledge>,
+    /// Where the server listens (its own origin, for `/mcp`'s Origin check).
+    address: SocketAddr,
     /// The index as `/health` and the discovery file describe it.
-    catalogue: Mutex<Index>,
+    catalogue: Mutex<Box<dyn Index>>,
     api_key_digest: Option<[u8; 32]>,
     instance: String,
     started_unix: u64,
@@ -101,11 +109,16 @@ pub(crate) struct Shared {
     worker_count: usize,
 }
 
+/// `[server] request_timeout_secs` (600 s when not positive).
+fn request_timeout(config: &Config) -> Duration {
+    let secs = config.server.request_timeout_secs;
+    Duration::try_from_secs_f64(if secs > 0.0 { secs } else { 600.0 })
+        .unwrap_or(Duration::from_secs(600))
+}
+
 impl Shared {
     fn request_timeout(&self) -> Duration {
-        let secs = self.config.server.request_timeout_secs;
-        Duration::try_from_secs_f64(if secs > 0.0 { secs } else { 600.0 })
-            .unwrap_or(Duration::from_secs(600))
+        request_timeout(&self.config)
     }
 
     /// `/health`'s body; opens the index again first if it changed.
@@ -114,15 +127,14 @@ impl Shared {
             .catalogue
             .lock()
             .map_err(|_| ApiError::internal("the index status is unavailable"))?;
-        refresh(&mut index);
-        let (documents, chunks, _) = index
-            .store
+        index.refresh();
+        let counts = index
             .counts()
             .map_err(|e| ApiError::internal(format!("reading the index failed: {e}")))?;
         Ok(json!({
             "status": "ok",
-            "documents": documents,
-            "chunks": chunks,
+            "documents": counts.documents,
+            "chunks": counts.chunks,
             "model": self.embedding_model,
             "chat_model": self.config.llm.model,
             "chat_endpoint": self.config.llm_base_url(),
@@ -133,24 +145,14 @@ impl Shared {
     }
 }
 
-/// Opens `index` again when `ragmap index` committed since; a failed open (a
-/// rebuild in progress) keeps the old one.
-fn refresh(index: &mut Index) -> bool {
-    if !index.is_stale() {
-        return false;
-    }
-    match Index::open_dir(&index.dir) {
-        Ok(fresh) => {
-            *index = fresh;
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// Loads everything, listens, and serves until SIGINT/SIGTERM. `on_ready`
-/// is called once the socket is bound (with its real port).
-pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), ServeError> {
+/// is called once the socket is bound (with its real port). `ask`: a chat
+/// model is configured, so MCP clients are offered the `ask` tool.
+pub async fn serve(
+    config: Config,
+    ask: bool,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<(), ServeError> {
     let addr = resolve(&config)?;
     let api_key = std::env::var(&config.server.api_key_env)
         .ok()
@@ -169,23 +171,31 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     let (retrievers, catalogue) = tokio::task::spawn_blocking(move || load(&loading, worker_count))
         .await
         .map_err(|e| ServeError::Run(std::io::Error::other(e)))??;
-    let answerer = Answerer::from_config(&config, config.llm.rewrite)?;
+    let answerer = Arc::new(Answerer::from_config(&config, config.llm.rewrite)?);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(ServeError::Run)?;
-    let (documents, chunks, _) = catalogue.store.counts().unwrap_or((0, 0, 0));
+    let counts = catalogue.counts().unwrap_or_default();
     let generation = catalogue.generation();
+    let admission = Admission::new(config.server.queue);
+    let workers = Arc::new(Workers::new(retrievers));
+    let knowledge = Arc::new(mcp::Knowledge::new(
+        &config,
+        workers.clone(),
+        ask.then(|| answerer.clone()),
+        Some(admission.clone()),
+    ));
     let shared = Arc::new(Shared {
-        admission: Admission::new(config.server.queue),
-        workers: Workers::new(retrievers),
+        admission,
+        workers,
+        knowledge,
+        address: local,
         catalogue: Mutex::new(catalogue),
         api_key_digest: api_key.as_deref().map(digest),
         instance: random_id(),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        embedding_model: "multilingual-e5-small".into(),
+        started_unix: unix_now(),
+        embedding_model: crate::config::EMBEDDING_MODEL.into(),
         answerer,
         worker_count,
         config,
@@ -207,8 +217,8 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     on_ready(&Ready {
         url,
         workers: worker_count,
-        documents,
-        chunks,
+        documents: counts.documents,
+        chunks: counts.chunks,
     });
     let watcher = tokio::spawn(watch_index(shared.clone(), running));
     let served = run_until_signal(listener, router(shared.clone())).await;
@@ -232,7 +242,7 @@ fn resolve(config: &Config) -> Result<SocketAddr, ServeError> {
 }
 
 /// One retriever per worker, loaded side by side, and the status index.
-fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Index), ServeError> {
+fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Box<dyn Index>), ServeError> {
     // Every worker embeds: vector and hybrid searches and /v1/embeddings need
     // the model whatever the configured default mode.
     let mut with_model = config.clone();
@@ -258,7 +268,7 @@ fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Index), Serv
         r.set_settings(config.retrieve.clone());
         retrievers.push(r);
     }
-    Ok((retrievers, Index::open(config)?))
+    Ok((retrievers, crate::index::open(config)?))
 }
 
 /// Notices new index commits, says so on stderr and updates the discovery file.
@@ -270,7 +280,7 @@ async fn watch_index(shared: Arc<Shared>, mut running: discovery::Running) {
             let Ok(mut index) = shared.catalogue.lock() else {
                 return;
             };
-            if !refresh(&mut index) {
+            if !index.refresh() {
                 continue;
             }
             index.generation()
@@ -292,6 +302,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/api/search", post(api::search))
+        .route("/retrieval", post(dify::retrieval))
+        .nest_service("/mcp", mcp_service(&shared))
         .fallback(|request: Request| async move {
             ApiError::not_found(request.uri().path()).into_response()
         })
@@ -303,9 +315,42 @@ fn router(shared: Arc<Shared>) -> Router {
     router.with_state(shared)
 }
 
+/// `/mcp` for the clients `[server]` admits: loopback names, the listening
+/// host and `allowed_hosts` in `Host`; the server's own origin and
+/// `cors_origins` in `Origin`.
+fn mcp_service(shared: &Shared) -> mcp::HttpService {
+    let server = &shared.config.server;
+    let port = shared.address.port();
+    let host = server.host.trim().trim_matches(['[', ']']).to_string();
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    let specific = host
+        .parse::<std::net::IpAddr>()
+        .map_or(true, |ip| !ip.is_unspecified());
+    if specific && !host.is_empty() {
+        hosts.push(host);
+    }
+    hosts.extend(server.allowed_hosts.iter().map(|h| h.trim().to_string()));
+    let any_host = hosts.iter().any(|h| h == "*");
+    let mut origins: Vec<String> = hosts
+        .iter()
+        .filter(|h| *h != "*")
+        .map(|h| match h.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("http://[{h}]:{port}"),
+            Err(_) => format!("http://{h}:{port}"),
+        })
+        .collect();
+    origins.extend(server.cors_origins.iter().map(|o| o.trim().to_string()));
+    mcp::http_service(
+        shared.knowledge.clone(),
+        (!any_host).then_some(hosts),
+        origins,
+        server.max_body_bytes,
+    )
+}
+
 /// CORS for the configured origins only; none configured, no CORS headers.
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
@@ -316,17 +361,20 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            // MCP clients send headers of their own (`Mcp-Protocol-Version`,
+            // `Mcp-Method`, …); the origins are the configured ones only.
+            .allow_headers(AllowHeaders::mirror_request()),
     )
 }
 
-/// The page and `/health` are open; everything else needs the key when the
-/// server has one. Every response names the server instance.
+/// The page and `/health` are open; `/retrieval` checks the key itself (Dify
+/// wants its own error shape); everything else needs the key when the server
+/// has one. Every response names the server instance.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let open = matches!(
         request.uri().path(),
-        "/" | "/app.js" | "/app.css" | "/health"
+        "/" | "/app.js" | "/app.css" | "/health" | "/retrieval"
     ) || request.method() == Method::OPTIONS;
     let mut response = match &shared.api_key_digest {
         Some(expected) if !open && !has_key(&request, expected) => {
@@ -349,8 +397,13 @@ fn has_key(request: &Request, expected: &[u8; 32]) -> bool {
     else {
         return false;
     };
-    // Comparing digests takes the same time whatever the key's length or
-    // the position of the first wrong byte.
+    key_matches(given, expected)
+}
+
+/// Whether `given` is the key whose digest is `expected`. Comparing digests
+/// takes the same time whatever the key's length or the position of the
+/// first wrong byte.
+fn key_matches(given: &str, expected: &[u8; 32]) -> bool {
     let given = digest(given.trim());
     given
         .iter()
@@ -364,26 +417,44 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// What every POST endpoint does first: a place in the queue (429 when it
-/// is full), then the body as JSON (413 past the size limit, 400 for
-/// anything that is not the expected JSON). The ticket holds the place
-/// until it drops.
-fn admit_json<T: serde::de::DeserializeOwned>(
-    shared: &Shared,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(workers::Ticket, T), ApiError> {
-    let ticket = shared.admission.admit()?;
-    let limit = shared.config.server.max_body_bytes;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
-        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
-    })?;
-    let request = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the request is not valid JSON for this endpoint: {e}"
-        ))
-    })?;
-    Ok((ticket, request))
+/// A POST request admitted: what every POST endpoint takes first, a place
+/// in the queue (429 when it is full), then the body as JSON (413 past the
+/// size limit, 400 for anything that is not the expected JSON). The ticket
+/// holds the place until it drops.
+pub(crate) struct Admitted<T> {
+    pub ticket: workers::Ticket,
+    pub request: T,
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Shared>> for Admitted<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let ticket = shared.admission.admit()?;
+        let limit = shared.config.server.max_body_bytes;
+        let body =
+            Bytes::from_request(request, shared)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+                    _ => {
+                        ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+                    }
+                })?;
+        let request = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request is not valid JSON for this endpoint: {e}"
+            ))
+        })?;
+        Ok(Admitted { ticket, request })
+    }
+}
+
+/// Seconds since the Unix epoch, as OpenAI's `created` fields count them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 64 random bits as hex: request and instance ids.

@@ -13,8 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,10 +23,12 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::{admit_json, Shared};
-use crate::answer::{cited_sources, source_lines, Prepared, Turn};
+use super::{Admitted, Shared};
+use crate::answer::{Preparation, Prepared, Turn};
+use crate::cite::{source_lines, Citations};
 use crate::llm::{ChatOutcome, LlmError};
 use crate::prompt::Source;
+use crate::query::Query;
 
 /// The model id clients pick.
 pub const MODEL_ID: &str = "ragmap";
@@ -46,7 +46,7 @@ pub async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 #[derive(Deserialize)]
-struct ChatRequest {
+pub(super) struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
     messages: Vec<Message>,
@@ -145,19 +145,12 @@ fn conversation(messages: &[Message], max_chars: usize) -> Result<(String, Vec<T
     Ok((question, history))
 }
 
-pub async fn chat_completions(
+pub(super) async fn chat_completions(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (ticket, request): (_, ChatRequest) = match admit_json(&shared, body) {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
+    Admitted { ticket, request }: Admitted<ChatRequest>,
+) -> Result<Response, ApiError> {
     let (question, history) =
-        match conversation(&request.messages, shared.config.server.max_question_chars) {
-            Ok(c) => c,
-            Err(e) => return e.into_response(),
-        };
+        conversation(&request.messages, shared.config.server.max_question_chars)?;
     let model = request
         .model
         .clone()
@@ -168,47 +161,34 @@ pub async fn chat_completions(
         .unwrap_or(shared.config.server.sources_footer);
     let timeout = shared.request_timeout();
     let prepare = prepare(&shared, &question, &history);
-    let prepared = match tokio::time::timeout(timeout, prepare).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return e.into_response(),
-        Err(_) => return ApiError::timeout(timeout.as_secs_f64()).into_response(),
-    };
+    let prepared = tokio::time::timeout(timeout, prepare)
+        .await
+        .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))??;
     let reply = Reply {
         id: format!("chatcmpl-{}", super::random_id()),
-        created: unix_now(),
+        created: super::unix_now(),
         model,
         footer,
     };
     if request.stream {
-        stream_answer(shared, prepared, history, reply, ticket).await
-    } else {
-        let answering = whole_answer(&shared, &prepared, &history);
-        match tokio::time::timeout(timeout, answering).await {
-            Ok(Ok(outcome)) => Json(reply.whole(&prepared, &outcome)).into_response(),
-            Ok(Err(e)) => ApiError::upstream(&e).into_response(),
-            Err(_) => ApiError::timeout(timeout.as_secs_f64()).into_response(),
-        }
+        return Ok(stream_answer(shared, prepared, history, reply, ticket).await);
     }
+    let answering = whole_answer(&shared, &prepared, &history);
+    let outcome = tokio::time::timeout(timeout, answering)
+        .await
+        .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))?
+        .map_err(|e| ApiError::upstream(&e))?;
+    Ok(Json(reply.whole(&prepared, &outcome)).into_response())
 }
 
-/// The query (rewritten and translated with the model), its passages, the prompt.
+/// The query (rewritten and translated with the model), its passages, the
+/// prompt; 502 when the model did not answer meanwhile.
 async fn prepare(shared: &Shared, question: &str, history: &[Turn]) -> Result<Prepared, ApiError> {
-    let rewrite = shared.answerer.query(history, question).await;
-    if let Some(e) = &rewrite.unreachable {
-        return Err(ApiError::upstream(e));
+    let passages = async |query: &Query| shared.workers.passages(query).await;
+    match shared.answerer.prepare(history, question, passages).await? {
+        Preparation::Ready(prepared) => Ok(prepared),
+        Preparation::NoModel(_, e) => Err(ApiError::upstream(&e)),
     }
-    let query = rewrite.query;
-    let searched = query.clone();
-    let passages = shared
-        .workers
-        .run(move |r| r.passages(&searched))
-        .await?
-        .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))?;
-    Ok(Prepared::new(
-        query,
-        passages,
-        shared.answerer.budget().await,
-    ))
 }
 
 async fn whole_answer(
@@ -403,28 +383,16 @@ fn ragmap_json(prepared: &Prepared) -> Value {
 
 /// The cited sources (all of them when none is cited) as text lines.
 fn footer(answer: &str, sources: &[Source]) -> String {
-    let (cited, _) = cited_sources(answer, sources);
-    let listed: Vec<&Source> = if cited.is_empty() {
-        sources.iter().collect()
-    } else {
-        cited
-    };
     let mut out = String::from("\n\nSources:");
-    for line in source_lines(listed, false) {
+    for line in source_lines(Citations::of(answer, sources).listed(sources), false) {
         let s = line.source;
         out.push_str(&format!("\n{} {} — {}", line.label(), s.title, s.location));
     }
     out
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[derive(Deserialize)]
-struct EmbeddingsRequest {
+pub(super) struct EmbeddingsRequest {
     input: Input,
     #[serde(default)]
     model: Option<String>,
@@ -445,18 +413,14 @@ enum Input {
 /// Inputs one embeddings request may carry.
 const MAX_INPUTS: usize = 256;
 
-pub async fn embeddings(
+pub(super) async fn embeddings(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (_ticket, request): (_, EmbeddingsRequest) = match admit_json(&shared, body) {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
-    match embed(&shared, request).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+    Admitted {
+        ticket: _ticket,
+        request,
+    }: Admitted<EmbeddingsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(embed(&shared, request).await?))
 }
 
 async fn embed(shared: &Shared, request: EmbeddingsRequest) -> Result<Value, ApiError> {

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use crate::retrieve::Retriever;
+use crate::query::Query;
+use crate::retrieve::{Hit, Retriever};
 
 pub struct Workers {
     idle: Mutex<Vec<Retriever>>,
@@ -65,9 +66,18 @@ impl Workers {
             }
         }
     }
+
+    /// The passages for `query` ([`Retriever::passages`]) on the next free worker.
+    pub async fn passages(&self, query: &Query) -> Result<Vec<Hit>, ApiError> {
+        let query = query.clone();
+        self.run(move |r| r.passages(&query))
+            .await?
+            .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))
+    }
 }
 
-/// Counts requests in the server; see the module docs.
+/// Counts requests in the server; see the module docs. Clones count together.
+#[derive(Clone)]
 pub struct Admission {
     inside: Arc<AtomicUsize>,
     limit: usize,
