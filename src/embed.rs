@@ -1,28 +1,29 @@
-//! Local embeddings: multilingual-e5-small (ONNX) on a dynamically loaded
-//! onnxruntime, both installed by `scripts/setup`: tokenize (ragmap's fast
-//! tokenizer, see `tokenizer`), run the session, mean-pool over the attention
-//! mask, L2-normalise — what fastembed did, without its per-session tokenizer.
+//! Embeddings: one face ([`Embedder`]) over the two ways ragmap embeds text —
+//! the local multilingual-e5-small on onnxruntime ([`onnx`], the default,
+//! installed by `scripts/setup`), or any OpenAI-compatible `POST
+//! /v1/embeddings` named by `[embed] base_url` ([`remote`]). Indexing,
+//! retrieval and the server call the face and never branch on which it is.
 //!
-//! ort may panic when onnxruntime is missing or too old, so every asset is
-//! checked first and reported as a one-line error naming the fix.
+//! An index records the model's name and dimension (and, for the local model,
+//! a hash of its files) and refuses vectors of another model: see
+//! [`same_model`] for what "the same model" means.
+
+mod cache;
+pub mod onnx;
+pub mod remote;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
-use ort::session::Session;
-use rayon::prelude::*;
-
-use crate::config::Config;
+use crate::config::{Config, EMBEDDING_MODEL};
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
 
+pub use onnx::environment;
+
 /// e5 was trained with these prefixes; without them retrieval quality drops.
-const QUERY_PREFIX: &str = "query: ";
-const PASSAGE_PREFIX: &str = "passage: ";
+pub const QUERY_PREFIX: &str = "query: ";
+pub const PASSAGE_PREFIX: &str = "passage: ";
 const MODEL_FILES: [&str; 5] = [
     "model.onnx",
     "tokenizer.json",
@@ -41,19 +42,44 @@ pub enum EmbedError {
         "embedding model file {0} not found; run `bash scripts/setup` (or set RAGMAP_MODEL_DIR)"
     )]
     MissingModel(PathBuf),
+    #[error("{0} not found: chunks are sized with the embedding model's tokenizer, also when [embed] base_url embeds remotely; run `bash scripts/setup --tokenizer` (or set [embed] model_dir to a folder holding the model's tokenizer.json)")]
+    MissingTokenizer(PathBuf),
     #[error("cannot load the embedding model from {path}: {message}; run `bash scripts/setup` to reinstall it")]
     BadModel { path: PathBuf, message: String },
     #[error("embedding failed: {0}")]
     Run(String),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// `[embed] base_url` cannot be used as it is written.
+    #[error("[embed] base_url {url:?} {problem}; fix it (e.g. http://127.0.0.1:8080/v1) or unset it to embed locally")]
+    BadUrl { url: String, problem: String },
+    /// The embedding server failed (after its retries): nothing was committed.
+    #[error("the embedding server at {server} {problem}; {fix}")]
+    Server {
+        server: String,
+        problem: String,
+        fix: String,
+    },
+    /// The server's vectors do not have the dimension the index holds.
+    #[error("the embedding server at {server} returns {got}-dimension vectors for model {model:?}, but the index holds {expected}-dimension ones; point [embed] base_url and model at the model the index was built with, or run `ragmap index --rebuild` to re-embed everything")]
+    Dimensions {
+        server: String,
+        model: String,
+        got: usize,
+        expected: usize,
+    },
 }
 
 impl EmbedError {
-    /// A failed run is a failure; anything else means set-up is missing or broken.
+    /// A failed run is a failure; a failing embedding server has its own code;
+    /// vectors the index cannot hold mean the index does not fit; anything
+    /// else means set-up is missing or broken.
     pub fn exit_code(&self) -> u8 {
         match self {
             EmbedError::Run(_) => crate::exit::FAILURE,
+            EmbedError::Server { .. } => crate::exit::EMBED_SERVER,
+            EmbedError::Dimensions { .. } => crate::exit::INDEX,
+            EmbedError::BadUrl { .. } => crate::exit::FAILURE,
             _ => crate::exit::SETUP,
         }
     }
@@ -64,8 +90,18 @@ pub fn tokenizer_path(config: &Config) -> PathBuf {
     config.model_dir().join("tokenizer.json")
 }
 
-/// Checks that onnxruntime and every model file are present, without loading them.
+/// Checks that what embedding needs on this machine is present, without
+/// loading it: onnxruntime and every model file for the local model; the
+/// tokenizer alone when `[embed] base_url` embeds remotely (chunking needs it).
 pub fn check_assets(config: &Config) -> Result<(), EmbedError> {
+    if config.embed_base_url().is_some() {
+        return check_tokenizer(config);
+    }
+    check_local_assets(config)
+}
+
+/// onnxruntime and every file of the local model.
+pub fn check_local_assets(config: &Config) -> Result<(), EmbedError> {
     let dylib = config.ort_dylib();
     if !dylib.is_file() {
         return Err(EmbedError::MissingRuntime(dylib));
@@ -80,13 +116,44 @@ pub fn check_assets(config: &Config) -> Result<(), EmbedError> {
     Ok(())
 }
 
-/// The files whose bytes make the model's identity.
+/// The tokenizer chunking sizes chunks with.
+pub fn check_tokenizer(config: &Config) -> Result<(), EmbedError> {
+    let path = tokenizer_path(config);
+    match path.is_file() {
+        true => Ok(()),
+        false => Err(EmbedError::MissingTokenizer(path)),
+    }
+}
+
+/// The name an index records for the model `config` embeds with: the local
+/// model's, or `[embed] model` for a remote one.
+pub fn model_name(config: &Config) -> String {
+    match config.embed_base_url() {
+        Some(_) => config.embed.model.trim().to_string(),
+        None => EMBEDDING_MODEL.to_string(),
+    }
+}
+
+/// Whether two recorded model names name the same model: equal but for case
+/// and an `owner/` prefix, so `intfloat/multilingual-e5-small` (a server's
+/// name for the weights) is the local `multilingual-e5-small`. The vectors'
+/// dimension is compared beside it; the local model's file hash only decides
+/// between two local builds (see `index::build`).
+pub fn same_model(a: &str, b: &str) -> bool {
+    let short = |name: &str| {
+        let name = name.trim();
+        name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase()
+    };
+    short(a) == short(b)
+}
+
+/// The files whose bytes make the local model's identity.
 const IDENTITY_FILES: [&str; 2] = ["model.onnx", "tokenizer.json"];
 
-/// A string that changes whenever the model's weights or tokenizer change: the
-/// index stores it and rebuilds when it differs.
-pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
-    check_assets(config)?;
+/// A hash that changes whenever the local model's weights or tokenizer
+/// change: the index stores it and rebuilds when it differs.
+pub fn model_files_hash(config: &Config) -> Result<String, EmbedError> {
+    check_local_assets(config)?;
     let dir = config.model_dir();
     let mut parts = Vec::new();
     for name in IDENTITY_FILES {
@@ -95,18 +162,14 @@ pub fn model_identity(config: &Config) -> Result<String, EmbedError> {
             tokenizer::hash_file(&path).map_err(bad_model(&path))?,
         ));
     }
-    Ok(format!(
-        "{}:{}",
-        crate::config::EMBEDDING_MODEL,
-        crate::corpus::content_hash(parts.join(":").as_bytes())
-    ))
+    Ok(crate::corpus::content_hash(parts.join(":").as_bytes()))
 }
 
-/// Size and modification time of the files [`model_identity`] hashes: while
-/// they are unchanged the stored identity is reused instead of re-reading
+/// Size and modification time of the files [`model_files_hash`] hashes:
+/// while they are unchanged the stored hash is reused instead of re-reading
 /// 85 MB on every `ragmap index`.
 pub fn model_files_stamp(config: &Config) -> Result<String, EmbedError> {
-    check_assets(config)?;
+    check_local_assets(config)?;
     let dir = config.model_dir();
     let mut parts = Vec::new();
     for name in IDENTITY_FILES {
@@ -122,6 +185,21 @@ pub fn model_files_stamp(config: &Config) -> Result<String, EmbedError> {
     Ok(parts.join(";"))
 }
 
+/// The local model's vector length (`hidden_size` of its config.json).
+pub fn local_dimensions(config: &Config) -> Result<usize, EmbedError> {
+    let path = config.model_dir().join("config.json");
+    let text = fs::read_to_string(&path).map_err(bad_model(&path))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["hidden_size"].as_u64())
+        .filter(|&d| d > 0)
+        .map(|d| d as usize)
+        .ok_or_else(|| EmbedError::BadModel {
+            path,
+            message: "no \"hidden_size\"".into(),
+        })
+}
+
 /// An I/O error on a model file, as the error naming that file.
 fn bad_model(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
     move |e| EmbedError::BadModel {
@@ -130,127 +208,91 @@ fn bad_model(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
     }
 }
 
-/// The process's onnxruntime environment. ort allows one per process, so it
-/// is created once (loading the dylib) and shared by every session: the
-/// embedder's, and any other session in the same process (the benchmarks
-/// run a bare one next to it).
-pub fn environment(config: &Config) -> Result<ort::environment::Environment, EmbedError> {
-    static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
-    if let Some(env) = ENVIRONMENT.get() {
-        return Ok(env.clone());
-    }
-    check_assets(config)?;
-    let dylib = config.ort_dylib();
-    let bad = |message: String| EmbedError::BadRuntime {
-        path: dylib.clone(),
-        message,
-    };
-    // A library of the wrong kind may make ort panic rather than fail.
-    let built = std::panic::catch_unwind(|| {
-        ort::init_from(&dylib)
-            .map_err(|e| e.to_string())?
-            .with_name("ragmap")
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .map_err(|_| bad("the library crashed while loading".into()))?
-    .map_err(bad)?;
-    Ok(ENVIRONMENT.get_or_init(|| built).clone())
+/// `tokenizer.json` as the model directory holds it (from the cache when it matches).
+pub fn load_tokenizer(config: &Config) -> Result<Tokenizer, EmbedError> {
+    check_tokenizer(config)?;
+    Ok(timed("tokenizer", || {
+        tokenizer::load(&tokenizer_path(config))
+    })?)
 }
 
-/// The longest input the model reads, in tokens (special tokens included).
-const MAX_LENGTH: usize = 512;
-
-pub struct Embedder {
-    /// One tokenizer for every session: the pieces are shared, only the
-    /// padding and truncation settings are the model's.
-    tokenizer: Arc<Tokenizer>,
-    /// One ONNX Runtime session per worker: on few cores, independent
-    /// single-threaded sessions use the CPU better than one multi-threaded one.
-    sessions: Vec<Session>,
-    /// Weights prepacked by the first session, reused by the others.
-    prepacked: PrepackedWeights,
-    shape: ModelShape,
-    batch_size: usize,
+/// Embeds questions and passages, locally or through a server: what every
+/// caller holds.
+pub enum Embedder {
+    Local(onnx::Onnx),
+    /// Boxed: the client with its runtime is several times the local face's size.
+    Remote(Box<remote::Remote>),
 }
 
-/// What the model's inputs and outputs are called.
-#[derive(Clone)]
-struct ModelShape {
-    needs_token_types: bool,
-    output: String,
+/// An embedder on its way: the local model's first session loading (while
+/// `ragmap index` splits the corpus with the same tokenizer), or a remote
+/// client, ready at once.
+pub enum Loading {
+    Local(
+        ort::session::Session,
+        ort::session::builder::PrepackedWeights,
+    ),
+    Remote(Box<remote::Remote>),
 }
 
 impl Embedder {
-    /// Loads one session (enough for queries) and the tokenizer, side by side.
+    /// The embedder `config` names, ready for questions (one local session).
     pub fn load(config: &Config) -> Result<Embedder, EmbedError> {
-        let environment = environment(config)?;
-        let prepacked = PrepackedWeights::new();
-        let (session, base) = std::thread::scope(|scope| {
-            let tokenizer = scope.spawn(|| load_tokenizer(config));
-            let session = timed("onnx session", || {
-                load_session(config, &environment, &prepacked)
-            });
-            let base = tokenizer
-                .join()
-                .unwrap_or_else(|_| Err(EmbedError::Run("loading the tokenizer panicked".into())));
-            (session, base)
-        });
-        Embedder::from_parts(config, &base?, session?, prepacked)
-    }
-
-    /// One session created now, ready for [`Embedder::from_parts`]: `ragmap
-    /// index` loads it while it tokenizes the corpus with the same tokenizer.
-    pub fn load_first_session(config: &Config) -> Result<(Session, PrepackedWeights), EmbedError> {
-        let environment = environment(config)?;
-        let prepacked = PrepackedWeights::new();
-        let session = timed("onnx session", || {
-            load_session(config, &environment, &prepacked)
-        })?;
-        Ok((session, prepacked))
-    }
-
-    /// An embedder of `session` with the model's configuration of `base`
-    /// (the tokenizer as `tokenizer.json` defines it).
-    pub fn from_parts(
-        config: &Config,
-        base: &Tokenizer,
-        session: Session,
-        prepacked: PrepackedWeights,
-    ) -> Result<Embedder, EmbedError> {
-        let tokenizer = tokenizer::for_model(base, &config.model_dir(), MAX_LENGTH)?;
-        let shape = ModelShape::of(&session, &config.model_dir())?;
-        Ok(Embedder {
-            tokenizer: Arc::new(tokenizer),
-            sessions: vec![session],
-            prepacked,
-            shape,
-            batch_size: config.embed.batch_size.max(1),
-        })
-    }
-
-    /// Sessions worth having to embed `texts` passages: up to `[embed]
-    /// sessions`, but a further session costs a model load (a fraction of a
-    /// second), which only pays off when there are batches enough to share.
-    pub fn sessions_for(config: &Config, texts: usize) -> usize {
-        let batches = texts.div_ceil(config.embed.batch_size.max(1));
-        config.embed.sessions.clamp(1, (batches / 8).max(1))
-    }
-
-    /// Adds sessions, loaded side by side, until there are `wanted`.
-    pub fn add_sessions(&mut self, config: &Config, wanted: usize) -> Result<(), EmbedError> {
-        let missing = wanted.saturating_sub(self.sessions.len());
-        if missing == 0 {
-            return Ok(());
+        match config.embed_base_url() {
+            Some(_) => Ok(Embedder::Remote(Box::new(remote::Remote::new(
+                config, None,
+            )?))),
+            None => Ok(Embedder::Local(onnx::Onnx::load(config)?)),
         }
-        let environment = environment(config)?;
-        let prepacked = &self.prepacked;
-        let more = (0..missing)
-            .into_par_iter()
-            .map(|_| load_session(config, &environment, prepacked))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.sessions.extend(more);
-        Ok(())
+    }
+
+    /// Starts loading what [`Loading::finish`] completes.
+    pub fn begin(config: &Config) -> Result<Loading, EmbedError> {
+        match config.embed_base_url() {
+            Some(_) => Ok(Loading::Remote(Box::new(remote::Remote::new(
+                config, None,
+            )?))),
+            None => {
+                let (session, prepacked) = onnx::Onnx::load_first_session(config)?;
+                Ok(Loading::Local(session, prepacked))
+            }
+        }
+    }
+
+    /// Gets ready to embed `texts` passages: the local model loads as many
+    /// sessions as pay off; a remote client needs nothing.
+    pub fn prepare_for(&mut self, config: &Config, texts: usize) -> Result<(), EmbedError> {
+        match self {
+            Embedder::Local(onnx) => {
+                onnx.add_sessions(config, onnx::Onnx::sessions_for(config, texts))
+            }
+            Embedder::Remote(_) => Ok(()),
+        }
+    }
+
+    /// The name the index records for this model (see [`model_name`]).
+    pub fn model(&self) -> &str {
+        match self {
+            Embedder::Local(_) => EMBEDDING_MODEL,
+            Embedder::Remote(remote) => remote.model(),
+        }
+    }
+
+    /// The server's embeddings URL, for a remote model.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Embedder::Local(_) => None,
+            Embedder::Remote(remote) => Some(remote.url()),
+        }
+    }
+
+    /// Vectors of another dimension than `dimensions` are an error from now
+    /// on (the index's, checked as the first ones arrive instead of after a
+    /// whole run).
+    pub fn expect_dimensions(&mut self, dimensions: Option<usize>) {
+        if let Embedder::Remote(remote) = self {
+            remote.expect_dimensions(dimensions);
+        }
     }
 
     pub fn embed_query(&mut self, query: &str) -> Result<Vec<f32>, EmbedError> {
@@ -260,316 +302,55 @@ impl Embedder {
             .ok_or_else(|| EmbedError::Run("no vector returned".into()))
     }
 
-    /// Embeds texts as what they are (e5's `query: ` or `passage: ` prefix),
-    /// in input order, in batches of `batch_size`; also returns the number of
-    /// tokens the model read.
+    /// Embeds texts as what they are (e5's `query: ` or `passage: `), in
+    /// input order; also returns the number of tokens the model read (as the
+    /// server reports it, for a remote one).
     pub fn embed_as(
         &mut self,
         texts: &[String],
         passages: bool,
     ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
-        let prefix = if passages {
-            PASSAGE_PREFIX
-        } else {
-            QUERY_PREFIX
-        };
-        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-        let tokens = inputs
-            .iter()
-            .map(|t| {
-                self.tokenizer
-                    .encode_fast(t.as_str(), true)
-                    .map_or(0, |e| e.len())
-            })
-            .sum();
-        let mut vectors = Vec::with_capacity(inputs.len());
-        for batch in inputs.chunks(self.batch_size) {
-            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-            vectors.extend(run(
-                &mut self.sessions[0],
-                &self.tokenizer,
-                &self.shape,
-                &batch,
-            )?);
+        match self {
+            Embedder::Local(onnx) => onnx.embed_as(texts, passages),
+            Embedder::Remote(remote) => remote.embed_as(texts, passages),
         }
-        Ok((vectors, tokens))
     }
 
-    /// Embeds passages in batches of similar length (less padding, less work),
-    /// returning vectors in input order. `on_batch` reports progress in texts.
+    /// Embeds passages for the index, returning vectors in input order;
+    /// `on_batch` reports progress in texts.
     pub fn embed_passages(
         &mut self,
         texts: &[String],
-        mut on_batch: impl FnMut(usize),
+        on_batch: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let inputs: Vec<String> = texts
-            .iter()
-            .map(|t| format!("{PASSAGE_PREFIX}{t}"))
-            .collect();
-        // Batches of equal token counts need almost no padding; byte length is
-        // a poor proxy when Chinese and English mix (measured in BENCHMARKS.md).
-        let tokenizer = &self.tokenizer;
-        let tokens: Vec<usize> = inputs
-            .par_iter()
-            .map(|t| {
-                tokenizer
-                    .encode_fast(t.as_str(), true)
-                    .map(|e| e.len())
-                    .unwrap_or(t.len())
-            })
-            .collect();
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| tokens[i]);
-        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
-        let shape = &self.shape;
-        let embed_batch = |session: &mut Session, batch: &[usize]| {
-            let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();
-            run(session, tokenizer, shape, &batch_inputs)
-        };
-        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        let mut store = |b: usize, batch_vectors: Vec<Vec<f32>>| {
-            for (&i, v) in batches[b].iter().zip(batch_vectors) {
-                vectors[i] = v;
-            }
-            on_batch(batches[b].len());
-        };
-        if self.sessions.len() == 1 {
-            for (b, batch) in batches.iter().enumerate() {
-                store(b, embed_batch(&mut self.sessions[0], batch)?);
-            }
-        } else {
-            // Workers take the next batch from a shared counter, so a slow batch
-            // never leaves another session idle; results come back by channel.
-            let next = AtomicUsize::new(0);
-            let (tx, rx) = mpsc::channel();
-            std::thread::scope(|scope| -> Result<(), EmbedError> {
-                for session in self.sessions.iter_mut() {
-                    let tx = tx.clone();
-                    let (next, batches, embed_batch) = (&next, &batches, &embed_batch);
-                    scope.spawn(move || loop {
-                        let b = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(batch) = batches.get(b) else { break };
-                        let result = embed_batch(session, batch).map(|v| (b, v));
-                        let failed = result.is_err();
-                        if tx.send(result).is_err() || failed {
-                            next.store(batches.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    });
-                }
-                drop(tx);
-                for result in rx {
-                    let (b, batch_vectors) = result?;
-                    store(b, batch_vectors);
-                }
-                Ok(())
-            })?;
+        match self {
+            Embedder::Local(onnx) => onnx.embed_passages(texts, on_batch),
+            Embedder::Remote(remote) => remote.embed_passages(texts, on_batch),
         }
-        Ok(vectors)
     }
-}
 
-/// `tokenizer.json` as the model directory holds it (from the cache when it matches).
-pub fn load_tokenizer(config: &Config) -> Result<Tokenizer, EmbedError> {
-    Ok(timed("tokenizer", || {
-        tokenizer::load(&tokenizer_path(config))
-    })?)
-}
-
-impl ModelShape {
-    /// The inputs the graph declares and its embedding output, in
-    /// fastembed's order of preference.
-    fn of(session: &Session, dir: &Path) -> Result<ModelShape, EmbedError> {
-        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        let output = match outputs.as_slice() {
-            [only] => only.to_string(),
-            _ => ["text_embeds", "last_hidden_state", "sentence_embedding"]
-                .into_iter()
-                .find(|name| outputs.contains(name))
-                .ok_or_else(|| EmbedError::BadModel {
-                    path: dir.join("model.onnx"),
-                    message: format!("no embedding output among {outputs:?}"),
-                })?
-                .to_string(),
-        };
-        Ok(ModelShape {
-            needs_token_types: session
-                .inputs()
-                .iter()
-                .any(|input| input.name() == "token_type_ids"),
-            output,
-        })
-    }
-}
-
-/// One ONNX Runtime session over `model.onnx`, with `[embed]`'s threads and
-/// memory settings; weights another session already prepacked are shared.
-fn load_session(
-    config: &Config,
-    environment: &ort::environment::Environment,
-    prepacked: &PrepackedWeights,
-) -> Result<Session, EmbedError> {
-    let path = config.model_dir().join("model.onnx");
-    let bad = |message: String| EmbedError::BadModel {
-        path: path.clone(),
-        message: first_line(&message),
-    };
-    let settings = &config.embed;
-    // ort may panic on a library or file it does not expect; a bad model
-    // file must still end in a message, not a backtrace.
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let builder = Session::builder(environment).map_err(|e| e.to_string())?;
-        let cpu = ort::ep::CPU::default()
-            .with_arena_allocator(settings.arena)
-            .build();
-        let message = |e: ort::Error<_>| e.to_string();
-        builder
-            .with_execution_providers([cpu])
-            .map_err(message)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(message)?
-            .with_intra_threads(settings.threads.max(1))
-            .map_err(message)?
-            .with_memory_pattern(settings.memory_pattern)
-            .map_err(message)?
-            .with_prepacked_weights(prepacked)
-            .map_err(message)?
-            .commit_from_file(&path)
-            .map_err(|e| e.to_string())
-    }));
-    match built {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err(message)) => Err(bad(message)),
-        Err(_) => Err(bad("the model loader crashed".into())),
-    }
-}
-
-/// Tokenizes `inputs` into one padded batch, runs it, and returns one
-/// L2-normalised mean-pooled vector per input, in order.
-fn run(
-    session: &mut Session,
-    tokenizer: &Tokenizer,
-    shape: &ModelShape,
-    inputs: &[&str],
-) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let n = inputs.len();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    // One input after another on this thread, padded as `encode_batch` pads:
-    // `encode_batch` runs on rayon's pool, whose idle threads spin and took
-    // 15 % more CPU from the ONNX sessions while indexing (docs/startup.md).
-    let failed = |e: tokenizers::Error| EmbedError::Run(first_line(&e.to_string()));
-    let mut encodings = inputs
-        .iter()
-        .map(|&text| tokenizer.encode_fast(text, true))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(failed)?;
-    if let Some(padding) = tokenizer.get_padding() {
-        tokenizers::pad_encodings(&mut encodings, padding).map_err(failed)?;
-    }
-    let len = encodings.first().map_or(0, |e| e.len());
-    if encodings.iter().any(|e| e.len() != len) {
-        return Err(EmbedError::Run("a batch came back unpadded".into()));
-    }
-    let mut ids = Vec::with_capacity(n * len);
-    let mut mask = Vec::with_capacity(n * len);
-    let mut types = Vec::with_capacity(n * len);
-    for e in &encodings {
-        ids.extend(e.get_ids().iter().map(|&x| x as i64));
-        mask.extend(e.get_attention_mask().iter().map(|&x| x as i64));
-        types.extend(e.get_type_ids().iter().map(|&x| x as i64));
-    }
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        || -> Result<Vec<Vec<f32>>, String> {
-            let dims = [n, len];
-            let outputs = if shape.needs_token_types {
-                session.run(ort::inputs![
-                    "input_ids" => tensor(dims, &ids)?,
-                    "attention_mask" => tensor(dims, &mask)?,
-                    "token_type_ids" => tensor(dims, &types)?,
-                ])
-            } else {
-                session.run(ort::inputs![
-                    "input_ids" => tensor(dims, &ids)?,
-                    "attention_mask" => tensor(dims, &mask)?,
-                ])
-            }
-            .map_err(|e| e.to_string())?;
-            let (out_shape, hidden) = outputs[shape.output.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| e.to_string())?;
-            pool(out_shape, hidden, &mask, n, len)
-        },
-    ))
-    .map_err(|_| EmbedError::Run("the embedding runtime crashed".into()))?
-    .map_err(|e| EmbedError::Run(first_line(&e)))?;
-    if out.len() != n {
-        return Err(EmbedError::Run(format!(
-            "expected {n} vectors, got {}",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
-fn tensor(dims: [usize; 2], data: &[i64]) -> Result<ort::value::TensorRef<'_, i64>, String> {
-    ort::value::TensorRef::from_array_view((dims, data)).map_err(|e| e.to_string())
-}
-
-/// Mean over the unmasked tokens (a 2-D output is already pooled), then L2
-/// normalisation, in fastembed's order of operations so vectors are the same
-/// to the bit.
-fn pool(
-    shape: &[i64],
-    hidden: &[f32],
-    mask: &[i64],
-    rows: usize,
-    len: usize,
-) -> Result<Vec<Vec<f32>>, String> {
-    let normalize = |v: Vec<f32>| {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / (norm + 1e-12)).collect::<Vec<f32>>()
-    };
-    match *shape {
-        [r, dim] if r as usize == rows && hidden.len() == rows * dim as usize => Ok(hidden
-            .chunks_exact(dim as usize)
-            .map(|row| normalize(row.to_vec()))
-            .collect()),
-        [r, l, dim] if r as usize == rows && l as usize == len => {
-            let dim = dim as usize;
-            if hidden.len() != rows * len * dim {
-                return Err(format!(
-                    "output of shape {shape:?} has {} values",
-                    hidden.len()
-                ));
-            }
-            Ok((0..rows)
-                .map(|r| {
-                    let mut sum = vec![0f32; dim];
-                    let mut count = 0f32;
-                    for t in 0..len {
-                        if mask[r * len + t] == 0 {
-                            continue;
-                        }
-                        count += mask[r * len + t] as f32;
-                        let token = &hidden[(r * len + t) * dim..(r * len + t + 1) * dim];
-                        for (acc, x) in sum.iter_mut().zip(token) {
-                            *acc += x;
-                        }
-                    }
-                    let count = if count == 0.0 { 1.0 } else { count };
-                    normalize(sum.into_iter().map(|x| x / count).collect())
-                })
-                .collect())
+    /// After the index committed what [`Embedder::embed_passages`] returned:
+    /// the vectors a remote run kept for resuming are no longer needed.
+    pub fn committed(&mut self) {
+        if let Embedder::Remote(remote) = self {
+            remote.forget_kept();
         }
-        _ => Err(format!(
-            "unexpected output shape {shape:?} for {rows} inputs of {len} tokens"
-        )),
     }
 }
 
-fn first_line(s: &str) -> String {
+impl Loading {
+    /// The embedder; the local model is configured with the tokenizer `base`.
+    pub fn finish(self, config: &Config, base: &Tokenizer) -> Result<Embedder, EmbedError> {
+        match self {
+            Loading::Local(session, prepacked) => Ok(Embedder::Local(onnx::Onnx::from_parts(
+                config, base, session, prepacked,
+            )?)),
+            Loading::Remote(remote) => Ok(Embedder::Remote(remote)),
+        }
+    }
+}
+
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 

@@ -9,7 +9,7 @@ pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// onnxruntime or the embedding model is missing (run `bash scripts/setup`).
 pub const SETUP: u8 = 3;
-/// The index is missing or damaged.
+/// The index is missing or damaged, or was built with another embedding model.
 pub const INDEX: u8 = 4;
 /// No chat endpoint answered; the retrieved passages were printed instead.
 pub const LLM_UNREACHABLE: u8 = 5;
@@ -17,4 +17,6 @@ pub const LLM_UNREACHABLE: u8 = 5;
 pub const LLM_FAILED: u8 = 6;
 /// The answer kept repeating itself and was stopped (what came before stays printed).
 pub const LLM_REPEATING: u8 = 7;
+/// The embedding server (`[embed] base_url`) was unreachable or failed after its retries.
+pub const EMBED_SERVER: u8 = 8;
 pub const INTERRUPTED: u8 = 130;

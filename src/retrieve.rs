@@ -12,8 +12,8 @@ use crate::config::{Config, Retrieve, RetrieveMode};
 use crate::embed::{EmbedError, Embedder};
 use crate::glossary::{Glossary, GlossaryError};
 use crate::index::{
-    terms, ChunkRow, Index, IndexError, Pruning, SearchError, Snapshot, TermCounts, VectorSearch,
-    LEXICAL_ROW_BUDGET,
+    describe_model, terms, ChunkRow, Index, IndexError, Pruning, SearchError, Snapshot, TermCounts,
+    VectorSearch, LEXICAL_ROW_BUDGET,
 };
 use crate::query::Query;
 
@@ -62,6 +62,15 @@ pub struct Retriever {
     embedder: Option<Embedder>,
     settings: Retrieve,
     glossary: Glossary,
+    /// The embedding model the index was built with (name, dimension), read
+    /// once per generation: questions must be embedded by the same.
+    index_model: Option<IndexModel>,
+}
+
+struct IndexModel {
+    generation: String,
+    name: Option<String>,
+    dimensions: Option<usize>,
 }
 
 impl Retriever {
@@ -106,6 +115,7 @@ impl Retriever {
             embedder,
             settings,
             glossary: Glossary::builtin().clone(),
+            index_model: None,
         }
     }
 
@@ -195,6 +205,7 @@ impl Retriever {
         let query_vectors = embed_queries(self.embedder.as_mut(), &forms, settings)?;
         for _ in 0..3 {
             self.index.refresh();
+            self.check_model(&query_vectors)?;
             let Some(snapshot) = self.index.snapshot()? else {
                 continue;
             };
@@ -214,6 +225,51 @@ impl Retriever {
         Err(RetrieveError::Search(
             "the index changed three times during one search".into(),
         ))
+    }
+}
+
+impl Retriever {
+    /// The question vectors come from the model the index was built with:
+    /// the same name (see `embed::same_model`) and dimension; otherwise one
+    /// error naming both, before any vector reaches the index.
+    fn check_model(&mut self, query_vectors: &[Vec<f32>]) -> Result<(), RetrieveError> {
+        let (Some(embedder), Some(vector)) = (&self.embedder, query_vectors.first()) else {
+            return Ok(());
+        };
+        let generation = self.index.generation();
+        if self
+            .index_model
+            .as_ref()
+            .is_none_or(|m| m.generation != generation)
+        {
+            let description = self.index.describe()?;
+            self.index_model = Some(IndexModel {
+                generation,
+                name: description.model,
+                dimensions: description.dimensions,
+            });
+        }
+        let Some(index) = &self.index_model else {
+            return Ok(());
+        };
+        let other_name = index
+            .name
+            .as_deref()
+            .is_some_and(|name| !crate::embed::same_model(name, embedder.model()));
+        let other_dimensions = index.dimensions.is_some_and(|d| d != vector.len());
+        if !other_name && !other_dimensions {
+            return Ok(());
+        }
+        let unnamed = "(unnamed)".to_string();
+        Err(RetrieveError::Open(IndexError::ModelMismatch {
+            index: describe_model(
+                index.name.as_ref().unwrap_or(&unnamed),
+                index.dimensions,
+                None,
+            ),
+            now: "embeds questions with",
+            configured: describe_model(embedder.model(), Some(vector.len()), embedder.server()),
+        }))
     }
 }
 

@@ -20,6 +20,7 @@ import re
 import shutil
 import startup_bench
 import mcp_bench
+import remote_embed_bench
 import statistics
 import subprocess
 import sys
@@ -605,6 +606,15 @@ def answers_only():
     splice_section(answers_bench.report_lines(results["answers"], results["machine"], COMMAND, source))
 
 
+def remote_embed_only():
+    """`scripts/bench --remote-embed`: local vs remote embedding, splice its section."""
+    results = {"machine": machine(), "remote_embed": remote_embed_bench.run_all(RAGMAP)}
+    with open(os.path.join(WORK, "bench-remote-embed-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = remote_embed_bench.report_lines(results["remote_embed"], results["machine"], COMMAND)
+    splice_section(section)
+
+
 def splice_section(section):
     """Replaces the section of BENCHMARKS.md headed like `section[0]` (or
     inserts it before `## Reproduce`), leaving the rest as the last run wrote it."""
@@ -642,6 +652,9 @@ def main():
         return
     if "--answers" in sys.argv:
         answers_only()
+        return
+    if "--remote-embed" in sys.argv:
+        remote_embed_only()
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()

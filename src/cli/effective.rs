@@ -86,11 +86,11 @@ fn extra_note(config: &Config, key: &str) -> String {
             let (url, origin) = config.llm_endpoint();
             format!("; endpoint {url} ({origin})")
         }
-        "llm.api_key_env" | "server.api_key_env" => {
-            let var = if key == "llm.api_key_env" {
-                &config.llm.api_key_env
-            } else {
-                &config.server.api_key_env
+        "llm.api_key_env" | "server.api_key_env" | "embed.api_key_env" => {
+            let var = match key {
+                "llm.api_key_env" => &config.llm.api_key_env,
+                "embed.api_key_env" => &config.embed.api_key_env,
+                _ => &config.server.api_key_env,
             };
             let present = std::env::var_os(var).is_some_and(|v| !v.is_empty());
             format!(

@@ -31,7 +31,13 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
     println!("documents: {}", counts.documents);
     println!("chunks:    {} ({} tokens)", counts.chunks, counts.tokens);
     println!("size:      {:.1} MB", about.bytes_on_disk as f64 / 1e6);
-    println!("model:     {}", about.model.as_deref().unwrap_or("?"));
+    let dimensions = about
+        .dimensions
+        .map_or(String::new(), |d| format!(" ({d} dimensions)"));
+    println!(
+        "model:     {}{dimensions}",
+        about.model.as_deref().unwrap_or("?")
+    );
     println!("chunking:  {}", about.settings.as_deref().unwrap_or("?"));
     println!("built:     {}", about.built_at.as_deref().unwrap_or("?"));
     if status.changed_since.is_empty() {

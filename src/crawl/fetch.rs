@@ -683,7 +683,7 @@ fn crawl_delay(v: Option<f32>) -> Option<Duration> {
 }
 
 /// `base * 2^n` plus up to `base` of jitter.
-fn backoff(base: Duration, n: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, n: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << n.min(16));
     let jitter = rand::rng().random_range(0..=base.as_millis().min(u64::MAX as u128) as u64);
     exp + Duration::from_millis(jitter)

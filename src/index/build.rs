@@ -67,22 +67,87 @@ pub(crate) struct Pending {
     pub chunks: Vec<chunk::Chunk>,
 }
 
-/// The embedding model and chunk settings an index is built with: a change of
-/// either invalidates every vector.
+/// The embedding model and chunk settings an index is built with: another
+/// model (name or dimension) is refused, changed local model files or chunk
+/// settings re-embed everything.
 pub(crate) struct Identity {
-    /// Sizes and times of the model files: while it matches, the model's
-    /// identity is read from the index instead of hashing the files again.
+    /// Sizes and times of the local model's files: while it matches,
+    /// `model_files` is read from the index instead of hashing the files again.
     pub model_stamp: String,
+    /// The model's name (`embed::model_name`).
     pub model: String,
     /// The length of the model's vectors.
     pub dimensions: usize,
+    /// A hash of the local model's files; empty when the vectors came from a
+    /// server (its weights cannot be hashed here).
+    pub model_files: String,
     pub settings: String,
 }
 
 impl Identity {
     pub fn full(&self) -> String {
-        format!("{};{}", self.model, self.settings)
+        format!(
+            "{}:{}:{};{}",
+            self.model, self.dimensions, self.model_files, self.settings
+        )
     }
+}
+
+/// The identity the last build recorded.
+#[derive(Default)]
+struct Stored {
+    model: Option<String>,
+    dimensions: Option<usize>,
+    model_files: Option<String>,
+    model_stamp: Option<String>,
+    settings: Option<String>,
+    /// A whole identity was recorded (a build committed).
+    committed: bool,
+}
+
+impl Stored {
+    fn read(target: &dyn Target) -> Result<Stored, IndexError> {
+        let mut model = target.meta("model")?;
+        let mut model_files = target.meta("model_files")?;
+        if model_files.is_none() {
+            if let Some((name, hash)) = model.as_deref().and_then(legacy_model) {
+                (model, model_files) = (Some(name.to_string()), Some(hash.to_string()));
+            }
+        }
+        Ok(Stored {
+            model,
+            dimensions: target.meta("dimensions")?.and_then(|d| d.parse().ok()),
+            model_files,
+            model_stamp: target.meta("model_stamp")?,
+            settings: target.meta("settings")?,
+            committed: target.meta("identity")?.is_some(),
+        })
+    }
+}
+
+/// An index written before names and file hashes were kept apart recorded
+/// the local model as `multilingual-e5-small:<hash>`: its name and hash.
+pub(crate) fn legacy_model(recorded: &str) -> Option<(&str, &str)> {
+    let (name, hash) = recorded.split_once(':')?;
+    let legacy =
+        name == crate::config::EMBEDDING_MODEL && hash.chars().all(|c| c.is_ascii_hexdigit());
+    legacy.then_some((name, hash))
+}
+
+/// How a model is named in messages: its name, dimension and, for a server, where.
+pub(crate) fn describe_model(
+    name: &str,
+    dimensions: Option<usize>,
+    server: Option<&str>,
+) -> String {
+    let mut out = format!("{name:?}");
+    match (dimensions, server) {
+        (Some(d), Some(s)) => out.push_str(&format!(" ({d} dimensions, from {s})")),
+        (Some(d), None) => out.push_str(&format!(" ({d} dimensions)")),
+        (None, Some(s)) => out.push_str(&format!(" (from {s})")),
+        (None, None) => {}
+    }
+    out
 }
 
 /// Everything one build changes.
@@ -189,6 +254,8 @@ struct Diff {
 #[derive(Default)]
 struct Embedded {
     vectors: Vec<Vec<f32>>,
+    /// What embedded them (told when they are committed).
+    embedder: Option<Embedder>,
     model_load_seconds: f64,
     embed_seconds: f64,
 }
@@ -202,12 +269,16 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     }
     let (docs, mut report) = scan_corpus(&corpus_dir)?;
     // Checked before anything is written, so a missing install changes nothing.
-    let model_stamp = embed::model_files_stamp(config)?;
+    embed::check_assets(config)?;
+    let model_stamp = match config.embed_base_url() {
+        Some(_) => None,
+        None => Some(embed::model_files_stamp(config)?),
+    };
     let mut target = super::target(config, options.rebuild)?;
     report.migrated = target.migrated();
-    let identity = identify(config, &*target, model_stamp)?;
-    let stored_identity = target.meta("identity")?;
-    report.rebuilt = rebuild_reason(options.rebuild, stored_identity.as_deref(), &identity);
+    let stored = Stored::read(&*target)?;
+    let mut identity = identify(config, &stored, model_stamp)?;
+    report.rebuilt = rebuild_reason(options.rebuild, &stored, &identity)?;
     let full_rebuild = report.rebuilt.is_some();
     let known = match full_rebuild {
         true => HashMap::new(),
@@ -216,7 +287,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     let mut diff = diff(docs, &known);
     report.count(&diff);
     let nothing_to_do = diff.pending.is_empty() && diff.stale.is_empty() && !full_rebuild;
-    if nothing_to_do && stored_identity.is_some() && target.is_whole() {
+    if nothing_to_do && stored.committed && target.is_whole() {
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
@@ -232,10 +303,15 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         .flat_map(|p| &p.chunks)
         .map(|c| c.tokens)
         .sum();
-    let embedded = embed_texts(config, first_session, &texts, options.progress)?;
+    let index_dimensions = stored.dimensions.filter(|_| !full_rebuild);
+    let mut embedded = embed_texts(config, first_session, &texts, options, index_dimensions)?;
     report.model_load_seconds = embedded.model_load_seconds;
     report.embed_seconds = embedded.embed_seconds;
     drop(texts);
+    identity.dimensions = match embedded.vectors.first() {
+        Some(v) => v.len(),
+        None => index_dimensions.unwrap_or(identity.dimensions),
+    };
 
     target.commit(&Changes {
         full_rebuild,
@@ -245,6 +321,9 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         identity: &identity,
         now: corpus::now_rfc3339(),
     })?;
+    if let Some(embedder) = embedded.embedder.as_mut() {
+        embedder.committed();
+    }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -304,43 +383,80 @@ fn settings_identity(config: &Config) -> String {
     )
 }
 
-/// This build's identity; the model's is reused from the index while the
-/// model files' stamp matches (computing it hashes the files).
+/// This build's identity. The local model's file hash is reused from the
+/// index while the files' stamp matches (computing it hashes the files); a
+/// remote model's dimension is known once its first vectors arrive (0 until
+/// then), and the file hash of a local build it adds to is kept.
 fn identify(
     config: &Config,
-    target: &dyn Target,
-    model_stamp: String,
+    stored: &Stored,
+    model_stamp: Option<String>,
 ) -> Result<Identity, IndexError> {
-    let cached = match target.meta("model_stamp")? {
-        Some(stamp) if stamp == model_stamp => target.meta("model")?,
+    let settings = settings_identity(config);
+    let model = embed::model_name(config);
+    let Some(model_stamp) = model_stamp else {
+        let same = stored
+            .model
+            .as_deref()
+            .is_some_and(|m| embed::same_model(m, &model));
+        let kept = |v: &Option<String>| v.clone().filter(|_| same).unwrap_or_default();
+        return Ok(Identity {
+            model_stamp: kept(&stored.model_stamp),
+            model_files: kept(&stored.model_files),
+            model,
+            dimensions: 0,
+            settings,
+        });
+    };
+    let model_files = match &stored.model_stamp {
+        Some(stamp) if *stamp == model_stamp => stored.model_files.clone(),
         _ => None,
     };
-    let model = match cached {
-        Some(model) => model,
-        None => embed::model_identity(config)?,
+    let model_files = match model_files.filter(|f| !f.is_empty()) {
+        Some(files) => files,
+        None => embed::model_files_hash(config)?,
     };
     Ok(Identity {
         model_stamp,
         model,
-        dimensions: super::vectors::DIMENSIONS,
-        settings: settings_identity(config),
+        dimensions: embed::local_dimensions(config)?,
+        model_files,
+        settings,
     })
 }
 
-/// Why every document is embedded again, when it is: asked for, or the stored
-/// identity differs from this build's.
-fn rebuild_reason(requested: bool, stored: Option<&str>, identity: &Identity) -> Option<String> {
+/// Why every document is embedded again, when it is: asked for, the local
+/// model's files or the chunk settings changed. Another model (name, or
+/// dimension when both are known) is an error: re-embedding a whole corpus
+/// is asked for with `--rebuild`, not done because a setting changed.
+fn rebuild_reason(
+    requested: bool,
+    stored: &Stored,
+    identity: &Identity,
+) -> Result<Option<String>, IndexError> {
     if requested {
-        return Some("--rebuild".into());
+        return Ok(Some("--rebuild".into()));
     }
-    let identity = identity.full();
-    let old = stored.filter(|old| *old != identity)?;
-    let reason = if old.split(';').next() != identity.split(';').next() {
-        "the embedding model changed"
-    } else {
-        "the [chunk] settings changed"
+    let Some(model) = stored.model.as_deref().filter(|_| stored.committed) else {
+        return Ok(None);
     };
-    Some(reason.into())
+    let known = (identity.dimensions > 0).then_some(identity.dimensions);
+    let other_dimensions = matches!((stored.dimensions, known), (Some(a), Some(b)) if a != b);
+    if !embed::same_model(model, &identity.model) || other_dimensions {
+        return Err(IndexError::ModelMismatch {
+            index: describe_model(model, stored.dimensions, None),
+            now: "now embeds passages with",
+            configured: describe_model(&identity.model, known, None),
+        });
+    }
+    let files = stored.model_files.as_deref().unwrap_or_default();
+    if !files.is_empty() && !identity.model_files.is_empty() && files != identity.model_files {
+        return Ok(Some("the embedding model changed".into()));
+    }
+    if stored.settings.as_deref() != Some(identity.settings.as_str()) {
+        return Ok(Some("the [chunk] settings changed".into()));
+    }
+    Ok(None)
 }
 
 /// Compares the corpus with the documents the index knows (by content hash).
@@ -381,7 +497,8 @@ fn diff(docs: Vec<Document>, known: &HashMap<String, DocRow>) -> Diff {
 /// session loads: counting tokens for the splitter is the largest cost after
 /// the model, both take seconds, and an incremental run needs both. The one
 /// tokenizer sizes the chunks and, configured for the model, feeds the
-/// embedder. Returns the embedder (none when nothing is pending).
+/// embedder (a remote one is ready at once). Returns the embedder (none when
+/// nothing is pending).
 fn chunk_while_loading(
     config: &Config,
     pending: &mut [Pending],
@@ -390,7 +507,7 @@ fn chunk_while_loading(
         return Ok(None);
     }
     std::thread::scope(|scope| {
-        let loader = scope.spawn(|| Embedder::load_first_session(config));
+        let loader = scope.spawn(|| Embedder::begin(config));
         let tokenizer =
             embed::load_tokenizer(config).map_err(|e| chunk::ChunkError::Tokenizer {
                 path: embed::tokenizer_path(config).display().to_string(),
@@ -401,12 +518,12 @@ fn chunk_while_loading(
         pending
             .par_iter_mut()
             .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
-        let session = loader
+        let loading = loader
             .join()
             .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())));
-        Ok(Some(session.and_then(|(session, prepacked)| {
-            Embedder::from_parts(config, &tokenizer, session, prepacked)
-        })))
+        Ok(Some(
+            loading.and_then(|loading| loading.finish(config, &tokenizer)),
+        ))
     })
 }
 
@@ -423,23 +540,27 @@ fn embedding_texts(pending: &[Pending]) -> Vec<String> {
         .collect()
 }
 
-/// Embeds `texts` with the first session plus as many more as pay off.
+/// Embeds `texts` with the first session plus as many more as pay off (or
+/// through the server), into vectors of the index's `dimensions` when it has some.
 fn embed_texts(
     config: &Config,
     first_session: Option<Result<Embedder, EmbedError>>,
     texts: &[String],
-    progress: bool,
+    options: &BuildOptions,
+    dimensions: Option<usize>,
 ) -> Result<Embedded, EmbedError> {
     let mut started = Instant::now();
     let mut embedded = Embedded::default();
     if let Some(embedder) = first_session.filter(|_| !texts.is_empty()) {
         let mut embedder = embedder?;
-        embedder.add_sessions(config, Embedder::sessions_for(config, texts.len()))?;
+        embedder.expect_dimensions(dimensions);
+        embedder.prepare_for(config, texts.len())?;
         embedded.model_load_seconds = started.elapsed().as_secs_f64();
         started = Instant::now();
-        let bar = progress_bar(progress, texts.len() as u64, "embedding");
+        let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
         embedded.vectors = embedder.embed_passages(texts, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
+        embedded.embedder = Some(embedder);
     }
     embedded.embed_seconds = started.elapsed().as_secs_f64();
     Ok(embedded)

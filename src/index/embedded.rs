@@ -74,7 +74,8 @@ impl Embedded {
         if !path.is_file() {
             return Err(corrupt(&path, "missing"));
         }
-        let vectors = Vectors::view(&path, count).map_err(|e| corrupt(&path, e))?;
+        let dimensions = stored_dimensions(&store).map_err(|e| corrupt(&db, e))?;
+        let vectors = Vectors::view(&path, count, dimensions).map_err(|e| corrupt(&path, e))?;
         Ok(Embedded {
             store,
             vectors,
@@ -101,8 +102,10 @@ impl Embedded {
         }
     }
 
-    /// Where a build writes: the index folder locked for this run (and, for
-    /// `--rebuild`, emptied first, so a damaged catalogue is no obstacle).
+    /// Where a build writes: the index folder locked for this run. A
+    /// `--rebuild` replaces everything in its one commit, so a run that fails
+    /// before it (a remote embedding server gone) leaves the old index; only
+    /// a catalogue that cannot be opened is removed first.
     pub(crate) fn target(
         config: &crate::config::Config,
         rebuild: bool,
@@ -114,11 +117,15 @@ impl Embedded {
             source,
         })?;
         let lock = crate::lock::Lock::acquire(&dir, LOCK_FILE, "index")?;
-        if rebuild {
-            remove_index_files(&dir);
-        }
         let db = db_path(&dir);
-        let store = Store::open_rw(&db).map_err(|e| corrupt(&db, e))?;
+        let store = match Store::open_rw(&db) {
+            Ok(store) => store,
+            Err(_) if rebuild => {
+                remove_index_files(&dir);
+                Store::open_rw(&db).map_err(|e| corrupt(&db, e))?
+            }
+            Err(e) => return Err(corrupt(&db, e)),
+        };
         Ok(Box::new(Writer {
             store,
             dir,
@@ -188,7 +195,11 @@ impl Index for Embedded {
         Ok(Description {
             location: self.dir.display().to_string(),
             bytes_on_disk,
-            model: meta("model"),
+            model: meta("model").map(|m| match super::legacy_model(&m) {
+                Some((name, _)) => name.to_string(),
+                None => m,
+            }),
+            dimensions: meta("dimensions").and_then(|d| d.parse().ok()),
             settings: meta("settings"),
             built_at: meta("built_at"),
         })
@@ -275,6 +286,15 @@ impl VectorSearch for Vectors {
     }
 }
 
+/// The length of the vectors the catalogue's build recorded (indexes from
+/// before it was recorded hold the only model there was then: 384).
+fn stored_dimensions(store: &Store) -> Result<usize, store::StoreError> {
+    Ok(store
+        .meta("dimensions")?
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(384))
+}
+
 #[cfg(unix)]
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -339,10 +359,10 @@ impl Target for Writer {
         ) else {
             return false;
         };
-        let Ok(count) = count.parse() else {
+        let (Ok(count), Ok(dimensions)) = (count.parse(), stored_dimensions(&self.store)) else {
             return false;
         };
-        Vectors::view(&self.dir.join(name), count).is_ok()
+        Vectors::view(&self.dir.join(name), count, dimensions).is_ok()
     }
 
     fn migrated(&self) -> Option<String> {
@@ -392,7 +412,8 @@ impl Writer {
             .zip(changes.vectors.iter().map(Vec::as_slice))
             .collect();
         let previous = (!changes.full_rebuild).then_some(current).flatten();
-        let vectors = self.updated_vectors(previous, &removed, &added)?;
+        let vectors =
+            self.updated_vectors(previous, &removed, &added, changes.identity.dimensions)?;
         let (vectors_file, generation) = self.save_vectors(&vectors)?;
         let identity: &Identity = changes.identity;
         self.store.set_meta(&[
@@ -402,6 +423,7 @@ impl Writer {
             ("identity", &identity.full()),
             ("model", &identity.model),
             ("dimensions", &identity.dimensions.to_string()),
+            ("model_files", &identity.model_files),
             ("model_stamp", &identity.model_stamp),
             ("settings", &identity.settings),
             ("built_at", &changes.now),
@@ -436,11 +458,12 @@ impl Writer {
         previous: Option<&str>,
         removed: &[i64],
         added: &[(i64, &[f32])],
+        dimensions: usize,
     ) -> Result<Vectors, WriteFailure> {
         let (_, total_chunks, _) = self.store.counts()?;
         let previous = previous.and_then(|name| {
             let expected: usize = self.store.meta("vectors_count").ok()??.parse().ok()?;
-            Vectors::load(&self.dir.join(name), expected).ok()
+            Vectors::load(&self.dir.join(name), expected, dimensions).ok()
         });
         let vectors = match previous {
             Some(mut v) => {
@@ -452,7 +475,7 @@ impl Writer {
                 }
                 v
             }
-            None => self.vectors_of_catalogue(total_chunks as usize)?,
+            None => self.vectors_of_catalogue(total_chunks as usize, dimensions)?,
         };
         if vectors.len() != total_chunks as usize {
             return Err(WriteFailure(format!(
@@ -464,8 +487,12 @@ impl Writer {
     }
 
     /// A new HNSW graph of every vector in the catalogue.
-    fn vectors_of_catalogue(&self, capacity: usize) -> Result<Vectors, WriteFailure> {
-        let mut v = Vectors::new(capacity)?;
+    fn vectors_of_catalogue(
+        &self,
+        capacity: usize,
+        dimensions: usize,
+    ) -> Result<Vectors, WriteFailure> {
+        let mut v = Vectors::new(capacity, dimensions)?;
         let mut failure = None;
         self.store.for_each_vector(|id, vector| {
             if failure.is_none() {

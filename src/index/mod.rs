@@ -23,6 +23,7 @@ use crate::corpus;
 use crate::embed::EmbedError;
 
 pub use build::{build, BuildOptions, BuildReport, NewChunk, NewDocument};
+pub(crate) use build::{describe_model, legacy_model};
 pub use terms::FieldWeights;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +54,23 @@ pub enum IndexError {
     },
     #[error("writing the index in {path} failed: {detail}")]
     Write { path: PathBuf, detail: String },
+    /// The index holds vectors of another embedding model than `[embed]` names.
+    #[error("the index was built with the embedding model {index}, but [embed] {now} {configured}; set [embed] base_url and model back to the index's model, or run `ragmap index --rebuild` to re-embed everything with the new one")]
+    ModelMismatch {
+        index: String,
+        now: &'static str,
+        configured: String,
+    },
 }
 
 impl IndexError {
     pub fn exit_code(&self) -> u8 {
         match self {
             IndexError::Embed(e) => e.exit_code(),
-            IndexError::Missing(_) | IndexError::Corrupt { .. } | IndexError::Outdated(_) => {
-                crate::exit::INDEX
-            }
+            IndexError::Missing(_)
+            | IndexError::Corrupt { .. }
+            | IndexError::Outdated(_)
+            | IndexError::ModelMismatch { .. } => crate::exit::INDEX,
             _ => crate::exit::FAILURE,
         }
     }
@@ -239,6 +248,8 @@ pub struct Description {
     pub location: String,
     pub bytes_on_disk: u64,
     pub model: Option<String>,
+    /// The length of the index's vectors.
+    pub dimensions: Option<usize>,
     pub settings: Option<String>,
     pub built_at: Option<String>,
 }

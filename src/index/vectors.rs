@@ -5,8 +5,6 @@ use std::path::Path;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-pub const DIMENSIONS: usize = 384;
-
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct VectorError(String);
@@ -17,11 +15,13 @@ fn native(e: impl std::fmt::Display) -> VectorError {
 
 pub struct Vectors {
     index: Index,
+    /// The length of every vector (the embedding model's, as the index records it).
+    dimensions: usize,
 }
 
-fn options() -> IndexOptions {
+fn options(dimensions: usize) -> IndexOptions {
     IndexOptions {
-        dimensions: DIMENSIONS,
+        dimensions,
         metric: MetricKind::Cos,
         quantization: ScalarKind::F16,
         connectivity: 16,
@@ -32,27 +32,31 @@ fn options() -> IndexOptions {
 }
 
 impl Vectors {
-    pub fn new(capacity: usize) -> Result<Vectors, VectorError> {
-        let index = Index::new(&options()).map_err(native)?;
+    pub fn new(capacity: usize, dimensions: usize) -> Result<Vectors, VectorError> {
+        if dimensions == 0 {
+            return Err(VectorError("vectors of 0 dimensions".into()));
+        }
+        let index = Index::new(&options(dimensions)).map_err(native)?;
         index.reserve(capacity.max(16)).map_err(native)?;
-        Ok(Vectors { index })
+        Ok(Vectors { index, dimensions })
     }
 
     /// Loads a saved index into memory for modification. `expected` is the
-    /// vector count the catalogue recorded; any mismatch means the file is stale or damaged.
-    pub fn load(path: &Path, expected: usize) -> Result<Vectors, VectorError> {
-        let vectors = Self::checked(path, expected, |index, p| index.load(p))?;
-        Ok(vectors)
+    /// vector count and `dimensions` the vectors' length the catalogue
+    /// recorded; any mismatch means the file is stale or damaged.
+    pub fn load(path: &Path, expected: usize, dimensions: usize) -> Result<Vectors, VectorError> {
+        Self::checked(path, expected, dimensions, |index, p| index.load(p))
     }
 
     /// Memory-maps a saved index read-only: opening is nearly free.
-    pub fn view(path: &Path, expected: usize) -> Result<Vectors, VectorError> {
-        Self::checked(path, expected, |index, p| index.view(p))
+    pub fn view(path: &Path, expected: usize, dimensions: usize) -> Result<Vectors, VectorError> {
+        Self::checked(path, expected, dimensions, |index, p| index.view(p))
     }
 
     fn checked<E: std::fmt::Display>(
         path: &Path,
         expected: usize,
+        dimensions: usize,
         open: impl FnOnce(&Index, &str) -> Result<(), E>,
     ) -> Result<Vectors, VectorError> {
         let p = path
@@ -61,28 +65,33 @@ impl Vectors {
         // Read the header first: usearch trusts the file it maps, so a damaged
         // one must be caught before it is opened.
         let meta = Index::metadata(p).map_err(native)?;
-        if meta.dimensions as usize != DIMENSIONS || meta.count_present as usize != expected {
+        if meta.dimensions as usize != dimensions || meta.count_present as usize != expected {
             return Err(VectorError(format!(
-                "holds {} vectors of {} dimensions, expected {expected} of {DIMENSIONS}",
+                "holds {} vectors of {} dimensions, expected {expected} of {dimensions}",
                 meta.count_present, meta.dimensions
             )));
         }
         let file_len = std::fs::metadata(path)
             .map_err(|e| VectorError(e.to_string()))?
             .len() as usize;
-        let index = Index::new(&options()).map_err(native)?;
-        let min_len = expected * DIMENSIONS * 2;
+        let index = Index::new(&options(dimensions)).map_err(native)?;
+        let min_len = expected * dimensions * 2;
         if file_len < min_len {
             return Err(VectorError(format!("is truncated ({file_len} bytes)")));
         }
         open(&index, p).map_err(native)?;
-        if index.size() != expected || index.dimensions() != DIMENSIONS {
+        if index.size() != expected || index.dimensions() != dimensions {
             return Err(VectorError(format!(
                 "holds {} vectors, expected {expected}",
                 index.size()
             )));
         }
-        Ok(Vectors { index })
+        Ok(Vectors { index, dimensions })
+    }
+
+    /// The length of every vector.
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +103,7 @@ impl Vectors {
     }
 
     pub fn add(&mut self, key: i64, vector: &[f32]) -> Result<(), VectorError> {
+        self.fits(vector)?;
         if self.index.size() + 1 > self.index.capacity() {
             self.index
                 .reserve((self.index.capacity() * 2).max(1024))
@@ -118,6 +128,7 @@ impl Vectors {
 
     /// Nearest chunks to `query`, as (chunk id, cosine similarity), best first.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f32)>, VectorError> {
+        self.fits(query)?;
         if self.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
@@ -128,5 +139,18 @@ impl Vectors {
             .zip(found.distances)
             .map(|(key, distance)| (key as i64, 1.0 - distance))
             .collect())
+    }
+
+    /// usearch reads `dimensions` floats from whatever slice it is given:
+    /// another length must never reach it.
+    fn fits(&self, vector: &[f32]) -> Result<(), VectorError> {
+        match vector.len() == self.dimensions {
+            true => Ok(()),
+            false => Err(VectorError(format!(
+                "a vector of {} dimensions for an index of {}",
+                vector.len(),
+                self.dimensions
+            ))),
+        }
     }
 }

@@ -195,7 +195,7 @@ pub async fn serve(
         api_key_digest: api_key.as_deref().map(digest),
         instance: random_id(),
         started_unix: unix_now(),
-        embedding_model: crate::config::EMBEDDING_MODEL.into(),
+        embedding_model: crate::embed::model_name(&config),
         answerer,
         worker_count,
         config,

