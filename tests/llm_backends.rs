@@ -725,6 +725,8 @@ async fn llama_cpp_context_and_sampling_are_read_once_and_the_prompt_fits_first_
     // llama.cpp takes its own repetition options; the server set none itself.
     assert!((chat["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
     assert!((chat["dry_multiplier"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    // DRY looks back over the whole context, not llama.cpp's 64 tokens.
+    assert_eq!(chat["dry_penalty_last_n"], 1024);
     assert!(chat.get("frequency_penalty").is_none());
 }
 
@@ -804,6 +806,7 @@ async fn ollama_api_show_sets_num_ctx_and_its_modelfile_sampling_is_left_alone()
     assert_eq!(chat["options"]["num_ctx"], 4096);
     assert!((chat["options"]["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
     assert!(chat["options"].get("dry_multiplier").is_none());
+    assert!(chat["options"].get("dry_penalty_last_n").is_none());
 }
 
 /// The refusals of the servers ragmap knows, for a context of 1024 tokens

@@ -159,8 +159,8 @@ fn request_options(options: &ChatOptions) -> serde_json::Map<String, serde_json:
     }
     for (name, value) in options.sampling.fields() {
         // No DRY sampler in Ollama's options.
-        if name != "dry_multiplier" {
-            opts.insert(name.into(), json!(value));
+        if !name.starts_with("dry_") {
+            opts.insert(name.into(), value);
         }
     }
     opts

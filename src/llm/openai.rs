@@ -38,7 +38,7 @@ fn request_body(messages: &[ChatMessage], options: &ChatOptions) -> serde_json::
         body["max_tokens"] = json!(n);
     }
     for (name, value) in options.sampling.fields() {
-        body[name] = json!(value);
+        body[name] = value;
     }
     body
 }

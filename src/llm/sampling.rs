@@ -9,7 +9,7 @@
 //!
 //! | server | sent by default |
 //! |---|---|
-//! | llama.cpp's `llama-server` | `repeat_penalty` 1.1, `dry_multiplier` 0.8 |
+//! | llama.cpp's `llama-server` | `repeat_penalty` 1.1, `dry_multiplier` 0.8 over the whole context (`dry_penalty_last_n`) |
 //! | Ollama (native API) | `repeat_penalty` 1.1 (in `options`) |
 //! | other OpenAI-compatible servers, OpenAI | nothing |
 
@@ -24,6 +24,10 @@ pub struct Sampling {
     /// llama.cpp's DRY ("don't repeat yourself"): penalises extending a
     /// sequence that already occurred (0: off).
     pub dry_multiplier: Option<f32>,
+    /// How many tokens back DRY looks (llama.cpp). The server's default, 64,
+    /// misses a line of more than 64 tokens written again: SmolLM2 loops
+    /// over such lines, and looking back over the whole context stops it.
+    pub dry_penalty_last_n: Option<u32>,
     /// OpenAI's penalties, also taken by llama.cpp, vLLM and Ollama (0: off).
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
@@ -43,6 +47,7 @@ impl Sampling {
             dry_multiplier: llm.dry_multiplier,
             frequency_penalty: llm.frequency_penalty,
             presence_penalty: llm.presence_penalty,
+            dry_penalty_last_n: None,
         };
         (sampling != Sampling::default()).then_some(sampling)
     }
@@ -53,11 +58,19 @@ impl Sampling {
         let own = |key: &str| info.own_sampling.iter().any(|k| k == key);
         let repeat = (!own("repeat_penalty")).then_some(REPEAT_PENALTY);
         match info.server {
-            ServerKind::LlamaCpp => Sampling {
-                repeat_penalty: repeat,
-                dry_multiplier: (!own("dry_multiplier")).then_some(DRY_MULTIPLIER),
-                ..Sampling::default()
-            },
+            ServerKind::LlamaCpp => {
+                let dry = !own("dry_multiplier");
+                Sampling {
+                    repeat_penalty: repeat,
+                    dry_multiplier: dry.then_some(DRY_MULTIPLIER),
+                    // Its context; this llama.cpp refuses -1 ("the context").
+                    dry_penalty_last_n: info
+                        .context_tokens
+                        .filter(|_| dry)
+                        .and_then(|n| u32::try_from(n).ok()),
+                    ..Sampling::default()
+                }
+            }
             ServerKind::Ollama => Sampling {
                 repeat_penalty: repeat,
                 ..Sampling::default()
@@ -67,12 +80,17 @@ impl Sampling {
     }
 
     /// `(name, value)` of every setting to send.
-    pub fn fields(&self) -> Vec<(&'static str, f32)> {
+    pub fn fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let number = |v: Option<f32>| v.map(serde_json::Value::from);
         [
-            ("repeat_penalty", self.repeat_penalty),
-            ("dry_multiplier", self.dry_multiplier),
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
+            ("repeat_penalty", number(self.repeat_penalty)),
+            ("dry_multiplier", number(self.dry_multiplier)),
+            (
+                "dry_penalty_last_n",
+                self.dry_penalty_last_n.map(serde_json::Value::from),
+            ),
+            ("frequency_penalty", number(self.frequency_penalty)),
+            ("presence_penalty", number(self.presence_penalty)),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -89,15 +107,23 @@ mod tests {
         let info = |server, own: &[&str]| ModelInfo {
             server,
             own_sampling: own.iter().map(|s| s.to_string()).collect(),
+            context_tokens: Some(4096),
             ..ModelInfo::default()
         };
         let llama = Sampling::defaults_for(&info(ServerKind::LlamaCpp, &[]));
         assert_eq!(
             llama.fields(),
-            [("repeat_penalty", 1.1), ("dry_multiplier", 0.8)]
+            [
+                ("repeat_penalty", serde_json::json!(1.1f32)),
+                ("dry_multiplier", serde_json::json!(0.8f32)),
+                ("dry_penalty_last_n", serde_json::json!(4096)),
+            ]
         );
         let tuned = Sampling::defaults_for(&info(ServerKind::LlamaCpp, &["dry_multiplier"]));
-        assert_eq!(tuned.fields(), [("repeat_penalty", 1.1)]);
+        assert_eq!(
+            tuned.fields(),
+            [("repeat_penalty", serde_json::json!(1.1f32))]
+        );
         let ollama = Sampling::defaults_for(&info(ServerKind::Ollama, &["repeat_penalty"]));
         assert!(ollama.fields().is_empty());
         assert!(Sampling::defaults_for(&info(ServerKind::Unknown, &[]))
@@ -111,6 +137,9 @@ mod tests {
         assert_eq!(Sampling::configured(&config), None);
         config.llm.frequency_penalty = Some(0.3);
         let own = Sampling::configured(&config).unwrap();
-        assert_eq!(own.fields(), [("frequency_penalty", 0.3)]);
+        assert_eq!(
+            own.fields(),
+            [("frequency_penalty", serde_json::json!(0.3f32))]
+        );
     }
 }
