@@ -262,6 +262,12 @@ pub struct Llm {
     pub idle_timeout_secs: f64,
     pub rewrite: bool,
     pub history_tokens: usize,
+    /// Sampling against repetition (see `llm::sampling`); all unset: ragmap's
+    /// defaults for the server, any set: exactly what is set.
+    pub repeat_penalty: Option<f32>,
+    pub dry_multiplier: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
 }
 
 /// `ragmap serve`: where it listens and what it accepts.
@@ -459,6 +465,10 @@ impl Default for Llm {
             idle_timeout_secs: 60.0,
             rewrite: true,
             history_tokens: 1024,
+            repeat_penalty: None,
+            dry_multiplier: None,
+            frequency_penalty: None,
+            presence_penalty: None,
         }
     }
 }

@@ -17,9 +17,11 @@ pub const INDEX: u8 = 4;
 pub const LLM_UNREACHABLE: u8 = 5;
 /// The endpoint answered with an error, or the answer broke off (what arrived stays printed).
 pub const LLM_FAILED: u8 = 6;
-/// The index database is unreachable, refused the login, or cancelled a
-/// statement that ran too long.
-pub const DATABASE: u8 = 7;
+/// The answer kept repeating itself and was stopped (what came before stays printed).
+pub const LLM_REPEATING: u8 = 7;
 /// The embedding server (`[embed] base_url`) was unreachable or failed after its retries.
 pub const EMBED_SERVER: u8 = 8;
+/// The index database is unreachable, refused the login, or cancelled a
+/// statement that ran too long.
+pub const DATABASE: u8 = 9;
 pub const INTERRUPTED: u8 = 130;

@@ -1105,17 +1105,17 @@ fn each_bad_database_is_one_line_naming_the_fix_with_its_exit_code() {
     let closed = format!("postgres://ragmap:pw@127.0.0.1:{}/ragmap", closed_port());
     assert_clean_failure(
         &run(&closed, &lexical, &[]),
-        7,
+        9,
         "cannot reach the index database",
     );
     assert_clean_failure(
         &run(&closed, &["index"], &[]),
-        7,
+        9,
         "cannot reach the index database",
     );
     let wrong = pg.url.replace(&password(&pg.url), "not-the-password");
     let out = run(&wrong, &["index"], &[]);
-    assert_clean_failure(&out, 7, "password authentication failed");
+    assert_clean_failure(&out, 9, "password authentication failed");
     assert!(!out_of(&out).contains("not-the-password"));
     let bare = pg.database_without_vector("novector");
     assert_clean_failure(&run(&bare, &["index"], &[]), 3, "CREATE EXTENSION vector");
@@ -1131,7 +1131,7 @@ fn each_bad_database_is_one_line_naming_the_fix_with_its_exit_code() {
     let started = Instant::now();
     assert_clean_failure(
         &run(&silent_url, &lexical, &[]),
-        7,
+        9,
         "did not answer within 2 s",
     );
     assert!(started.elapsed() < Duration::from_secs(15));
@@ -1146,7 +1146,7 @@ fn each_bad_database_is_one_line_naming_the_fix_with_its_exit_code() {
     let locked = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'state' AND l.mode = 'AccessExclusiveLock' AND l.granted";
     assert!(pg.wait_for("bad", locked, "1"));
     let timeout = [("RAGMAP_INDEX_STATEMENT_TIMEOUT_SECS", "1")];
-    assert_clean_failure(&run(&url, &lexical, &timeout), 7, "statement_timeout_secs");
+    assert_clean_failure(&run(&url, &lexical, &timeout), 9, "statement_timeout_secs");
     let _ = holder.kill();
     let _ = holder.wait();
 

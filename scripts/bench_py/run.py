@@ -12,6 +12,7 @@ typed), BENCH_QUICK (1: fewer rounds and sizes, for a smoke run),
 BENCH_SKIP_PER_CORE (1: skip the one-core-each indexing round).
 """
 
+import answers_bench
 import json
 import os
 import platform
@@ -610,6 +611,22 @@ def startup_only():
     splice_section(section)
 
 
+def answers_only():
+    """`scripts/bench --answers`: index a workspace, answer the question set with the
+    bundled model, splice the Answers section."""
+    if not QUESTIONS:
+        raise SystemExit("bench --answers: no question set (set BENCH_QUESTIONS or add eval/questions.jsonl)")
+    ws = make_workspace(os.path.join(WORK, "workspace-answers"))
+    log("ragmap index (answers bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    log("ragmap eval --answers --rewrite, two sampling variants (about 20 s a question on 2 cores)")
+    results = {"machine": machine(), "answers": answers_bench.run(RAGMAP, ROOT, ws, QUESTIONS, WORK, QUICK)}
+    with open(os.path.join(WORK, "bench-answers-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    source = os.environ.get("BENCH_QUESTIONS_SOURCE", QUESTIONS)
+    splice_section(answers_bench.report_lines(results["answers"], results["machine"], COMMAND, source))
+
+
 def remote_embed_only():
     """`scripts/bench --remote-embed`: local vs remote embedding, splice its section."""
     results = {"machine": machine(), "remote_embed": remote_embed_bench.run_all(RAGMAP)}
@@ -665,6 +682,9 @@ def main():
         return
     if "--watch" in sys.argv:
         watch_only()
+        return
+    if "--answers" in sys.argv:
+        answers_only()
         return
     if "--remote-embed" in sys.argv:
         remote_embed_only()

@@ -196,5 +196,31 @@ fn check_endpoint(config: &Config) -> anyhow::Result<(String, u8)> {
             let _ = writeln!(out, "# models: cannot list them: {e}");
         }
     }
+    let _ = writeln!(out, "# {}", model_context(config, backend.as_ref(), &rt));
     Ok((out, exit::SUCCESS))
+}
+
+/// What the server says about the model's context, against `[llm] context_tokens`.
+fn model_context(
+    config: &Config,
+    backend: &dyn llm::ChatBackend,
+    rt: &tokio::runtime::Runtime,
+) -> String {
+    let configured = config.llm.context_tokens;
+    let asked = rt.block_on(backend.model_info(&config.llm.model, Duration::from_secs(5)));
+    match asked {
+        Ok(llm::ModelInfo {
+            context_tokens: Some(n),
+            source,
+            ..
+        }) => format!(
+            "context: the server's is {n} tokens ({}); prompts fit {} tokens",
+            source.unwrap_or_default(),
+            n.min(configured)
+        ),
+        Ok(_) => format!(
+            "context: the server does not say; prompts fit [llm] context_tokens = {configured} (a refusal refits them once)"
+        ),
+        Err(e) => format!("context: cannot ask: {e}"),
+    }
 }

@@ -7,6 +7,7 @@
 //! Each test binary uses part of it.
 #![allow(dead_code, unused_imports)]
 
+mod llama;
 mod mirror;
 mod model;
 mod postgres;
@@ -14,6 +15,7 @@ mod scripted;
 mod serve;
 mod workspace;
 
+pub use llama::{forward, LlamaServer};
 pub use mirror::{LogLine, Mirror};
 pub use model::*;
 pub use postgres::{pg_cluster, with_database, Cluster};
