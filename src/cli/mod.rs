@@ -483,11 +483,7 @@ impl Command {
                 json,
                 watch,
                 ..
-            } => match (to, watch.watch) {
-                (Some(to), _) => index::copy(config, &to, json),
-                (None, true) => index::watch(config, rebuild),
-                (None, false) => index::run(config, rebuild, json),
-            },
+            } => index_command(config, rebuild, to.as_deref(), json, watch.watch),
             Command::Search {
                 question,
                 json,
@@ -549,6 +545,21 @@ impl Command {
                 ..
             } => crawl::run(config, roadmap, depth, plain),
         }
+    }
+}
+
+/// `ragmap index`: a copy elsewhere (`--to`), a watcher (`--watch`), or one run.
+fn index_command(
+    config: &Config,
+    rebuild: bool,
+    to: Option<&str>,
+    json: bool,
+    watch: bool,
+) -> anyhow::Result<u8> {
+    match to {
+        Some(to) => index::copy(config, to, json),
+        None if watch => index::watch(config, rebuild),
+        None => index::run(config, rebuild, json),
     }
 }
 
