@@ -12,6 +12,13 @@
 //!   ONNX session, SQLite, HNSW view, jieba), wall time and memory.
 //! - `recall`: ragmap's own per-document Recall@5 on a question set, for
 //!   comparison with the Python pipeline's.
+//! - `scoped`: the index run `--watch` makes after an edit (only the changed
+//!   file read) against a full scan after the same kind of edit, alternating.
+//! - `synthetic`: one synthetic index, its vectors drawn between a real
+//!   index's (for nearest-neighbour recall at sizes nothing real reaches here).
+//! - `backends`: a workspace's embedded index beside its copy in PostgreSQL:
+//!   retrieval latency per mode, interleaved, and each backend's vector
+//!   recall@10 against an exact scan.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -83,6 +90,44 @@ enum Command {
         #[arg(long, default_value = "RAG 和微调有什么区别")]
         query: String,
     },
+    /// Index runs reading only the edited file (as `--watch` does) against
+    /// full scans, alternating, each after a one-paragraph edit of a page.
+    Scoped {
+        /// Workspace (config.toml + an indexed corpus).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Rounds; each runs one of each, in alternating order.
+        #[arg(long, default_value_t = 8)]
+        rounds: usize,
+    },
+    /// One synthetic index in `dir` (as `latency` builds them), its vectors
+    /// between pairs of the real ones of `like`'s index when given.
+    Synthetic {
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        /// A workspace with a built embedded index whose vectors to draw between.
+        #[arg(long)]
+        like: Option<PathBuf>,
+    },
+    /// The embedded index of a workspace beside its copy in PostgreSQL.
+    Backends {
+        /// Workspace (config.toml + its embedded index).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// The database holding a copy (`ragmap index --to URL`).
+        #[arg(long)]
+        url: String,
+        /// Questions (JSON lines with a "question" field).
+        #[arg(long)]
+        queries: PathBuf,
+        /// Timed searches per mode and backend.
+        #[arg(long, default_value_t = 300)]
+        searches: usize,
+    },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
         #[arg(long)]
@@ -115,6 +160,19 @@ fn main() -> Result<()> {
             scratch,
         } => soak_bench(&corpus, size, searches, queries.as_deref(), &scratch)?,
         Command::Startup { workspace, query } => startup_bench(&workspace, &query)?,
+        Command::Scoped { workspace, rounds } => scoped_bench(&workspace, rounds)?,
+        Command::Synthetic {
+            corpus,
+            size,
+            dir,
+            like,
+        } => synthetic_bench(&corpus, size, &dir, like.as_deref())?,
+        Command::Backends {
+            workspace,
+            url,
+            queries,
+            searches,
+        } => backends_bench(&workspace, &url, &queries, searches)?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -397,6 +455,23 @@ const DEFAULT_QUERIES: &[&str] = &[
     "什么是智能体，它如何调用工具？",
 ];
 
+/// A unit vector between two random ones of `like`, with noise of about 0.01 per component.
+fn between(like: &[Vec<f32>], rng: &mut StdRng) -> Vec<f32> {
+    let (a, b) = (
+        &like[rng.random_range(0..like.len())],
+        &like[rng.random_range(0..like.len())],
+    );
+    let t = rng.random::<f32>();
+    let mut v: Vec<f32> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| t * x + (1.0 - t) * y + (rng.random::<f32>() - 0.5) * 0.035)
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
 fn random_unit(rng: &mut StdRng) -> Vec<f32> {
     let mut v: Vec<f32> = (0..DIMENSIONS)
         .map(|_| rng.random::<f32>() * 2.0 - 1.0)
@@ -437,6 +512,19 @@ fn window<'a>(text: &'a str, rng: &mut StdRng, len: usize) -> &'a str {
 /// Builds a synthetic index of `size` chunks (20 per document) through the
 /// library's own store and vector types; returns it opened as `ragmap search` does.
 fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Embedded, f64)> {
+    synthetic_index_like(dir, size, text, seed, &[])
+}
+
+/// A synthetic index whose vectors are random unit vectors, or, when `like`
+/// holds real ones, points between two of them (plus a little noise): the
+/// closest stand-in here for more pages on the same topics.
+fn synthetic_index_like(
+    dir: &Path,
+    size: usize,
+    text: &str,
+    seed: u64,
+    like: &[Vec<f32>],
+) -> Result<(Embedded, f64)> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
     let db = dir.join(ragmap::index::store::DB_FILE);
@@ -464,7 +552,10 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Em
         }
         // ~1,000 bytes: about what a 320-token chunk holds.
         let body = window(text, &mut rng, 1000);
-        let vector = random_unit(&mut rng);
+        let vector = match like.is_empty() {
+            true => random_unit(&mut rng),
+            false => between(like, &mut rng),
+        };
         let id = store.insert_chunk(
             doc_id,
             &NewChunk {
@@ -481,9 +572,17 @@ fn synthetic_index(dir: &Path, size: usize, text: &str, seed: u64) -> Result<(Em
         vectors.add(id, &vector)?;
     }
     let count = size.to_string();
+    // Recorded as a build would (so `ragmap index --to` can copy it).
     store.set_meta(&[
         ("vectors_file", "vectors.usearch"),
         ("vectors_count", &count),
+        ("model", ragmap::config::EMBEDDING_MODEL),
+        ("dimensions", "384"),
+        ("model_files", ""),
+        ("model_stamp", ""),
+        ("settings", "synthetic"),
+        ("identity", "synthetic"),
+        ("built_at", "2026-01-01T00:00:00Z"),
     ])?;
     store.commit()?;
     drop(store);
@@ -977,4 +1076,224 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
         "terms": terms.len(),
         "peak_rss_mib": peak_rss_mib(),
     }))
+}
+
+// ---------------------------------------------------------------- scoped
+
+fn scoped_bench(workspace: &Path, rounds: usize) -> Result<Value> {
+    use ragmap::index::{build, build_in, BuildOptions, BuildReport, Scope};
+    let config = Config::load(workspace)?;
+    let corpus_dir = config.corpus_dir();
+    let options = BuildOptions {
+        rebuild: false,
+        progress: false,
+    };
+    build(&config, &options)?;
+    let pages: Vec<PathBuf> = corpus::list_markdown(&corpus_dir)?
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 6000))
+        .collect();
+    if pages.is_empty() {
+        bail!("no page over 6,000 bytes in {}", corpus_dir.display());
+    }
+    let mut runs: [Vec<BuildReport>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for turn in 0..2 {
+            let scoped = (round + turn) % 2 == 0;
+            let page = &pages[(round * 2 + turn) * 7 % pages.len()];
+            let text = std::fs::read_to_string(page)?;
+            // The first paragraph break past the middle (a char boundary).
+            let middle = text
+                .match_indices("\n\n")
+                .map(|(i, _)| i)
+                .find(|&i| i >= text.len() / 2)
+                .unwrap_or(text.len());
+            let edited = format!(
+                "{}\n\nEdited in round {round}: scopedmark{round}x{turn}.\n{}",
+                &text[..middle],
+                &text[middle..]
+            );
+            std::fs::write(page, edited)?;
+            let rel = corpus::rel_path(&corpus_dir, page);
+            let report = match scoped {
+                true => build_in(&config, &options, &Scope::Paths([rel].into()))?,
+                false => build(&config, &options)?,
+            };
+            runs[usize::from(!scoped)].push(report);
+        }
+    }
+    let summary = |reports: &[BuildReport]| {
+        let p50 = |f: &dyn Fn(&BuildReport) -> f64| {
+            let mut v: Vec<f64> = reports.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        json!({
+            "n": reports.len(),
+            "scanned": p50(&|r| r.scanned as f64),
+            "embedded_p50": p50(&|r| r.chunks_embedded as f64),
+            "kept_p50": p50(&|r| r.chunks_reused as f64),
+            "total_p50_s": p50(&|r| r.total_seconds),
+            "chunk_p50_s": p50(&|r| r.chunk_seconds),
+            "embed_p50_s": p50(&|r| r.model_load_seconds + r.embed_seconds),
+        })
+    };
+    Ok(json!({"scoped": summary(&runs[0]), "full": summary(&runs[1])}))
+}
+
+// ---------------------------------------------------------------- backends
+
+/// Every vector of the embedded index in `dir`, by chunk id.
+fn stored_vectors(dir: &Path) -> Result<Vec<(i64, Vec<f32>)>> {
+    let store = Store::open_ro(&dir.join(ragmap::index::store::DB_FILE))?;
+    let mut out = Vec::new();
+    store.for_each_vector(|id, v| out.push((id, v.to_vec())))?;
+    Ok(out)
+}
+
+fn synthetic_bench(corpus: &Path, size: usize, dir: &Path, like: Option<&Path>) -> Result<Value> {
+    let text = corpus_text(corpus)?;
+    let like = match like {
+        Some(ws) => stored_vectors(&Config::load(ws)?.index_dir())?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect(),
+        None => Vec::new(),
+    };
+    let (_, seconds) = synthetic_index_like(dir, size, &text, 42, &like)?;
+    Ok(json!({"chunks": size, "build_seconds": seconds, "vectors_between_real": like.len()}))
+}
+
+/// The `k` nearest of `all` to `q` by cosine (exact), best first, and the
+/// k-th similarity.
+fn exact_nearest(all: &[(i64, Vec<f32>)], q: &[f32], k: usize) -> (Vec<i64>, f32) {
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let qn = norm(q);
+    let mut scored: Vec<(f32, i64)> = all
+        .iter()
+        .map(|(id, v)| {
+            let dot: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+            (dot / (qn * norm(v)), *id)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(k);
+    let kth = scored.last().map_or(0.0, |s| s.0);
+    (scored.into_iter().map(|(_, id)| id).collect(), kth)
+}
+
+/// A chunk as both backends name it (their ids may differ after a copy).
+fn chunk_keys(snapshot: &dyn ragmap::index::Snapshot, ids: &[i64]) -> Result<Vec<(String, i64)>> {
+    let rows = snapshot.chunks_by_ids(ids)?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| rows.get(id).map(|r| (r.path.clone(), r.ordinal)))
+        .collect())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut n, mut m) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        n += x * x;
+        m += y * y;
+    }
+    dot / (n.sqrt() * m.sqrt()).max(1e-12)
+}
+
+/// Each backend's recall@10 against an exact scan of the embedded index's
+/// vectors `all`: a chunk found counts when it is as similar as the 10th
+/// exact neighbour (ties included).
+fn vector_recall(
+    backends: &[(&str, &dyn ragmap::index::Index)],
+    all: &[(i64, Vec<f32>)],
+    query_vectors: &[Vec<f32>],
+) -> Result<Value> {
+    let ids: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+    let keys = {
+        let snapshot = backends[0].1.snapshot()?.context("no snapshot")?;
+        chunk_keys(&*snapshot, &ids)?
+    };
+    let by_key: std::collections::HashMap<&(String, i64), &Vec<f32>> =
+        keys.iter().zip(all.iter().map(|(_, v)| v)).collect();
+    let mut out = json!({});
+    for (name, index) in backends {
+        let (mut found, mut asked) = (0usize, 0usize);
+        for q in query_vectors {
+            let (_, kth) = exact_nearest(all, q, 10);
+            let snapshot = index.snapshot()?.context("no snapshot")?;
+            let got: Vec<i64> = snapshot
+                .vectors()
+                .nearest(q, 10)?
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            for key in chunk_keys(&*snapshot, &got)? {
+                found += usize::from(by_key.get(&key).is_some_and(|v| cosine(v, q) >= kth - 1e-5));
+            }
+            asked += 10;
+        }
+        out[*name] = json!(found as f64 / asked.max(1) as f64);
+    }
+    Ok(out)
+}
+
+/// A workspace's embedded index and its PostgreSQL copy, side by side: each
+/// mode's retrieval latency (the backends alternating search by search, the
+/// same questions and question vectors), and vector recall@10.
+fn backends_bench(workspace: &Path, url: &str, queries: &Path, searches: usize) -> Result<Value> {
+    let config = Config::load(workspace)?;
+    let mut pg_config = config.clone();
+    pg_config.index.url = Some(url.to_string());
+    let embedded = ragmap::index::open(&config)?;
+    let postgres = ragmap::index::open(&pg_config)?;
+    let backends: [(&str, &dyn ragmap::index::Index); 2] =
+        [("embedded", &*embedded), ("postgres", &*postgres)];
+    let questions = load_queries(Some(queries))?;
+    let mut embedder = Embedder::load(&config)?;
+    let query_vectors = questions
+        .iter()
+        .map(|q| embedder.embed_query(q))
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = config.retrieve.clone();
+    let search = |index: &dyn ragmap::index::Index, i: usize, mode: RetrieveMode| {
+        let i = i % questions.len();
+        let by_mode = Retrieve {
+            mode,
+            ..settings.clone()
+        };
+        let started = Instant::now();
+        let hits = retrieve::retrieve_embedded(
+            index,
+            std::slice::from_ref(&query_vectors[i]),
+            std::slice::from_ref(&questions[i]),
+            &by_mode,
+        )?;
+        std::hint::black_box(hits);
+        Ok::<f64, anyhow::Error>(started.elapsed().as_secs_f64() * 1000.0)
+    };
+    for (_, index) in &backends {
+        for i in 0..questions.len() {
+            search(*index, i, RetrieveMode::Hybrid)?;
+        }
+    }
+    let mut out = json!({"chunks": embedded.counts()?.chunks, "questions": questions.len()});
+    for (name, mode) in [
+        ("hybrid", RetrieveMode::Hybrid),
+        ("lexical", RetrieveMode::Lexical),
+        ("vector", RetrieveMode::Vector),
+    ] {
+        let mut ms = [Vec::new(), Vec::new()];
+        for i in 0..searches {
+            for side in [i % 2, 1 - i % 2] {
+                ms[side].push(search(backends[side].1, i, mode)?);
+            }
+        }
+        let [e, p] = ms;
+        out[name] = json!({"embedded": percentiles(e), "postgres": percentiles(p)});
+    }
+    let all = stored_vectors(&config.index_dir())?;
+    out["recall_at_10"] = vector_recall(&backends, &all, &query_vectors)?;
+    out["ef_search"] = json!(config.index.ef_search);
+    Ok(out)
 }

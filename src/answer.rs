@@ -7,8 +7,14 @@
 //!
 //! [`Retriever`]: crate::retrieve::Retriever
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use crate::config::Config;
-use crate::llm::{self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, TokenSink};
+use crate::llm::{
+    self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Sampling,
+    TokenSink,
+};
 use crate::prompt::{self, Budget, Language, Prompt};
 use crate::query::Query;
 use crate::retrieve::Hit;
@@ -24,11 +30,22 @@ pub struct Turn {
 pub struct Answerer {
     backend: Box<dyn ChatBackend>,
     options: ChatOptions,
+    /// `[llm] context_tokens` and `max_answer_tokens`.
     budget: Budget,
     history_tokens: usize,
     /// Translate questions into the other language and retrieve with both.
     translate: bool,
+    /// The user's `[llm]` sampling, when set (else the defaults for the server).
+    sampling: Option<Sampling>,
+    /// What the server says about the model, asked once for the process
+    /// (for `serve`, the server's lifetime).
+    model: tokio::sync::OnceCell<ModelInfo>,
+    /// The context a server's refusal taught, in estimated tokens (0: none).
+    refused_at: AtomicUsize,
 }
+
+/// The longest ragmap waits for the server to describe its model.
+const MODEL_INFO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A query built with the model's help, and whether the model was there.
 pub struct Rewrite {
@@ -82,6 +99,9 @@ impl Answerer {
             },
             history_tokens: config.llm.history_tokens,
             translate,
+            sampling: Sampling::configured(config),
+            model: tokio::sync::OnceCell::new(),
+            refused_at: AtomicUsize::new(0),
         })
     }
 
@@ -89,9 +109,52 @@ impl Answerer {
         self.backend.as_ref()
     }
 
-    /// The prompt budget: the model's context window less its answer.
-    pub fn budget(&self) -> Budget {
-        self.budget
+    /// What the server says about the model (asked on first use, then kept).
+    pub async fn model_info(&self) -> &ModelInfo {
+        self.model
+            .get_or_init(|| async {
+                let model = &self.options.model;
+                (self.backend.model_info(model, MODEL_INFO_TIMEOUT).await).unwrap_or_default()
+            })
+            .await
+    }
+
+    /// The prompt budget: the smallest of `[llm] context_tokens`, the
+    /// context the server says it has, and one it refused at; less the
+    /// answer (at most half of it).
+    pub async fn budget(&self) -> Budget {
+        self.model_info().await;
+        self.budget_now()
+    }
+
+    fn budget_now(&self) -> Budget {
+        let mut context = self.budget.context_tokens;
+        if let Some(n) = self.model.get().and_then(|m| m.context_tokens) {
+            context = context.min(n);
+        }
+        match self.refused_at.load(Ordering::Relaxed) {
+            0 => {}
+            n => context = context.min(n),
+        }
+        Budget {
+            context_tokens: context,
+            answer_tokens: self.budget.answer_tokens.min(context / 2),
+        }
+    }
+
+    /// The request options for the server as it described itself: its
+    /// context as Ollama's `num_ctx`, the answer's tokens, the sampling.
+    async fn options(&self) -> ChatOptions {
+        let info = self.model_info().await;
+        let budget = self.budget_now();
+        ChatOptions {
+            context_tokens: u32::try_from(budget.context_tokens).ok(),
+            max_tokens: u32::try_from(budget.answer_tokens).ok().filter(|&n| n > 0),
+            sampling: self
+                .sampling
+                .unwrap_or_else(|| Sampling::defaults_for(info)),
+            ..self.options.clone()
+        }
     }
 
     /// Whether [`Answerer::query`] asks the model for a translation.
@@ -126,6 +189,10 @@ impl Answerer {
                 Err(_) => failed_requests += 1,
             }
         }
+        if unreachable.is_some() {
+            // Nothing to ask about the model either.
+            let _ = self.model.set(ModelInfo::default());
+        }
         Rewrite {
             query,
             unreachable,
@@ -158,28 +225,67 @@ impl Answerer {
         passages: impl AsyncFnOnce(&Query) -> Result<Vec<Hit>, E>,
     ) -> Result<Prepared, E> {
         let hits = passages(&query).await?;
-        Ok(Prepared::new(query, hits, self.budget))
+        let budget = self.budget().await;
+        Ok(Prepared::new(query, hits, budget))
     }
 
     /// The messages for the answer: system prompt, the most recent turns that
-    /// fit `[llm] history_tokens`, then the prompt.
+    /// fit `[llm] history_tokens` and the room the prompt leaves in the
+    /// context, then the prompt.
     pub fn messages(&self, prepared: &Prepared, history: &[Turn]) -> Vec<ChatMessage> {
+        let room = self
+            .budget_now()
+            .room_beside(prepared.prompt.estimated_tokens);
         let mut messages = vec![ChatMessage::system(prepared.prompt.system.clone())];
-        messages.extend(bounded_history(history, self.history_tokens));
+        messages.extend(bounded_history(history, self.history_tokens.min(room)));
         messages.push(ChatMessage::user(prepared.prompt.user.clone()));
         messages
     }
 
-    /// Streams the answer to `sink` as it arrives. Dropping the future cancels
-    /// the request; on failure the error carries any partial text.
+    /// Streams the answer to `sink` as it arrives, stopping it if it keeps
+    /// repeating itself ([`llm::guard`]). A server that refuses the prompt
+    /// as too long gets it once more, fitted to the context it names (one
+    /// line on stderr says so). Dropping the future cancels the request; on
+    /// failure the error carries any partial text.
     pub async fn answer(
         &self,
         prepared: &Prepared,
         history: &[Turn],
         sink: &mut TokenSink<'_>,
     ) -> Result<ChatOutcome, LlmError> {
+        let options = self.options().await;
         let messages = self.messages(prepared, history);
-        self.backend.chat(&messages, &self.options, sink).await
+        let first =
+            llm::guard::chat_guarded(self.backend.as_ref(), &messages, &options, sink).await;
+        let Err(LlmError::ContextExceeded {
+            prompt_tokens,
+            context_tokens,
+            ..
+        }) = &first
+        else {
+            return first;
+        };
+        let estimated = prompt::estimate_messages(&messages);
+        let said = llm::Refusal {
+            context_tokens: context_tokens.and_then(|n| usize::try_from(n).ok()),
+            prompt_tokens: prompt_tokens.and_then(|n| usize::try_from(n).ok()),
+        };
+        let refit = self.budget_now().refit(said, estimated);
+        self.refused_at
+            .store(refit.context_tokens, Ordering::Relaxed);
+        eprintln!(
+            "ragmap: the server refused the prompt as too long for its context{}; asking again with the prompt fitted to {} tokens",
+            said.context_tokens.map(|n| format!(" ({n} tokens)")).unwrap_or_default(),
+            refit.context_tokens
+        );
+        let refitted = Prepared::new(
+            prepared.query.clone(),
+            prepared.hits.clone(),
+            self.budget_now(),
+        );
+        let messages = self.messages(&refitted, history);
+        let options = self.options().await;
+        llm::guard::chat_guarded(self.backend.as_ref(), &messages, &options, sink).await
     }
 
     /// A short, non-streamed completion at temperature 0 (translation, rewriting).
@@ -193,7 +299,7 @@ impl Answerer {
         let options = ChatOptions {
             max_tokens: Some(max_tokens),
             temperature: Some(0.0),
-            ..self.options.clone()
+            ..self.options().await
         };
         let mut sink = |_: &str| {};
         let outcome = self.backend.chat(&messages, &options, &mut sink).await?;

@@ -33,12 +33,14 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub paths: Paths,
+    pub index: IndexSettings,
     pub embed: Embed,
     pub chunk: Chunk,
     pub crawl: Crawl,
     pub retrieve: Retrieve,
     pub llm: Llm,
     pub server: Server,
+    pub watch: Watch,
     /// Workspace directory; set on load, not read from the file.
     #[serde(skip)]
     pub workspace: PathBuf,
@@ -54,6 +56,47 @@ pub struct Paths {
     pub index: PathBuf,
     /// Where `scripts/setup` installs onnxruntime and the model. Empty: the user cache.
     pub assets: Option<PathBuf>,
+}
+
+/// `[index]`: where the index lives. Without `url`, the embedded index under
+/// `paths.index` (nothing to install); with a `postgres://` URL, all of it in
+/// that database, shared by every ragmap pointed at it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    /// `postgres://` or `postgresql://` URL of the database holding the index.
+    pub url: Option<String>,
+    /// A read-only replica of `url`'s database that searches read (writes
+    /// always go to `url`).
+    pub read_url: Option<String>,
+    /// Connections a process keeps to each database at most.
+    pub pool_size: usize,
+    pub connect_timeout_secs: f64,
+    /// Longest a search statement may run before the database cancels it.
+    pub statement_timeout_secs: f64,
+    /// pgvector's `hnsw.ef_search`: candidates the HNSW scan keeps (recall
+    /// against speed; see docs/postgres.md).
+    pub ef_search: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            url: None,
+            read_url: None,
+            pool_size: 8,
+            connect_timeout_secs: 5.0,
+            statement_timeout_secs: 30.0,
+            ef_search: 100,
+        }
+    }
+}
+
+impl IndexSettings {
+    /// The database URL when one is set (an empty value is none).
+    pub fn database_url(&self) -> Option<&str> {
+        self.url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -219,6 +262,12 @@ pub struct Llm {
     pub idle_timeout_secs: f64,
     pub rewrite: bool,
     pub history_tokens: usize,
+    /// Sampling against repetition (see `llm::sampling`); all unset: ragmap's
+    /// defaults for the server, any set: exactly what is set.
+    pub repeat_penalty: Option<f32>,
+    pub dry_multiplier: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
 }
 
 /// `ragmap serve`: where it listens and what it accepts.
@@ -265,16 +314,53 @@ impl Default for Server {
     }
 }
 
+/// `--watch`: how changes to the corpus are noticed and grouped.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Watch {
+    /// Changes end a burst once the corpus has been quiet this long; each
+    /// burst is one index run.
+    pub debounce_ms: u64,
+    /// File-system events or polling.
+    pub poll: Poll,
+    /// How often polling looks at the corpus.
+    pub poll_ms: u64,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            debounce_ms: 300,
+            poll: Poll::Auto,
+            poll_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Poll {
+    /// File-system events, except on network file systems (NFS, SMB, 9p as
+    /// WSL mounts Windows drives, FUSE), which send none for changes made
+    /// elsewhere: polling there.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             paths: Paths::default(),
+            index: IndexSettings::default(),
             embed: Embed::default(),
             chunk: Chunk::default(),
             crawl: Crawl::default(),
             retrieve: Retrieve::default(),
             llm: Llm::default(),
             server: Server::default(),
+            watch: Watch::default(),
             workspace: PathBuf::from("."),
             origins: Origins::new(),
         }
@@ -379,6 +465,10 @@ impl Default for Llm {
             idle_timeout_secs: 60.0,
             rewrite: true,
             history_tokens: 1024,
+            repeat_penalty: None,
+            dry_multiplier: None,
+            frequency_penalty: None,
+            presence_penalty: None,
         }
     }
 }
@@ -455,6 +545,16 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.resolve(&self.paths.index)
+    }
+
+    /// Where a running `ragmap serve` leaves its discovery file: the index
+    /// folder of an embedded index; with `[index] url`, `.ragmap/` in the
+    /// workspace, so that nothing index-shaped is written locally.
+    pub fn state_dir(&self) -> PathBuf {
+        match self.index.database_url() {
+            Some(_) => self.workspace.join(".ragmap"),
+            None => self.index_dir(),
+        }
     }
 
     /// The user's glossary file (`[retrieve] glossary`), when set.

@@ -381,16 +381,21 @@ pub fn list_markdown(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             // reports the problem by name instead of it vanishing silently.
             Err(e) => e.path().map(Path::to_path_buf),
         })
-        .filter(|p| {
-            p.extension().is_some_and(|x| x.eq_ignore_ascii_case("md"))
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
+        .filter(|p| is_markdown(p))
         .collect();
     paths.sort();
     Ok(paths)
+}
+
+/// Whether `path` names a corpus document: a `.md` file whose name does not
+/// start with a dot (editors' swap and temporary files do).
+pub fn is_markdown(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("md"))
+        && !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
 }
 
 pub fn rel_path(root: &Path, path: &Path) -> String {

@@ -7,7 +7,8 @@
 //! Beside the flow: [`config`], [`eval`], [`exit`] codes, [`glossary`]
 //! (Chinese ↔ English terms for lexical search), [`lang`] (script and
 //! language of a text), [`lock`]s, [`term`] (terminal-safe output),
-//! [`tokenizer`] (the embedding model's tokenizer, loaded fast).
+//! [`tokenizer`] (the embedding model's tokenizer, loaded fast), [`watch`]
+//! (re-indexing what changes in the corpus, for `--watch`).
 
 pub mod answer;
 pub mod chunk;
@@ -30,3 +31,4 @@ pub mod roadmap;
 pub mod server;
 pub mod term;
 pub mod tokenizer;
+pub mod watch;

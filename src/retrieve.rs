@@ -36,9 +36,8 @@ impl RetrieveError {
         match self {
             RetrieveError::Open(e) => e.exit_code(),
             RetrieveError::Embed(e) => e.exit_code(),
-            RetrieveError::Glossary(_) | RetrieveError::Read(_) | RetrieveError::Search(_) => {
-                crate::exit::FAILURE
-            }
+            RetrieveError::Read(e) => e.exit_code,
+            RetrieveError::Glossary(_) | RetrieveError::Search(_) => crate::exit::FAILURE,
         }
     }
 }

@@ -225,3 +225,65 @@ fn endpoint_errors_and_cut_streams_exit_6_keeping_what_arrived() {
     );
     assert!(stderr(&out).contains("cut off"), "{}", stderr(&out));
 }
+
+/// The first try, as a new user makes it: the shipped config.toml,
+/// pages from the web mirror, the bundled llama.cpp server, an English and a
+/// Chinese question. Both answer (exit 0: no context error, no loop the
+/// guard had to stop), and neither answer repeats a line 3 times or a run of
+/// 8 words 4 times.
+#[test]
+fn real_llama_server_answers_english_and_chinese_with_the_shipped_config() {
+    let Some(url) = llm_url() else {
+        return;
+    };
+    if !model_available() {
+        return;
+    }
+    let Some(mirror) = Mirror::start() else {
+        return;
+    };
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+    let ws = Workspace::new(&shipped.unwrap());
+    let pages = [
+        "/huggingface.co/docs/peft/en/index.html",
+        "/github.com/SwordHG/LLM-PEFT-/index.html",
+        "/datawhalechina.github.io/so-large-lm/index.html",
+    ];
+    let links: Vec<(&str, String)> = pages.iter().map(|p| ("page", mirror.url(p))).collect();
+    ws.write_roadmap("# 微调\n\n## LoRA", &links);
+    let out = ws.run(&["crawl", "--roadmap", &ws.roadmap(), "--plain"]);
+    assert!(out.status.success(), "crawl: {}", stderr(&out));
+    let out = ws.run(&["index"]);
+    assert!(out.status.success(), "index: {}", stderr(&out));
+    for question in [
+        "What is LoRA and why is it cheaper than full fine-tuning?",
+        "LoRA 是什么？为什么它比全参数微调更省资源？",
+    ] {
+        let out = ws.run_env(
+            &["ask", question, "--json"],
+            &[("RAGMAP_LLM_URL", url.as_str())],
+        );
+        assert_eq!(out.status.code(), Some(0), "{question}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let answer = v["answer"].as_str().unwrap();
+        eprintln!(
+            "{question}\n  first line: {}",
+            answer.lines().next().unwrap_or("")
+        );
+        assert!(
+            answer.split_whitespace().count() >= 3,
+            "{question}: {answer}"
+        );
+        assert!(
+            !stderr(&out).contains("context"),
+            "{question}: {}",
+            stderr(&out)
+        );
+        let mut guard = ragmap::llm::guard::RepetitionGuard::new();
+        assert_eq!(
+            guard.push(&format!("{answer}\n")),
+            None,
+            "{question}: {answer}"
+        );
+    }
+}

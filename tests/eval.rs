@@ -386,3 +386,56 @@ fn eval_answers_without_a_model_server_is_exit_5_naming_the_fix() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert!(stdout(&out).contains("all (4 questions)"));
 }
+
+#[test]
+fn eval_answers_count_the_loops_the_guard_stopped() {
+    if !model_available() {
+        return;
+    }
+    let ws = workspace();
+    let q = ws.path().join("answers.jsonl");
+    std::fs::write(&q, ANSWER_QUESTIONS).unwrap();
+    // One answer loops, the others do not.
+    let server = ScriptedServer::start(|req| {
+        let body = req.text();
+        if !body.contains("\"messages\"") {
+            return openai_error(404, "File Not Found");
+        }
+        if body.contains("红烧肉怎么做") {
+            let line = "先焯水，再加冰糖炒出糖色 [1]。\n";
+            return openai_stream(&[line; 10]);
+        }
+        openai_stream(&["It retrieves passages [1]."])
+    });
+    let url = server.url("/v1");
+    let env = [("RAGMAP_LLM_URL", url.as_str())];
+    let out = ws.run_env(&["eval", q.to_str().unwrap(), "--answers", "--json"], &env);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    let hybrid = &report["variants"][0];
+    let looped = &hybrid["questions"][1]["answer"];
+    assert_eq!(looped["looped"], true, "{looped}");
+    // What came before the guard stopped it is kept and scored.
+    assert_eq!(
+        looped["text"].as_str().unwrap().matches("冰糖").count(),
+        3,
+        "{looped}"
+    );
+    assert!(close(&looped["keyword_coverage"], 1.0), "{looped}");
+    let m = &hybrid["answers"];
+    assert!(close(&m["looping"], 0.25), "{m}");
+    assert_eq!(m["failed"], 0, "{m}");
+    assert!(close(&hybrid["answers_by_subset"]["zh"]["looping"], 1.0));
+
+    let out = ws.run_env(&["eval", q.to_str().unwrap(), "--answers"], &env);
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("hybrid") && l.contains("all (4)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("25 %"), "{row}");
+    assert!(
+        text.contains("[q2] stopped: the answer was stopped because it kept repeating itself"),
+        "{text}"
+    );
+}

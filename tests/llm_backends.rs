@@ -9,11 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ragmap::answer::{Answerer, Prepared};
 use ragmap::config::{Config, Provider};
 use ragmap::llm::{
-    backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError, OllamaBackend,
-    OpenAiBackend, Timeouts,
+    backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError, ModelInfo, OllamaBackend,
+    OpenAiBackend, ServerKind, Timeouts,
 };
+use ragmap::query::Query;
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- helpers
@@ -46,6 +48,7 @@ fn options() -> ChatOptions {
         temperature: Some(0.0),
         max_tokens: Some(64),
         context_tokens: Some(2048),
+        ..ChatOptions::default()
     }
 }
 
@@ -615,4 +618,377 @@ async fn ollama_refused_and_ping() {
         (reqs[0].method.as_str(), reqs[0].path.as_str()),
         ("GET", "/api/version")
     );
+}
+
+// ---------------------------------------------------------------- the model's real context, loops
+
+/// A config answering through `url` (an OpenAI-compatible `/v1`, or Ollama's root).
+fn answering_config(url: &str, provider: Provider, context_tokens: usize) -> Config {
+    let mut config = Config::default();
+    config.llm.provider = provider;
+    config.llm.base_url = Some(url.to_string());
+    config.llm.context_tokens = context_tokens;
+    config.llm.max_answer_tokens = 128;
+    config.llm.first_token_timeout_secs = 5.0;
+    config
+}
+
+/// `n` passages of about 400 words each, as retrieval would hand them over.
+fn passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
+    (0..n)
+        .map(|i| ragmap::retrieve::Hit {
+            chunk: ragmap::index::ChunkRow {
+                id: i as i64,
+                doc_id: i as i64,
+                ordinal: 0,
+                start: 0,
+                end: 0,
+                heading: "LoRA".into(),
+                text: "LoRA freezes the pretrained weights and trains small low-rank matrices. "
+                    .repeat(40),
+                title: format!("Page {i}"),
+                source: format!("https://example.com/{i}"),
+                path: format!("web/{i}.md"),
+            },
+            score: 1.0,
+            similarity: None,
+            vector_rank: None,
+            lexical_rank: None,
+        })
+        .collect()
+}
+
+async fn prepare(answerer: &Answerer) -> Prepared {
+    let hits = async |_: &Query| Ok::<_, std::convert::Infallible>(passages(12));
+    let Ok(prepared) = answerer
+        .prepare_query(Query::new("What is LoRA?"), hits)
+        .await;
+    prepared
+}
+
+/// The estimated tokens of a chat request's messages, as ragmap budgets them.
+fn estimated(request: &Request) -> usize {
+    let messages: Vec<ChatMessage> = request.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage::user(m["content"].as_str().unwrap()))
+        .collect();
+    ragmap::prompt::estimate_messages(&messages)
+}
+
+fn chats(server: &ScriptedServer) -> Vec<Request> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions") || r.path == "/api/chat")
+        .collect()
+}
+
+#[tokio::test]
+async fn llama_cpp_context_and_sampling_are_read_once_and_the_prompt_fits_first_time() {
+    let models = r#"{"object":"list","data":[{"id":"smollm2","object":"model","owned_by":"llamacpp","meta":{"n_ctx":1024,"n_ctx_train":8192}}]}"#;
+    let props = r#"{"default_generation_settings":{"n_ctx":1024,"params":{"repeat_penalty":1.0,"dry_multiplier":0.0}},"total_slots":1}"#;
+    let server = ScriptedServer::start(move |r| match r.path.as_str() {
+        "/v1/models" => Reply::json(200, models),
+        "/props" => Reply::json(200, props),
+        _ => openai_stream(&["LoRA trains ", "adapters [1]."]),
+    });
+    let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let info = answerer.model_info().await.clone();
+    assert_eq!(info.context_tokens, Some(1024));
+    assert_eq!(info.server, ServerKind::LlamaCpp);
+    let budget = answerer.budget().await;
+    assert_eq!((budget.context_tokens, budget.answer_tokens), (1024, 128));
+    for _ in 0..2 {
+        let prepared = prepare(&answerer).await;
+        let mut sink = |_: &str| {};
+        let out = answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+        assert_eq!(out.text, "LoRA trains adapters [1].");
+    }
+    let reqs = server.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    // Asked once for the process; one request per answer, none spent on refits.
+    assert_eq!(
+        paths,
+        [
+            "/v1/models",
+            "/props",
+            "/v1/chat/completions",
+            "/v1/chat/completions"
+        ]
+    );
+    let chat = reqs[2].json();
+    assert!(estimated(&reqs[2]) + 128 <= 1024, "{}", estimated(&reqs[2]));
+    assert_eq!(chat["max_tokens"], 128);
+    // llama.cpp takes its own repetition options; the server set none itself.
+    assert!((chat["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+    assert!((chat["dry_multiplier"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    // DRY looks back over the whole context, not llama.cpp's 64 tokens.
+    assert_eq!(chat["dry_penalty_last_n"], 1024);
+    assert!(chat.get("frequency_penalty").is_none());
+}
+
+#[tokio::test]
+async fn servers_that_do_not_tell_get_only_what_the_user_set() {
+    let server = ScriptedServer::start(|r| match r.path.as_str() {
+        "/v1/models" => openai_models(&["gpt-x", "gpt-y"]),
+        "/props" => Reply::json(404, r#"{"error":{"message":"Not found"}}"#),
+        _ => openai_stream(&["ok"]),
+    });
+    let mut config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+    config.llm.model = "gpt-x".into();
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    assert_eq!(answerer.model_info().await, &ModelInfo::default());
+    assert_eq!(answerer.budget().await.context_tokens, 4096);
+    let prepared = prepare(&answerer).await;
+    let mut sink = |_: &str| {};
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let chat = chats(&server)[0].json();
+    for key in [
+        "repeat_penalty",
+        "dry_multiplier",
+        "frequency_penalty",
+        "presence_penalty",
+    ] {
+        assert!(chat.get(key).is_none(), "{key} sent to an unknown server");
+    }
+
+    config.llm.frequency_penalty = Some(0.3);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let prepared = prepare(&answerer).await;
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let chat = chats(&server)[1].json();
+    assert!((chat["frequency_penalty"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    assert!(chat.get("repeat_penalty").is_none());
+}
+
+#[tokio::test]
+async fn ollama_api_show_sets_num_ctx_and_its_modelfile_sampling_is_left_alone() {
+    let show = r#"{"parameters":"num_ctx                        8192\nrepeat_penalty                 1.3\nstop                           \"<|im_end|>\"","details":{"family":"qwen2"},"model_info":{"general.architecture":"qwen2","qwen2.context_length":2048,"qwen2.block_count":28}}"#;
+    let server = ScriptedServer::start(move |r| match r.path.as_str() {
+        "/api/show" => Reply::json(200, show),
+        _ => ollama_stream(&["LoRA ", "[1]"]),
+    });
+    let mut config = answering_config(&server.url(""), Provider::Ollama, 4096);
+    config.llm.model = "qwen2.5:7b".into();
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let prepared = prepare(&answerer).await;
+    assert!(prepared.prompt.estimated_tokens <= 2048 - 128);
+    let mut sink = |_: &str| {};
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let reqs = server.requests();
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path.as_str()),
+        ("POST", "/api/show")
+    );
+    assert_eq!(reqs[0].json()["model"], "qwen2.5:7b");
+    let chat = chats(&server)[0].json();
+    // The model's 2048, not the configured 4096: Ollama would cut the prompt's start.
+    assert_eq!(chat["options"]["num_ctx"], 2048);
+    assert_eq!(chat["options"]["num_predict"], 128);
+    // The Modelfile sets repeat_penalty: ragmap's default stays out.
+    assert!(chat["options"].get("repeat_penalty").is_none(), "{chat}");
+    assert!(estimated(&chats(&server)[0]) + 128 <= 2048);
+
+    // A model without its own penalty gets ragmap's; no DRY in Ollama's options.
+    let plain = r#"{"parameters":"","model_info":{"general.architecture":"llama","llama.context_length":8192}}"#;
+    let server = ScriptedServer::start(move |r| match r.path.as_str() {
+        "/api/show" => Reply::json(200, plain),
+        _ => ollama_stream(&["ok"]),
+    });
+    let config = answering_config(&server.url(""), Provider::Ollama, 4096);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let prepared = prepare(&answerer).await;
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let chat = chats(&server)[0].json();
+    assert_eq!(chat["options"]["num_ctx"], 4096);
+    assert!((chat["options"]["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+    assert!(chat["options"].get("dry_multiplier").is_none());
+    assert!(chat["options"].get("dry_penalty_last_n").is_none());
+}
+
+/// The refusals of the servers ragmap knows, for a context of 1024 tokens
+/// and a prompt of `prompt` tokens.
+fn refusals(prompt: usize) -> Vec<Reply> {
+    vec![
+        // llama.cpp
+        Reply::json(
+            400,
+            &format!(
+                r#"{{"error":{{"code":400,"message":"request ({prompt} tokens) exceeds the available context size (1024 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":{prompt},"n_ctx":1024}}}}"#
+            ),
+        ),
+        // OpenAI
+        Reply::json(
+            400,
+            &format!(
+                r#"{{"error":{{"message":"This model's maximum context length is 1024 tokens. However, your messages resulted in {prompt} tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}}}"#
+            ),
+        ),
+        // vLLM
+        Reply::json(
+            400,
+            &format!(
+                r#"{{"object":"error","message":"This model's maximum context length is 1024 tokens. However, you requested {} tokens ({prompt} in the messages, 128 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}}"#,
+                prompt + 128
+            ),
+        ),
+        // Hugging Face TGI
+        Reply::json(
+            422,
+            &format!(
+                r#"{{"error":"Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1024. Given: {prompt} `inputs` tokens and 128 `max_new_tokens`","error_type":"validation"}}"#
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_length_refusal_is_refit_to_what_the_server_said_and_asked_once_more() {
+    for (shape, refusal) in refusals(2900).into_iter().enumerate() {
+        let chat_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = chat_count.clone();
+        let server = ScriptedServer::start(move |r| match r.path.as_str() {
+            "/v1/models" => openai_models(&["a", "b"]),
+            "/props" => Reply::json(404, "{}"),
+            _ if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => refusal.clone(),
+            _ => openai_stream(&["refit ", "answer [1]"]),
+        });
+        let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+        let answerer = Answerer::from_config(&config, false).unwrap();
+        let prepared = prepare(&answerer).await;
+        let mut seen = String::new();
+        let mut sink = |t: &str| seen.push_str(t);
+        let out = answerer.answer(&prepared, &[], &mut sink).await;
+        let out = out.unwrap_or_else(|e| panic!("shape {shape}: {e}"));
+        assert_eq!(out.text, "refit answer [1]");
+        assert_eq!(seen, out.text);
+        let chats = chats(&server);
+        assert_eq!(chats.len(), 2, "shape {shape}: one retry");
+        let (first, second) = (estimated(&chats[0]), estimated(&chats[1]));
+        assert!(second + 128 <= 1024, "shape {shape}: refit to {second}");
+        assert!(second < first);
+        // The next question fits at once: no refusal, no extra request.
+        let prepared = prepare(&answerer).await;
+        let mut quiet = |_: &str| {};
+        answerer.answer(&prepared, &[], &mut quiet).await.unwrap();
+        assert_eq!(chats_len(&server), 3, "shape {shape}");
+    }
+}
+
+fn chats_len(server: &ScriptedServer) -> usize {
+    chats(server).len()
+}
+
+#[tokio::test]
+async fn a_refusal_counted_higher_than_the_estimate_shrinks_the_budget_by_as_much() {
+    // A tokenizer that spends three times the estimate: the refit scales down.
+    let server = ScriptedServer::start(|r| match r.path.as_str() {
+        "/v1/models" => openai_models(&["a", "b"]),
+        "/props" => Reply::json(404, "{}"),
+        _ => Reply::new(500),
+    });
+    let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let prepared = prepare(&answerer).await;
+    let estimate = ragmap::prompt::estimate_messages(&answerer.messages(&prepared, &[]));
+    let server_count = estimate * 3;
+    let chat_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = chat_count.clone();
+    let refusal = Reply::json(
+        400,
+        &format!(
+            r#"{{"error":{{"code":400,"message":"request ({server_count} tokens) exceeds the available context size (2048 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":{server_count},"n_ctx":2048}}}}"#
+        ),
+    );
+    let server = ScriptedServer::start(move |r| match r.path.as_str() {
+        "/v1/models" => openai_models(&["a", "b"]),
+        "/props" => Reply::json(404, "{}"),
+        _ if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => refusal.clone(),
+        _ => openai_stream(&["ok"]),
+    });
+    let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let mut sink = |_: &str| {};
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let chats = chats(&server);
+    assert_eq!(chats.len(), 2);
+    // Three times the estimate must still fit the 2048 with the answer.
+    assert!(
+        estimated(&chats[1]) * 3 + 128 <= 2048,
+        "{}",
+        estimated(&chats[1])
+    );
+}
+
+#[tokio::test]
+async fn never_more_than_one_retry() {
+    let server = ScriptedServer::start(|r| match r.path.as_str() {
+        "/v1/models" => openai_models(&["a", "b"]),
+        "/props" => Reply::json(404, "{}"),
+        _ => refusals(5000).remove(0),
+    });
+    let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let prepared = prepare(&answerer).await;
+    let mut sink = |_: &str| {};
+    let err = answerer
+        .answer(&prepared, &[], &mut sink)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::ContextExceeded { .. }), "{err:?}");
+    assert_eq!(chats(&server).len(), 2);
+}
+
+#[tokio::test]
+async fn the_guard_stops_a_looping_stream_and_keeps_what_came() {
+    let line = "LoRA is a method that trains adapters.\n";
+    let looping = (0..60).fold(sse_reply(), |reply, _| {
+        reply.sleep(100).body(openai_delta(line))
+    });
+    let server = ScriptedServer::replies(vec![looping]);
+    let backend = openai(&server.url(""), timeouts());
+    let mut seen = String::new();
+    let mut sink = |t: &str| seen.push_str(t);
+    let err = ragmap::llm::guard::chat_guarded(&backend, &messages(), &options(), &mut sink)
+        .await
+        .unwrap_err();
+    match &err {
+        LlmError::Repetition { what, partial } => {
+            assert_eq!(partial, &line.repeat(3));
+            assert!(what.contains("came 3 times"), "{what}");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(seen, line.repeat(3));
+    assert_eq!(err.exit_code(), ragmap::exit::LLM_REPEATING);
+    assert!(!err.to_string().contains('\n'));
+    // The request was dropped: the server stops writing long before its 6 s script ends.
+    assert!(server.wait_closed(1, Duration::from_secs(3)).await);
+
+    // A run of words repeated within one line is stopped too.
+    let words = "the model answers from the retrieved passages and then ";
+    let server = ScriptedServer::replies(vec![openai_stream(&[&words.repeat(6)])]);
+    let backend = openai(&server.url(""), timeouts());
+    let mut sink = |_: &str| {};
+    let err = ragmap::llm::guard::chat_guarded(&backend, &messages(), &options(), &mut sink)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Repetition { what, .. } if what.contains("came 4 times")),
+        "{err:?}"
+    );
+
+    // An answer that does not repeat itself comes through whole.
+    let server = ScriptedServer::replies(vec![openai_stream(&[
+        "LoRA freezes the weights [1].\n",
+        "It trains two small matrices per layer [2].\n",
+    ])]);
+    let backend = openai(&server.url(""), timeouts());
+    let out = ragmap::llm::guard::chat_guarded(&backend, &messages(), &options(), &mut sink)
+        .await
+        .unwrap();
+    assert_eq!(out.text.lines().count(), 2);
 }

@@ -7,9 +7,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::llm_url;
-use ragmap::config::Config;
-use ragmap::llm::{backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError};
+use common::{forward, llm_url, LlamaServer, Reply, ScriptedServer};
+use ragmap::answer::{Answerer, Prepared};
+use ragmap::config::{Config, Provider};
+use ragmap::llm::guard::{chat_guarded, RepetitionGuard};
+use ragmap::llm::{
+    backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError, Sampling, ServerKind,
+};
+use ragmap::query::Query;
 
 fn backend(url: &str) -> Box<dyn ChatBackend> {
     let mut config = Config::default();
@@ -24,7 +29,7 @@ fn options(model: &str, max_tokens: u32) -> ChatOptions {
         model: model.into(),
         temperature: Some(0.0),
         max_tokens: Some(max_tokens),
-        context_tokens: None,
+        ..ChatOptions::default()
     }
 }
 
@@ -97,7 +102,9 @@ async fn the_model_name_is_ignored_by_llama_server() {
 #[tokio::test]
 async fn an_over_long_prompt_is_a_clear_context_error() {
     let Some(url) = llm_url() else { return };
-    let messages = [ChatMessage::user("word ".repeat(3000))];
+    // Past the shipped config's 4096 tokens a slot (scripts/llm-server's -c) twice over:
+    // the server refuses before it evaluates anything.
+    let messages = [ChatMessage::user("word ".repeat(10_000))];
     let mut sink = |_: &str| panic!("no token expected");
     let err = backend(&url)
         .chat(&messages, &options("smollm2", 8), &mut sink)
@@ -173,4 +180,197 @@ async fn a_wrong_base_url_is_not_mistaken_for_an_unknown_model() {
         matches!(&err, LlmError::Http { status: 404, message, .. } if message.contains("base URL")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn the_real_server_tells_its_context_and_sampling() {
+    let Some(url) = llm_url() else { return };
+    let info = backend(&url)
+        .model_info("default", Duration::from_secs(3))
+        .await
+        .unwrap();
+    eprintln!("llama-server says: {info:?}");
+    assert_eq!(info.server, ServerKind::LlamaCpp);
+    // What /props says, for the one slot the server runs.
+    let props: serde_json::Value = reqwest::get(format!(
+        "{}/props",
+        url.trim_end_matches('/').trim_end_matches("/v1")
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let n_ctx = props["default_generation_settings"]["n_ctx"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(info.context_tokens, Some(n_ctx));
+    // Started without sampling flags: ragmap's defaults apply.
+    assert!(info.own_sampling.is_empty(), "{info:?}");
+}
+
+/// A prompt SmolLM2-135M answers by repeating a line at temperature 0 with
+/// no penalties (found by trying; scripts/bench's answer section shows how
+/// often it happens with real questions).
+const LOOPING_PROMPT: &str = "Write a poem about the sea.";
+
+#[tokio::test]
+async fn the_guard_stops_smollm2_repeating_itself_and_the_default_sampling_avoids_it() {
+    let Some(url) = llm_url() else { return };
+    let backend = backend(&url);
+    let messages = [ChatMessage::user(LOOPING_PROMPT)];
+    let mut plain = options("smollm2", 400);
+    plain.sampling = Sampling {
+        repeat_penalty: Some(1.0),
+        dry_multiplier: Some(0.0),
+        ..Sampling::default()
+    };
+    let mut seen = String::new();
+    let mut sink = |t: &str| seen.push_str(t);
+    let err = chat_guarded(backend.as_ref(), &messages, &plain, &mut sink)
+        .await
+        .unwrap_err();
+    eprintln!("guard: {err}\n{seen}");
+    let LlmError::Repetition { partial, .. } = &err else {
+        panic!("expected the guard to stop the loop, got {err:?}")
+    };
+    assert_eq!(partial, &seen);
+    // Stopped at the third time, not at the token limit: what came holds one
+    // repetition and no more.
+    let mut guard = RepetitionGuard::new();
+    let cut = seen.rfind('\n').map_or(seen.len(), |i| i);
+    assert!(guard.push(&seen[..cut]).is_none(), "stopped late: {seen}");
+    assert_eq!(err.exit_code(), ragmap::exit::LLM_REPEATING);
+
+    // The same request with ragmap's sampling for llama.cpp ends by itself.
+    let mut tuned = plain.clone();
+    tuned.sampling = Sampling::defaults_for(
+        &backend
+            .model_info("default", Duration::from_secs(3))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(tuned.sampling.repeat_penalty, Some(1.1));
+    let mut sink = |_: &str| {};
+    let out = chat_guarded(backend.as_ref(), &messages, &tuned, &mut sink)
+        .await
+        .unwrap_or_else(|e| panic!("with penalties: {e}"));
+    eprintln!("with penalties: {:?}", out.text);
+    assert_eq!(out.finish_reason.as_deref(), Some("stop"));
+}
+
+/// `question` over [`long_passages`], fitted as every answer is ([`Answerer::prepare_query`]).
+async fn prepare(answerer: &Answerer, question: &str) -> Prepared {
+    let passages = async |_: &Query| Ok::<_, std::convert::Infallible>(long_passages(8));
+    let Ok(prepared) = answerer.prepare_query(Query::new(question), passages).await;
+    prepared
+}
+
+/// Passages long enough to overflow a small context.
+fn long_passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
+    (0..n)
+        .map(|i| ragmap::retrieve::Hit {
+            chunk: ragmap::index::ChunkRow {
+                id: i as i64,
+                doc_id: i as i64,
+                ordinal: 0,
+                start: 0,
+                end: 0,
+                heading: "LoRA".into(),
+                text: "LoRA freezes the pretrained weights of a model and trains two small low-rank matrices per layer instead, so fine-tuning needs far less memory. ".repeat(12),
+                title: format!("LoRA notes {i}"),
+                source: format!("https://example.com/lora/{i}"),
+                path: format!("web/lora-{i}.md"),
+            },
+            score: 1.0,
+            similarity: None,
+            vector_rank: None,
+            lexical_rank: None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
+    // A real llama-server with 1024 tokens, behind a front that hides
+    // /v1/models and /props: a server that does not tell its context
+    // (as OpenAI does), so only its refusal can teach it.
+    let Some(small) = LlamaServer::start(&[("LLAMA_CTX", "1024")]) else {
+        return;
+    };
+    let port = small.port;
+    let front = ScriptedServer::start(move |r| {
+        if r.path.ends_with("/chat/completions") {
+            forward(r, port)
+        } else {
+            Reply::json(404, r#"{"error":{"message":"File Not Found","code":404}}"#)
+        }
+    });
+    let mut config = Config::default();
+    config.llm.provider = Provider::Openai;
+    config.llm.base_url = Some(front.url("/v1"));
+    config.llm.max_answer_tokens = 64;
+    config.llm.first_token_timeout_secs = 60.0;
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let budget = answerer.budget().await;
+    assert_eq!(budget.context_tokens, 4096, "nothing told");
+    let prepared = prepare(&answerer, "What is LoRA?").await;
+    let mut sink = |_: &str| {};
+    let out = answerer
+        .answer(&prepared, &[], &mut sink)
+        .await
+        .unwrap_or_else(|e| panic!("refit answer: {e}"));
+    eprintln!("refit answer: {:?} usage {:?}", out.text, out.usage);
+    assert!(!out.text.trim().is_empty());
+    let chats: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .collect();
+    assert_eq!(chats.len(), 2, "one refusal, one retry");
+    let prompt_tokens = out.usage.and_then(|u| u.prompt_tokens).unwrap();
+    assert!(prompt_tokens + 64 <= 1024, "{prompt_tokens}");
+    // What was learnt stays: the next prompt fits at once.
+    let budget = answerer.budget().await;
+    assert!(budget.context_tokens <= 1024, "{budget:?}");
+    let prepared = prepare(&answerer, "Why is LoRA cheap?").await;
+    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let chats = front
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .count();
+    assert_eq!(chats, 3);
+}
+
+#[tokio::test]
+async fn a_small_context_server_that_tells_gets_a_fitting_prompt_first_time() {
+    let Some(small) = LlamaServer::start(&[("LLAMA_CTX", "1024")]) else {
+        return;
+    };
+    // A front that passes everything on, and counts.
+    let port = small.port;
+    let front = ScriptedServer::start(move |r| forward(r, port));
+    let mut config = Config::default();
+    config.llm.provider = Provider::Openai;
+    config.llm.base_url = Some(front.url("/v1"));
+    config.llm.max_answer_tokens = 64;
+    config.llm.first_token_timeout_secs = 60.0;
+    let answerer = Answerer::from_config(&config, false).unwrap();
+    let budget = answerer.budget().await;
+    assert_eq!(budget.context_tokens, 1024);
+    let prepared = prepare(&answerer, "What is LoRA?").await;
+    let mut sink = |_: &str| {};
+    let out = answerer
+        .answer(&prepared, &[], &mut sink)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prompt_tokens = out.usage.and_then(|u| u.prompt_tokens).unwrap();
+    eprintln!(
+        "estimated {} tokens, llama.cpp counted {prompt_tokens}",
+        prepared.prompt.estimated_tokens
+    );
+    assert!(prompt_tokens + 64 <= 1024, "{prompt_tokens}");
+    let paths: Vec<String> = front.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/models", "/props", "/v1/chat/completions"]);
 }

@@ -12,6 +12,7 @@ typed), BENCH_QUICK (1: fewer rounds and sizes, for a smoke run),
 BENCH_SKIP_PER_CORE (1: skip the one-core-each indexing round).
 """
 
+import answers_bench
 import json
 import os
 import platform
@@ -19,7 +20,9 @@ import re
 import shutil
 import startup_bench
 import mcp_bench
+import watch_bench
 import remote_embed_bench
+import pg_bench
 import statistics
 import subprocess
 import sys
@@ -505,6 +508,8 @@ def write_report(r):
         lines += serve_bench.report_lines(r["server"], m, command)
     if r.get("mcp"):
         lines += mcp_bench.report_lines(r["mcp"], m, command)
+    if r.get("watch"):
+        lines += watch_bench.report_lines(r["watch"], m, command)
     w("## Reproduce")
     w("")
     w(f"`{command}` (installs `time` and the Python venv under `$RAGMAP_CACHE/bench-venv-v1` when "
@@ -512,7 +517,8 @@ def write_report(r):
       "`$RAGMAP_CACHE/bench/work` (or `$BENCH_WORK`); `bash scripts/bench --report-only` rewrites this "
       "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
       "`bash scripts/bench --server` measures and rewrites only the Server section, "
-      "`bash scripts/bench --mcp` only the MCP and Dify one.")
+      "`bash scripts/bench --mcp` only the MCP and Dify one, "
+      "`bash scripts/bench --watch` only the Watch one.")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
@@ -577,6 +583,22 @@ def mcp_only():
     splice_section(section)
 
 
+def watch_run():
+    """serve --watch on the crawled web mirror (see watch_bench)."""
+    cache = os.path.join(os.environ.get("RAGMAP_CACHE", WORK), "bench")
+    webcorpus = os.path.join(ROOT, "..", "shared", "webcorpus")
+    return watch_bench.run(RAGMAP, TOOL, WORK, cache, webcorpus, MODEL_DIR, THREADS, SESSIONS, QUICK)
+
+
+def watch_only():
+    """`scripts/bench --watch`: save-to-searchable latency and a checkout's run; splice its section."""
+    results = {"machine": machine(), "watch": watch_run()}
+    with open(os.path.join(WORK, "bench-watch-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = watch_bench.report_lines(results["watch"], results["machine"], COMMAND)
+    splice_section(section)
+
+
 def startup_only():
     """`scripts/bench --startup`: index a workspace, time start-up, splice its section."""
     ws = make_workspace(os.path.join(WORK, "workspace-startup"))
@@ -589,12 +611,37 @@ def startup_only():
     splice_section(section)
 
 
+def answers_only():
+    """`scripts/bench --answers`: index a workspace, answer the question set with the
+    bundled model, splice the Answers section."""
+    if not QUESTIONS:
+        raise SystemExit("bench --answers: no question set (set BENCH_QUESTIONS or add eval/questions.jsonl)")
+    ws = make_workspace(os.path.join(WORK, "workspace-answers"))
+    log("ragmap index (answers bench workspace)")
+    timed([RAGMAP, "-C", ws, "index"])
+    log("ragmap eval --answers --rewrite, two sampling variants (about 20 s a question on 2 cores)")
+    results = {"machine": machine(), "answers": answers_bench.run(RAGMAP, ROOT, ws, QUESTIONS, WORK, QUICK)}
+    with open(os.path.join(WORK, "bench-answers-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    source = os.environ.get("BENCH_QUESTIONS_SOURCE", QUESTIONS)
+    splice_section(answers_bench.report_lines(results["answers"], results["machine"], COMMAND, source))
+
+
 def remote_embed_only():
     """`scripts/bench --remote-embed`: local vs remote embedding, splice its section."""
     results = {"machine": machine(), "remote_embed": remote_embed_bench.run_all(RAGMAP)}
     with open(os.path.join(WORK, "bench-remote-embed-results.json"), "w") as f:
         json.dump(results, f, indent=2)
     section = remote_embed_bench.report_lines(results["remote_embed"], results["machine"], COMMAND)
+    splice_section(section)
+
+
+def postgres_only():
+    """`scripts/bench --postgres`: the PostgreSQL backend beside the embedded index, splice its section."""
+    results = {"machine": machine(), "postgres": pg_bench.run_all(RAGMAP)}
+    with open(os.path.join(WORK, "bench-postgres-results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    section = pg_bench.report_lines(results["postgres"], results["machine"], COMMAND)
     splice_section(section)
 
 
@@ -633,8 +680,17 @@ def main():
     if "--mcp" in sys.argv:
         mcp_only()
         return
+    if "--watch" in sys.argv:
+        watch_only()
+        return
+    if "--answers" in sys.argv:
+        answers_only()
+        return
     if "--remote-embed" in sys.argv:
         remote_embed_only()
+        return
+    if "--postgres" in sys.argv:
+        postgres_only()
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
@@ -674,6 +730,7 @@ def main():
     results["latency"] = tool(*lat_args)
     results["server"] = server(ws, os.path.join(WORK, "synthetic", f"synthetic-{SIZES.split(',')[-1]}"))
     results["mcp"] = mcp_bench.run(RAGMAP, ws, question_texts(), QUICK)
+    results["watch"] = watch_run()
     shutil.rmtree(os.path.join(WORK, "synthetic"), ignore_errors=True)
     if os.environ.get("BENCH_SKIP_CRITERION") != "1":
         results["criterion"] = criterion_results()

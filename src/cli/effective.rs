@@ -47,9 +47,9 @@ pub fn render(config: &Config, workspace: &Path, found: Found) -> String {
         }
         let dotted = format!("{sec}.{key}");
         let origin = config.origin(&dotted);
-        let value = &values[&sec][&key];
+        let value = shown_value(&dotted, &values[&sec][&key]);
         let note = extra_note(config, &dotted);
-        match toml_value(value) {
+        match toml_value(&value) {
             Some(v) => {
                 let _ = writeln!(
                     out,
@@ -67,6 +67,16 @@ pub fn render(config: &Config, workspace: &Path, found: Found) -> String {
         }
     }
     out
+}
+
+/// A value as it may be shown: database URLs without their password.
+fn shown_value(key: &str, value: &serde_json::Value) -> serde_json::Value {
+    match (key, value.as_str()) {
+        ("index.url" | "index.read_url", Some(url)) => {
+            serde_json::Value::String(ragmap::index::postgres::redact(url))
+        }
+        _ => value.clone(),
+    }
 }
 
 /// `default (RAGMAP_LLM_MODEL)`: the origin, and for defaults the variable
@@ -110,7 +120,13 @@ fn extra_note(config: &Config, key: &str) -> String {
             config::Provider::Openai => String::new(),
         },
         "paths.corpus" => format!("; {}", config.corpus_dir().display()),
+        "paths.index" if config.index.database_url().is_some() => {
+            String::from("; unused: [index] url names a database")
+        }
         "paths.index" => format!("; {}", config.index_dir().display()),
+        "index.url" if config.index.database_url().is_some() => {
+            String::from("; password not shown")
+        }
         "paths.assets" => format!("; {}", config.assets_dir().display()),
         "embed.model_dir" => format!("; {}", config.model_dir().display()),
         "embed.ort_dylib" => format!("; {}", config.ort_dylib().display()),
@@ -180,5 +196,31 @@ fn check_endpoint(config: &Config) -> anyhow::Result<(String, u8)> {
             let _ = writeln!(out, "# models: cannot list them: {e}");
         }
     }
+    let _ = writeln!(out, "# {}", model_context(config, backend.as_ref(), &rt));
     Ok((out, exit::SUCCESS))
+}
+
+/// What the server says about the model's context, against `[llm] context_tokens`.
+fn model_context(
+    config: &Config,
+    backend: &dyn llm::ChatBackend,
+    rt: &tokio::runtime::Runtime,
+) -> String {
+    let configured = config.llm.context_tokens;
+    let asked = rt.block_on(backend.model_info(&config.llm.model, Duration::from_secs(5)));
+    match asked {
+        Ok(llm::ModelInfo {
+            context_tokens: Some(n),
+            source,
+            ..
+        }) => format!(
+            "context: the server's is {n} tokens ({}); prompts fit {} tokens",
+            source.unwrap_or_default(),
+            n.min(configured)
+        ),
+        Ok(_) => format!(
+            "context: the server does not say; prompts fit [llm] context_tokens = {configured} (a refusal refits them once)"
+        ),
+        Err(e) => format!("context: cannot ask: {e}"),
+    }
 }

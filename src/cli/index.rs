@@ -1,11 +1,16 @@
-//! `ragmap index`: build or update the index, report what changed.
+//! `ragmap index`: build or update the index, report what changed; with
+//! `--watch`, keep it updated as the corpus changes.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use ragmap::config::Config;
 use ragmap::exit;
-use ragmap::index::{self, BuildOptions};
+use ragmap::index::{self, BuildOptions, BuildReport};
 use ragmap::term::sanitize;
+use ragmap::watch::{self, Notice};
+
+use super::setup;
 
 pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
     let progress = std::io::stderr().is_terminal() && !json && !super::output::quiet();
@@ -34,6 +39,11 @@ pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(exit::SUCCESS);
     }
+    print_summary(&report);
+    Ok(exit::SUCCESS)
+}
+
+fn print_summary(report: &BuildReport) {
     if let Some(migrated) = &report.migrated {
         println!("updated the index format: {migrated}");
     }
@@ -57,5 +67,61 @@ pub fn run(config: &Config, rebuild: bool, json: bool) -> anyhow::Result<u8> {
         tokens_per_sec,
         report.total_seconds
     );
+}
+
+/// `ragmap index --watch`: a full run now (rebuilding with `--rebuild`),
+/// then one run per burst of changes, until Ctrl-C or SIGTERM.
+pub fn watch(config: &Config, rebuild: bool) -> anyhow::Result<u8> {
+    if rebuild {
+        run(config, true, false)?;
+    }
+    let quiet = super::output::quiet();
+    let watching =
+        watch::watch(
+            config,
+            watch::Options::from_config(config),
+            move |notice| match notice {
+                Notice::Watching(line) if !quiet => eprintln!("{}", sanitize(&line)),
+                Notice::Watching(_) => {}
+                Notice::Warning(line) => eprintln!("warning: {}", sanitize(&line)),
+                Notice::Indexed(run) => {
+                    for line in run.warnings() {
+                        eprintln!("warning: {line}");
+                    }
+                    println!("{}", run.summary());
+                }
+            },
+        )?;
+    setup::runtime()?.block_on(async {
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let ended = async {
+            while !watching.is_finished() {
+                check.tick().await;
+            }
+        };
+        tokio::select! {
+            _ = ragmap::server::shutdown_signal() => {}
+            _ = ended => {}
+        }
+    });
+    if !watching.stop(Duration::from_secs(2)) {
+        eprintln!(
+            "stopped; the index run in progress was abandoned (the index keeps its last state)"
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `ragmap index --to`: the index copied, vectors and all, to a database or a folder.
+pub fn copy(config: &Config, to: &str, json: bool) -> anyhow::Result<u8> {
+    let report = index::copy(config, to)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "copied {} documents ({} chunks, nothing re-embedded) from {} to {} in {:.1}s",
+            report.documents, report.chunks, report.from, report.to, report.seconds
+        );
+    }
     Ok(exit::SUCCESS)
 }

@@ -51,11 +51,19 @@ enum Command {
     /// Chunk, embed and index corpus/ (incremental: only changed documents are re-embedded).
     Index {
         /// Discard the existing index and build it again from scratch.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to")]
         rebuild: bool,
+        /// Copy the index (with its vectors: nothing is embedded again) to a
+        /// postgres:// URL or a folder, replacing the index there; the corpus is not read.
+        #[arg(long, value_name = "URL|DIR", conflicts_with = "watch")]
+        to: Option<String>,
         /// Print a JSON report instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        #[command(flatten)]
+        watch: WatchFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Show the passages that best match a question.
     Search {
@@ -67,6 +75,8 @@ enum Command {
         /// Print the passages as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Answer a question from the indexed resources, with cited sources.
     Ask {
@@ -86,6 +96,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Ask follow-up questions in a conversation (/sources, /reset, /exit).
     Chat {
@@ -96,6 +108,8 @@ enum Command {
         no_rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve an OpenAI-compatible API and a web page over this workspace
     /// (the model and index stay loaded; search, ask and chat use it).
@@ -108,7 +122,11 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
         #[command(flatten)]
+        watch: WatchFlags,
+        #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Serve the knowledge base to MCP clients (Claude Desktop, Cursor, Cherry
     /// Studio, …) on standard input/output: tools search, fetch, and ask when a
@@ -116,6 +134,8 @@ enum Command {
     Mcp {
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Score retrieval (and with --answers, the model's answers) against a
     /// question file with gold documents (JSON lines).
@@ -140,6 +160,8 @@ enum Command {
         rewrite: bool,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// List the models the chat endpoint offers, one id per line.
     Models {
@@ -156,6 +178,8 @@ enum Command {
         retrieve: RetrieveFlags,
         #[command(flatten)]
         llm: LlmFlags,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Print a shell completion script: `ragmap completions bash > ~/.local/share/bash-completion/completions/ragmap`.
     Completions {
@@ -173,6 +197,8 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexFlags,
     },
     /// Write the roadmap's resource list (headings and links only) to corpus/roadmap.md.
     Roadmap {
@@ -212,6 +238,46 @@ struct RetrieveFlags {
     /// Retrieve in this process even when `ragmap serve` runs for this workspace.
     #[arg(long)]
     no_server: bool,
+}
+
+/// `--watch`, and `--poll` overriding `[watch] poll`.
+#[derive(clap::Args)]
+struct WatchFlags {
+    /// Keep watching corpus/ and re-index what changes (created, edited,
+    /// renamed and deleted .md files); Ctrl-C stops.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: look for changes every [watch] poll_ms instead of
+    /// waiting for file-system events (for file systems that send none).
+    #[arg(long, requires = "watch")]
+    poll: bool,
+}
+
+impl WatchFlags {
+    fn apply(&self, config: &mut Config) {
+        if self.poll {
+            config.watch.poll = ragmap::config::Poll::Always;
+            config.set_by_flag("watch.poll", "--poll");
+        }
+    }
+}
+
+/// Where the index is: an override of `[index] url`.
+#[derive(clap::Args)]
+struct IndexFlags {
+    /// The index in this PostgreSQL database (postgres://USER@HOST:PORT/DB)
+    /// instead of the embedded one [env: RAGMAP_INDEX_URL].
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+}
+
+impl IndexFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.index_url {
+            config.index.url = Some(url.clone());
+            config.set_by_flag("index.url", "--index-url");
+        }
+    }
 }
 
 /// Which chat endpoint: overrides of `[llm]` provider and base_url.
@@ -307,19 +373,29 @@ impl Command {
     /// Applies the flags that override config.toml: the one place they meet
     /// the configuration, so commands read settings from `config` only.
     fn apply_overrides(&self, config: &mut Config) {
+        if let Some(index) = self.index_flags() {
+            index.apply(config);
+        }
         match self {
             Command::Search { retrieve, .. } => retrieve.apply(config),
             Command::Ask { retrieve, llm, .. } | Command::Chat { retrieve, llm, .. } => {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Eval { llm, .. } | Command::Mcp { llm } => llm.apply(config),
+            Command::Eval { llm, .. } | Command::Mcp { llm, .. } => llm.apply(config),
             Command::Models { endpoint } => endpoint.apply(config),
             Command::Config { retrieve, llm, .. } => {
                 retrieve.apply(config);
                 llm.apply(config);
             }
-            Command::Serve { host, port, llm } => {
+            Command::Serve {
+                host,
+                port,
+                llm,
+                watch,
+                ..
+            } => {
+                watch.apply(config);
                 if let Some(h) = host {
                     config.server.host = h.clone();
                 }
@@ -335,12 +411,28 @@ impl Command {
                 config.crawl.block_private = *b;
                 config.set_by_flag("crawl.block_private", "--block-private");
             }
+            Command::Index { watch, .. } => watch.apply(config),
             Command::Completions { .. }
             | Command::Man { .. }
-            | Command::Index { .. }
             | Command::Status { .. }
             | Command::Roadmap { .. }
             | Command::Crawl { .. } => {}
+        }
+    }
+
+    /// The `--index-url` of the commands that take an index.
+    fn index_flags(&self) -> Option<&IndexFlags> {
+        match self {
+            Command::Index { index, .. }
+            | Command::Search { index, .. }
+            | Command::Ask { index, .. }
+            | Command::Chat { index, .. }
+            | Command::Serve { index, .. }
+            | Command::Mcp { index, .. }
+            | Command::Eval { index, .. }
+            | Command::Config { index, .. }
+            | Command::Status { index, .. } => Some(index),
+            _ => None,
         }
     }
 }
@@ -385,11 +477,18 @@ impl Command {
         chat: bool,
     ) -> anyhow::Result<u8> {
         match self {
-            Command::Index { rebuild, json } => index::run(config, rebuild, json),
+            Command::Index {
+                rebuild,
+                to,
+                json,
+                watch,
+                ..
+            } => index_command(config, rebuild, to.as_deref(), json, watch.watch),
             Command::Search {
                 question,
                 json,
                 retrieve,
+                ..
             } => {
                 let question = setup::question_words(&question)?;
                 search::run(config, &question, !retrieve.no_server, json)
@@ -420,7 +519,7 @@ impl Command {
                 !no_rewrite && config.llm.rewrite,
                 !retrieve.no_server,
             ),
-            Command::Serve { .. } => serve::run(config, chat),
+            Command::Serve { watch, .. } => serve::run(config, chat, watch.watch),
             Command::Mcp { .. } => mcp::run(config, chat),
             Command::Eval {
                 questions,
@@ -437,7 +536,7 @@ impl Command {
             Command::Models { .. } => models::run(config),
             Command::Config { check, .. } => effective::run(config, workspace, found, check),
             Command::Completions { .. } | Command::Man { .. } => Ok(exit::SUCCESS),
-            Command::Status { json } => status::run(config, json),
+            Command::Status { json, .. } => status::run(config, json),
             Command::Roadmap { src, out } => roadmap::run(config, &src, out),
             Command::Crawl {
                 roadmap,
@@ -446,6 +545,21 @@ impl Command {
                 ..
             } => crawl::run(config, roadmap, depth, plain),
         }
+    }
+}
+
+/// `ragmap index`: a copy elsewhere (`--to`), a watcher (`--watch`), or one run.
+fn index_command(
+    config: &Config,
+    rebuild: bool,
+    to: Option<&str>,
+    json: bool,
+    watch: bool,
+) -> anyhow::Result<u8> {
+    match to {
+        Some(to) => index::copy(config, to, json),
+        None if watch => index::watch(config, rebuild),
+        None => index::run(config, rebuild, json),
     }
 }
 

@@ -7,9 +7,10 @@ use ragmap::server;
 use super::setup;
 
 /// `ask`: a chat model is configured (MCP clients are offered `ask`).
-pub fn run(config: &Config, ask: bool) -> anyhow::Result<u8> {
+/// `watch`: re-index the corpus as it changes (`--watch`).
+pub fn run(config: &Config, ask: bool, watch: bool) -> anyhow::Result<u8> {
     let chat = format!("{} ({})", config.llm_base_url(), config.llm.model);
-    setup::runtime()?.block_on(server::serve(config.clone(), ask, |ready| {
+    setup::runtime()?.block_on(server::serve(config.clone(), ask, watch, |ready| {
         println!(
             "ragmap serve: listening on {} ({} documents, {} chunks, {} retrieval workers; answers from {chat})",
             ready.url, ready.documents, ready.chunks, ready.workers

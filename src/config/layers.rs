@@ -129,11 +129,19 @@ pub fn apply_env(
         let mut candidate = table.clone();
         insert(&mut candidate, &section, &key, value);
         if let Err(e) = candidate.clone().try_into::<Config>() {
-            // Enum values (`provider`, `mode`, …) are lower case; accept any case.
-            let lower = toml::Value::String(raw.to_ascii_lowercase());
+            let retry_with = match &default {
+                // Enum values (`provider`, `mode`, …) are lower case; accept any case.
+                Json::String(_) => Some(toml::Value::String(raw.to_ascii_lowercase())),
+                // An unset optional key that takes a number (`repeat_penalty`).
+                Json::Null => raw.trim().parse::<f64>().ok().map(toml::Value::Float),
+                _ => None,
+            };
             let mut retry = table.clone();
-            insert(&mut retry, &section, &key, lower);
-            if !matches!(default, Json::String(_)) || retry.clone().try_into::<Config>().is_err() {
+            let fits = retry_with.is_some_and(|value| {
+                insert(&mut retry, &section, &key, value);
+                retry.clone().try_into::<Config>().is_ok()
+            });
+            if !fits {
                 return Err(invalid(e.message().to_string()));
             }
             candidate = retry;
@@ -233,6 +241,7 @@ mod tests {
                 ("RAGMAP_CRAWL_BLOCK_PRIVATE", "always"),
                 ("RAGMAP_LLM_URL", "http://alias/v1"),
                 ("RAGMAP_CHUNK_MAX_TOKENS", ""),
+                ("RAGMAP_LLM_REPEAT_PENALTY", "1.15"),
             ],
         )
         .unwrap();
@@ -244,6 +253,7 @@ mod tests {
         assert_eq!(c.crawl.block_private, super::super::BlockPrivate::Always);
         assert_eq!(c.llm.base_url.as_deref(), Some("http://alias/v1"));
         assert_eq!(c.chunk.max_tokens, Config::default().chunk.max_tokens);
+        assert_eq!(c.llm.repeat_penalty, Some(1.15));
         assert_eq!(
             origins["retrieve.top_k"],
             Origin::Env("RAGMAP_RETRIEVE_TOP_K".into())
@@ -276,6 +286,7 @@ mod tests {
             ("RAGMAP_SERVER_PORT", "70000", "70000"),
             ("RAGMAP_LLM_REWRITE", "maybe", "true or false"),
             ("RAGMAP_RETRIEVE_MODE", "fuzzy", "hybrid"),
+            ("RAGMAP_LLM_REPEAT_PENALTY", "strong", "f32"),
         ] {
             let err = load("", &[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var) && err.contains(says), "{err}");

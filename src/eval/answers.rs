@@ -14,6 +14,9 @@ pub struct AnswerResult {
     pub text: String,
     /// The model's error, when the answer failed (the text is what arrived before it).
     pub error: Option<String>,
+    /// The stream guard stopped the answer because it kept repeating itself
+    /// (`error` says what repeated).
+    pub looped: bool,
     pub ms: u64,
     #[serde(flatten)]
     pub scores: AnswerScores,
@@ -87,8 +90,11 @@ fn fold_for_match(s: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AnswerMetrics {
     pub questions: usize,
-    /// Answers the model failed to finish (scored on what arrived).
+    /// Answers the model failed to finish, loops aside (scored on what arrived).
     pub failed: usize,
+    /// Share of answers the stream guard stopped because they kept repeating
+    /// themselves (scored on what came before).
+    pub looping: f64,
     /// Mean over the questions that list keywords.
     pub keyword_coverage: Option<f64>,
     /// Share of answers citing at least one `[n]`.
@@ -123,7 +129,11 @@ pub fn mean_answers(answers: &[&AnswerResult]) -> AnswerMetrics {
         .count();
     AnswerMetrics {
         questions: n,
-        failed: answers.iter().filter(|a| a.error.is_some()).count(),
+        failed: answers
+            .iter()
+            .filter(|a| a.error.is_some() && !a.looped)
+            .count(),
+        looping: answers.iter().filter(|a| a.looped).count() as f64 / n as f64,
         keyword_coverage: (!coverages.is_empty())
             .then(|| coverages.iter().sum::<f64>() / coverages.len() as f64),
         citing: citing.len() as f64 / n as f64,
@@ -216,6 +226,7 @@ mod tests {
         AnswerResult {
             text: text.to_string(),
             error: error.then(|| "boom".to_string()),
+            looped: false,
             ms: 0,
             scores: AnswerScores {
                 keyword_coverage: coverage,
@@ -238,6 +249,7 @@ mod tests {
         let m = mean_answers(&[&a, &b, &c, &d]);
         assert_eq!(m.questions, 4);
         assert_eq!(m.failed, 1);
+        assert!(close(m.looping, 0.0));
         assert!(
             close(m.keyword_coverage.unwrap(), 0.5),
             "three with keywords"
@@ -252,5 +264,11 @@ mod tests {
         assert_eq!(m.citations_valid, None);
         assert_eq!(m.keyword_coverage, None);
         assert_eq!(mean_answers(&[]), AnswerMetrics::default());
+        // A loop the guard stopped is its own share, not a failure.
+        let mut e = answered("a a a", true, None, &[], &[], false);
+        e.looped = true;
+        let m = mean_answers(&[&a, &d, &e, &c]);
+        assert_eq!(m.failed, 1);
+        assert!(close(m.looping, 0.25));
     }
 }

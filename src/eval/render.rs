@@ -126,11 +126,11 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0));
     let _ = writeln!(
         out,
-        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language)"
+        "\nanswers (keywords: share of answer_keywords in the answer; citing: answers with [n]; valid: citing answers whose every [n] is a source; gold cited / gold in prompt: answers citing a gold document / prompts holding one; language: answers in the question's language; loops: answers stopped for repeating themselves)"
     );
     let _ = writeln!(
         out,
-        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+        "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>6} {:>7}",
         "variant",
         "subset",
         "keywords",
@@ -139,6 +139,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         "gold cited",
         "gold in prompt",
         "language",
+        "loops",
         "failed"
     );
     for v in &report.variants {
@@ -150,7 +151,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
         for (subset, a) in rows {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>7}",
+                "  {:<width$}  {:<20} {:>9} {:>7} {:>7} {:>11} {:>14} {:>9} {:>6} {:>7}",
                 v.name,
                 format!("{subset} ({})", a.questions),
                 pct(a.keyword_coverage),
@@ -159,6 +160,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
                 pct(Some(a.cites_gold)),
                 pct(Some(a.gold_in_context)),
                 pct(Some(a.in_question_language)),
+                pct(Some(a.looping)),
                 a.failed
             );
         }
@@ -168,7 +170,7 @@ fn render_answers(out: &mut String, report: &Report, width: usize) {
     }
 }
 
-/// One variant's answers that missed keywords, cited nothing valid or failed.
+/// One variant's answers that missed keywords, cited nothing valid, looped or failed.
 fn render_weak_answers(out: &mut String, variant: &str, questions: &[QuestionResult]) {
     let weak: Vec<(&QuestionResult, &AnswerResult)> = questions
         .iter()
@@ -181,30 +183,37 @@ fn render_weak_answers(out: &mut String, variant: &str, questions: &[QuestionRes
         .collect();
     let _ = writeln!(
         out,
-        "\nanswers of {variant} missing keywords, citing nothing valid or failed: {}",
+        "\nanswers of {variant} missing keywords, citing nothing valid, looping or failed: {}",
         weak.len()
     );
     for (q, a) in weak.iter().take(20) {
-        let mut notes = Vec::new();
-        if !a.scores.keywords_missing.is_empty() {
-            notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
-        }
-        if !a.scores.invalid_citations.is_empty() {
-            let list: Vec<String> = a
-                .scores
-                .invalid_citations
-                .iter()
-                .map(|n| format!("[{n}]"))
-                .collect();
-            notes.push(format!("cites {} (no such source)", list.join(" ")));
-        }
-        if let Some(e) = &a.error {
-            notes.push(format!("failed: {e}"));
-        }
-        let _ = writeln!(out, "  [{}] {}", q.id, notes.join("; "));
+        let _ = writeln!(out, "  [{}] {}", q.id, weak_notes(a).join("; "));
         let _ = writeln!(out, "      {}", crate::term::snippet(&a.text, 160));
     }
     if weak.len() > 20 {
         let _ = writeln!(out, "  … {} more in --json", weak.len() - 20);
     }
+}
+
+/// What is wrong with an answer: keywords missing, citations of no source,
+/// the error that ended it.
+fn weak_notes(a: &AnswerResult) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !a.scores.keywords_missing.is_empty() {
+        notes.push(format!("missing {}", a.scores.keywords_missing.join(", ")));
+    }
+    if !a.scores.invalid_citations.is_empty() {
+        let list: Vec<String> = a
+            .scores
+            .invalid_citations
+            .iter()
+            .map(|n| format!("[{n}]"))
+            .collect();
+        notes.push(format!("cites {} (no such source)", list.join(" ")));
+    }
+    if let Some(e) = &a.error {
+        let how = if a.looped { "stopped" } else { "failed" };
+        notes.push(format!("{how}: {e}"));
+    }
+    notes
 }

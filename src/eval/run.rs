@@ -210,7 +210,9 @@ async fn answer(
 ) -> Result<AnswerResult, EvalError> {
     let started = std::time::Instant::now();
     let mut sink = |_: &str| {};
-    let (text, error) = match answerer.answer(prepared, &[], &mut sink).await {
+    let result = answerer.answer(prepared, &[], &mut sink).await;
+    let looped = matches!(result, Err(crate::llm::LlmError::Repetition { .. }));
+    let (text, error) = match result {
         Ok(outcome) => (outcome.text, None),
         Err(source) if source.is_unreachable() => {
             return Err(EvalError::Unreachable {
@@ -227,6 +229,7 @@ async fn answer(
     Ok(AnswerResult {
         text,
         error,
+        looped,
         ms: started.elapsed().as_millis() as u64,
         scores,
     })

@@ -2,7 +2,7 @@
 //! changed documents chunked and embedded, and every change written in one
 //! commit by the backend ([`Target`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,18 @@ pub struct BuildOptions {
     pub progress: bool,
 }
 
+/// The corpus files a build reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every file: new, changed and deleted documents are found by reading
+    /// and hashing the whole corpus.
+    Everything,
+    /// Only these paths (relative to the corpus folder, `/`-separated): each
+    /// a file or a folder, present or gone. Indexed documents elsewhere are
+    /// taken as unchanged without being read (what `--watch` knows changed).
+    Paths(BTreeSet<String>),
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct BuildReport {
     pub documents: usize,
@@ -27,7 +39,12 @@ pub struct BuildReport {
     pub changed: usize,
     pub deleted: usize,
     pub unchanged: usize,
+    /// Corpus files read and hashed (all of them unless the build was scoped).
+    pub scanned: usize,
     pub chunks_embedded: usize,
+    /// Chunks of changed documents whose embedded text was already indexed:
+    /// their stored vectors were kept instead of embedding them again.
+    pub chunks_reused: usize,
     pub tokens_embedded: usize,
     /// Why everything was rebuilt, when it was.
     pub rebuilt: Option<String>,
@@ -59,6 +76,21 @@ pub(crate) trait Target {
     fn commit(&mut self, changes: &Changes) -> Result<(), IndexError>;
     /// How opening brought an index written by an older ragmap up to date.
     fn migrated(&self) -> Option<String>;
+    /// The chunks of documents `doc_ids` with their vectors, so that a build
+    /// keeps the vector of a chunk whose embedded text did not change. A
+    /// backend that cannot read vectors back offers none: they are embedded again.
+    fn stored_chunks(&self, _doc_ids: &[i64]) -> Result<Vec<StoredChunk>, IndexError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An indexed chunk with what its vector was embedded from.
+pub(crate) struct StoredChunk {
+    /// Its document's title.
+    pub title: String,
+    pub heading: String,
+    pub text: String,
+    pub vector: Vec<f32>,
 }
 
 /// One corpus document waiting to be (re)indexed.
@@ -248,6 +280,8 @@ struct Diff {
     changed: usize,
     deleted: usize,
     unchanged: usize,
+    /// Indexed documents a scoped build did not look at.
+    outside: usize,
 }
 
 /// The vectors of the pending chunks, in order, and what producing them took.
@@ -262,12 +296,27 @@ struct Embedded {
 
 /// Brings the index in line with the corpus, re-embedding only what changed.
 pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, IndexError> {
+    build_in(config, options, &Scope::Everything)
+}
+
+/// [`build`] reading only the corpus files `scope` names (the whole corpus
+/// when the index is rebuilt: every document is embedded again then).
+pub fn build_in(
+    config: &Config,
+    options: &BuildOptions,
+    scope: &Scope,
+) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
     let corpus_dir = config.corpus_dir();
     if !corpus_dir.is_dir() {
         return Err(IndexError::NoCorpus(corpus_dir));
     }
-    let (docs, mut report) = scan_corpus(&corpus_dir)?;
+    // Read before the index is opened, so that an empty corpus changes
+    // nothing, not even under --rebuild.
+    let whole = match (scope, options.rebuild) {
+        (Scope::Everything, _) | (_, true) => Some(scan_corpus(&corpus_dir)?),
+        _ => None,
+    };
     // Checked before anything is written, so a missing install changes nothing.
     embed::check_assets(config)?;
     let model_stamp = match config.embed_base_url() {
@@ -275,40 +324,38 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         None => Some(embed::model_files_stamp(config)?),
     };
     let mut target = super::target(config, options.rebuild)?;
-    report.migrated = target.migrated();
     let stored = Stored::read(&*target)?;
     let mut identity = identify(config, &stored, model_stamp)?;
-    report.rebuilt = rebuild_reason(options.rebuild, &stored, &identity)?;
-    let full_rebuild = report.rebuilt.is_some();
+    let rebuilt = rebuild_reason(options.rebuild, &stored, &identity)?;
+    let full_rebuild = rebuilt.is_some();
     let known = match full_rebuild {
         true => HashMap::new(),
         false => target.documents()?,
     };
-    let mut diff = diff(docs, &known);
+    let (mut diff, mut report) = compare(&corpus_dir, scope, whole, known, full_rebuild)?;
     report.count(&diff);
+    report.migrated = target.migrated();
+    report.rebuilt = rebuilt;
+    if report.documents == 0 {
+        return Err(IndexError::EmptyCorpus(corpus_dir));
+    }
     let nothing_to_do = diff.pending.is_empty() && diff.stale.is_empty() && !full_rebuild;
     if nothing_to_do && stored.committed && target.is_whole() {
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
 
-    let chunk_started = Instant::now();
-    let first_session = chunk_while_loading(config, &mut diff.pending)?;
-    report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
-    let texts = embedding_texts(&diff.pending);
-    report.chunks_embedded = texts.len();
-    report.tokens_embedded = diff
-        .pending
-        .iter()
-        .flat_map(|p| &p.chunks)
-        .map(|c| c.tokens)
-        .sum();
     let index_dimensions = stored.dimensions.filter(|_| !full_rebuild);
-    let mut embedded = embed_texts(config, first_session, &texts, options, index_dimensions)?;
-    report.model_load_seconds = embedded.model_load_seconds;
-    report.embed_seconds = embedded.embed_seconds;
-    drop(texts);
-    identity.dimensions = match embedded.vectors.first() {
+    let (vectors, mut embedded) = pending_vectors(
+        config,
+        &*target,
+        &mut diff,
+        index_dimensions,
+        options,
+        &mut report,
+    )?;
+    // Kept vectors are the index's own length, embedded ones checked against it.
+    identity.dimensions = match vectors.first() {
         Some(v) => v.len(),
         None => index_dimensions.unwrap_or(identity.dimensions),
     };
@@ -317,7 +364,7 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
         full_rebuild,
         stale: &diff.stale,
         pending: &diff.pending,
-        vectors: &embedded.vectors,
+        vectors: &vectors,
         identity: &identity,
         now: corpus::now_rfc3339(),
     })?;
@@ -328,12 +375,59 @@ pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, Ind
     Ok(report)
 }
 
+/// The corpus (all of it: `whole` when read already; or the paths `scope`
+/// names, unless everything is rebuilt) against the documents the index knows.
+fn compare(
+    corpus_dir: &Path,
+    scope: &Scope,
+    whole: Option<(Vec<Document>, BuildReport)>,
+    known: HashMap<String, DocRow>,
+    full_rebuild: bool,
+) -> Result<(Diff, BuildReport), IndexError> {
+    let (docs, report) = match (whole, scope) {
+        (Some(whole), _) => whole,
+        (None, Scope::Paths(paths)) if !full_rebuild => {
+            return scan_paths(corpus_dir, paths, known)
+        }
+        (None, _) => scan_corpus(corpus_dir)?,
+    };
+    Ok((diff(docs, &known), report))
+}
+
+/// Chunks the pending documents and finds their vectors: kept from the index
+/// where a chunk's embedded text is indexed already, embedded otherwise (as
+/// vectors of the index's `dimensions` when it has some).
+fn pending_vectors(
+    config: &Config,
+    target: &dyn Target,
+    diff: &mut Diff,
+    dimensions: Option<usize>,
+    options: &BuildOptions,
+    report: &mut BuildReport,
+) -> Result<(Vec<Vec<f32>>, Embedded), IndexError> {
+    let chunk_started = Instant::now();
+    let first_session = chunk_while_loading(config, &mut diff.pending)?;
+    report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
+    // A rebuild has nothing stale: every document is pending.
+    let kept = target.stored_chunks(&diff.stale)?;
+    let mut reuse = Reuse::of(&diff.pending, kept);
+    report.chunks_embedded = reuse.texts.len();
+    report.chunks_reused = reuse.reused;
+    report.tokens_embedded = reuse.tokens;
+    let mut embedded = embed_texts(config, first_session, &reuse.texts, options, dimensions)?;
+    report.model_load_seconds = embedded.model_load_seconds;
+    report.embed_seconds = embedded.embed_seconds;
+    let vectors = reuse.fill(std::mem::take(&mut embedded.vectors));
+    Ok((vectors, embedded))
+}
+
 impl BuildReport {
     fn count(&mut self, diff: &Diff) {
         self.added = diff.added;
         self.changed = diff.changed;
         self.deleted = diff.deleted;
-        self.unchanged = diff.unchanged;
+        self.unchanged = diff.unchanged + diff.outside;
+        self.documents = diff.added + diff.changed + self.unchanged;
     }
 }
 
@@ -345,16 +439,60 @@ fn scan_corpus(corpus_dir: &Path) -> Result<(Vec<Document>, BuildReport), IndexE
         path: corpus_dir.to_path_buf(),
         source,
     })?;
+    let (docs, report) = read_documents(corpus_dir, &paths);
+    if docs.is_empty() {
+        return Err(IndexError::EmptyCorpus(corpus_dir.to_path_buf()));
+    }
+    Ok((docs, report))
+}
+
+/// The corpus against the index within `paths` (see [`Scope::Paths`]): the
+/// markdown files they name or hold are read; the indexed documents they
+/// cover and no longer hold are deleted; the others count as unchanged.
+fn scan_paths(
+    corpus_dir: &Path,
+    paths: &BTreeSet<String>,
+    known: HashMap<String, DocRow>,
+) -> Result<(Diff, BuildReport), IndexError> {
+    let mut files = BTreeSet::new();
+    for rel in paths {
+        let path = corpus_dir.join(rel);
+        if path.is_dir() {
+            let listed = corpus::list_markdown(&path).map_err(|source| IndexError::Io {
+                what: "cannot list",
+                path: path.clone(),
+                source,
+            })?;
+            files.extend(listed);
+        } else if corpus::is_markdown(&path) && path.exists() {
+            files.insert(path);
+        }
+    }
+    let covered = |doc: &str| {
+        paths.iter().any(|p| {
+            doc.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    };
+    let (within, outside): (HashMap<_, _>, HashMap<_, _>) =
+        known.into_iter().partition(|(path, _)| covered(path));
+    let files: Vec<_> = files.into_iter().collect();
+    let (docs, report) = read_documents(corpus_dir, &files);
+    let mut diff = diff(docs, &within);
+    diff.outside = outside.len();
+    Ok((diff, report))
+}
+
+/// Reads `paths`: the documents, and a report of what was read, skipped
+/// and read without its front matter.
+fn read_documents(corpus_dir: &Path, paths: &[std::path::PathBuf]) -> (Vec<Document>, BuildReport) {
     let mut docs = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
-    for path in &paths {
+    for path in paths {
         match corpus::read_document(corpus_dir, path) {
             Ok(doc) => docs.push(doc),
             Err(skip) => skipped.push(skip),
         }
-    }
-    if docs.is_empty() {
-        return Err(IndexError::EmptyCorpus(corpus_dir.to_path_buf()));
     }
     let warnings = docs
         .iter()
@@ -367,11 +505,12 @@ fn scan_corpus(corpus_dir: &Path) -> Result<(Vec<Document>, BuildReport), IndexE
         .collect();
     let report = BuildReport {
         documents: docs.len(),
+        scanned: paths.len(),
         skipped,
         warnings,
         ..BuildReport::default()
     };
-    Ok((docs, report))
+    (docs, report)
 }
 
 fn settings_identity(config: &Config) -> String {
@@ -527,17 +666,60 @@ fn chunk_while_loading(
     })
 }
 
-/// What the model embeds for each pending chunk, in order.
-fn embedding_texts(pending: &[Pending]) -> Vec<String> {
-    pending
-        .iter()
-        .flat_map(|p| {
+/// The vectors of the pending chunks, in order: kept from the index where
+/// a chunk's embedded text is indexed already, to be embedded otherwise.
+#[derive(Default)]
+struct Reuse {
+    /// One per pending chunk; `None` until embedded.
+    vectors: Vec<Option<Vec<f32>>>,
+    /// What the model embeds, in order of the `None`s.
+    texts: Vec<String>,
+    /// Their tokens.
+    tokens: usize,
+    reused: usize,
+}
+
+impl Reuse {
+    fn of(pending: &[Pending], stored: Vec<StoredChunk>) -> Reuse {
+        let stored: HashMap<String, Vec<f32>> = stored
+            .into_iter()
+            .map(|c| {
+                (
+                    chunk::embedding_text(&c.title, &c.heading, &c.text),
+                    c.vector,
+                )
+            })
+            .collect();
+        let mut reuse = Reuse::default();
+        for p in pending {
             let title = p.doc.display_title();
-            p.chunks
-                .iter()
-                .map(move |c| chunk::embedding_text(&title, &c.heading_path, &c.text))
-        })
-        .collect()
+            for c in &p.chunks {
+                let text = chunk::embedding_text(&title, &c.heading_path, &c.text);
+                match stored.get(&text) {
+                    Some(vector) => {
+                        reuse.vectors.push(Some(vector.clone()));
+                        reuse.reused += 1;
+                    }
+                    None => {
+                        reuse.vectors.push(None);
+                        reuse.texts.push(text);
+                        reuse.tokens += c.tokens;
+                    }
+                }
+            }
+        }
+        reuse
+    }
+
+    /// Every pending chunk's vector, the `embedded` ones (in the order of
+    /// `texts`) in the gaps.
+    fn fill(&mut self, embedded: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        let mut embedded = embedded.into_iter();
+        std::mem::take(&mut self.vectors)
+            .into_iter()
+            .map_while(|v| v.or_else(|| embedded.next()))
+            .collect()
+    }
 }
 
 /// Embeds `texts` with the first session plus as many more as pay off (or

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::build::{Changes, Identity, Target};
+use super::build::{Changes, Identity, StoredChunk, Target};
 use super::store::{self, Snapshot as ReadTransaction, Store};
 use super::vectors::{self, Vectors};
 use super::{
@@ -220,7 +220,7 @@ struct Reading<'i> {
 }
 
 fn search_error(e: impl std::fmt::Display) -> SearchError {
-    SearchError(format!(
+    SearchError::new(format!(
         "searching the index failed: {e}; run `ragmap index --rebuild` if this persists"
     ))
 }
@@ -284,6 +284,41 @@ impl VectorSearch for Vectors {
     fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f32)>, SearchError> {
         self.search(query, k).map_err(search_error)
     }
+}
+
+/// Everything the embedded index in `dir` holds, read in one transaction,
+/// for a copy ([`super::copy`]).
+pub(crate) fn export(dir: &Path) -> Result<super::copy::Export, IndexError> {
+    let index = Embedded::open_dir(dir)?;
+    let db = db_path(dir);
+    let _transaction = index.store.snapshot().map_err(|e| corrupt(&db, e))?;
+    let mut meta = HashMap::new();
+    for key in [
+        "model",
+        "model_files",
+        "model_stamp",
+        "dimensions",
+        "settings",
+    ] {
+        if let Some(value) = index.store.meta(key).map_err(|e| corrupt(&db, e))? {
+            meta.insert(key.to_string(), value);
+        }
+    }
+    let mut export = super::copy::Export::new(&meta, &dir.display().to_string())?;
+    let mut chunks = Vec::new();
+    index
+        .store
+        .export(
+            |id, path, hash, title, source, sections, modified| {
+                export.document(id, path, hash, title, source, sections, modified)
+            },
+            |doc_id, chunk, vector| chunks.push((doc_id, chunk, vector)),
+        )
+        .map_err(|e| corrupt(&db, e))?;
+    for (doc_id, chunk, vector) in chunks {
+        export.chunk(doc_id, chunk, vector);
+    }
+    Ok(export)
 }
 
 /// The length of the vectors the catalogue's build recorded (indexes from
@@ -367,6 +402,23 @@ impl Target for Writer {
 
     fn migrated(&self) -> Option<String> {
         self.store.migrated().map(str::to_string)
+    }
+
+    fn stored_chunks(&self, doc_ids: &[i64]) -> Result<Vec<StoredChunk>, IndexError> {
+        let mut chunks = Vec::new();
+        for &doc_id in doc_ids {
+            self.store
+                .for_each_chunk_of(doc_id, |title, heading, text, vector| {
+                    chunks.push(StoredChunk {
+                        title: title.to_string(),
+                        heading: heading.to_string(),
+                        text: text.to_string(),
+                        vector: vector.to_vec(),
+                    })
+                })
+                .map_err(|e| corrupt(&db_path(&self.dir), e))?;
+        }
+        Ok(chunks)
     }
 
     fn commit(&mut self, changes: &Changes) -> Result<(), IndexError> {

@@ -8,9 +8,14 @@
 //!
 //! The embedded backend ([`embedded`]) keeps it under `paths.index`: a SQLite
 //! catalogue ([`store`]) and a usearch HNSW file derived from it ([`vectors`]).
+//! With `[index] url`, the [`postgres`] backend keeps all of it in a
+//! PostgreSQL database that several servers share. [`copy`] moves an index
+//! between the two without embedding anything again.
 
 mod build;
+mod copy;
 pub mod embedded;
+pub mod postgres;
 pub mod store;
 pub mod terms;
 pub mod vectors;
@@ -22,8 +27,9 @@ use crate::config::Config;
 use crate::corpus;
 use crate::embed::EmbedError;
 
-pub use build::{build, BuildOptions, BuildReport, NewChunk, NewDocument};
+pub use build::{build, build_in, BuildOptions, BuildReport, NewChunk, NewDocument, Scope};
 pub(crate) use build::{describe_model, legacy_model};
+pub use copy::{copy, CopyReport};
 pub use terms::FieldWeights;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,8 @@ pub enum IndexError {
     },
     #[error("writing the index in {path} failed: {detail}")]
     Write { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Database(#[from] postgres::PgError),
     /// The index holds vectors of another embedding model than `[embed]` names.
     #[error("the index was built with the embedding model {index}, but [embed] {now} {configured}; set [embed] base_url and model back to the index's model, or run `ragmap index --rebuild` to re-embed everything with the new one")]
     ModelMismatch {
@@ -71,6 +79,7 @@ impl IndexError {
             | IndexError::Corrupt { .. }
             | IndexError::Outdated(_)
             | IndexError::ModelMismatch { .. } => crate::exit::INDEX,
+            IndexError::Database(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
     }
@@ -79,8 +88,34 @@ impl IndexError {
 /// A search of one committed state that failed (a damaged file, a lost
 /// connection): the message says what, and what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SearchError(pub String);
+#[error("{message}")]
+pub struct SearchError {
+    pub message: String,
+    /// The process exit code it means (see `crate::exit`).
+    pub exit_code: u8,
+}
+
+impl SearchError {
+    pub fn new(message: impl Into<String>) -> SearchError {
+        SearchError::with_code(message, crate::exit::FAILURE)
+    }
+
+    pub fn with_code(message: impl Into<String>, exit_code: u8) -> SearchError {
+        SearchError {
+            message: message.into(),
+            exit_code,
+        }
+    }
+}
+
+/// Which backend holds an index, as `/health` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    /// `embedded` or `postgres`.
+    pub name: &'static str,
+    /// Searches read a replica this many seconds behind its primary.
+    pub replica_lag_seconds: Option<f64>,
+}
 
 /// An open index: what retrieval, `serve` and `status` read.
 pub trait Index: Send {
@@ -107,6 +142,14 @@ pub trait Index: Send {
 
     /// Every indexed document by corpus path.
     fn documents(&self) -> Result<HashMap<String, DocRow>, IndexError>;
+
+    /// Which backend this is (and, reading a replica, its lag).
+    fn backend(&self) -> BackendStatus {
+        BackendStatus {
+            name: "embedded",
+            replica_lag_seconds: None,
+        }
+    }
 }
 
 /// One committed state of an index, read consistently.
@@ -158,14 +201,30 @@ pub trait VectorSearch: Sync {
     fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f32)>, SearchError>;
 }
 
-/// Opens the index `config` names, for reading.
+/// Opens the index `config` names, for reading: the database of `[index]
+/// url` when set, else the embedded index under `paths.index`.
 pub fn open(config: &Config) -> Result<Box<dyn Index>, IndexError> {
-    Ok(Box::new(embedded::Embedded::open_dir(&config.index_dir())?))
+    match config.index.database_url() {
+        Some(_) => Ok(Box::new(postgres::Postgres::open(config)?)),
+        None => Ok(Box::new(embedded::Embedded::open_dir(&config.index_dir())?)),
+    }
 }
 
 /// The index `config` names, for one build to write (`rebuild`: from nothing).
 fn target(config: &Config, rebuild: bool) -> Result<Box<dyn build::Target>, IndexError> {
-    embedded::Embedded::target(config, rebuild)
+    match config.index.database_url() {
+        Some(_) => postgres::target(config, rebuild),
+        None => embedded::Embedded::target(config, rebuild),
+    }
+}
+
+/// Where the index `config` names lives, as messages show it: the
+/// database URL without its password, or the index folder.
+pub fn location(config: &Config) -> String {
+    match config.index.database_url() {
+        Some(url) => postgres::redact(url),
+        None => config.index_dir().display().to_string(),
+    }
 }
 
 /// Rows a lexical query may have BM25 score: about 10 ms of FTS5 work on

@@ -320,7 +320,7 @@ impl Store {
             return Ok(Vec::new());
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, bm25(doc_terms, ?3, ?4) AS score FROM doc_terms WHERE doc_terms MATCH ?1 ORDER BY score LIMIT ?2",
+            "SELECT rowid, bm25(doc_terms, ?3, ?4) AS score FROM doc_terms WHERE doc_terms MATCH ?1 ORDER BY score, rowid LIMIT ?2",
         )?;
         let rows = stmt
             .query_map(
@@ -371,6 +371,73 @@ impl Store {
             let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
             blob_to_vector(blob, &mut buf);
             f(id, &buf);
+        }
+        Ok(())
+    }
+
+    /// Each chunk of a document as (document title, heading, text, vector).
+    pub fn for_each_chunk_of(
+        &self,
+        doc_id: i64,
+        mut f: impl FnMut(&str, &str, &str, &[f32]),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.title, c.heading, c.text, c.vector FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.doc_id = ?1",
+        )?;
+        let mut rows = stmt.query([doc_id])?;
+        let mut buf = Vec::new();
+        while let Some(row) = rows.next()? {
+            let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
+            let blob = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+            blob_to_vector(blob, &mut buf);
+            f(text(0)?, text(1)?, text(2)?, &buf);
+        }
+        Ok(())
+    }
+
+    /// Every document (id, path, hash, title, source, sections, modified)
+    /// and every chunk (its document, the chunk, its vector), in id and
+    /// ordinal order: what a copy of the index needs.
+    pub fn export(
+        &self,
+        mut document: impl FnMut(i64, String, String, String, String, Vec<String>, Option<i64>),
+        mut chunk: impl FnMut(i64, crate::chunk::Chunk, Vec<f32>),
+    ) -> Result<(), StoreError> {
+        let mut docs = self.conn.prepare(
+            "SELECT id, path, hash, title, source, sections, modified FROM documents ORDER BY id",
+        )?;
+        let mut rows = docs.query([])?;
+        while let Some(r) = rows.next()? {
+            let sections: String = r.get(5)?;
+            document(
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                serde_json::from_str(&sections).unwrap_or_default(),
+                r.get(6)?,
+            );
+        }
+        let mut chunks = self.conn.prepare(
+            "SELECT doc_id, ordinal, start, end, heading, text, tokens, vector FROM chunks ORDER BY doc_id, ordinal",
+        )?;
+        let mut rows = chunks.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut vector = Vec::new();
+            blob_to_vector(
+                r.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?,
+                &mut vector,
+            );
+            let row = crate::chunk::Chunk {
+                ordinal: r.get::<_, i64>(1)? as usize,
+                start: r.get::<_, i64>(2)? as usize,
+                end: r.get::<_, i64>(3)? as usize,
+                heading_path: r.get(4)?,
+                text: r.get(5)?,
+                tokens: r.get::<_, i64>(6)? as usize,
+            };
+            chunk(r.get(0)?, row, vector);
         }
         Ok(())
     }
@@ -556,7 +623,7 @@ impl Store {
         weights: &FieldWeights,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, bm25(chunk_terms, ?3, ?4, ?5, ?6) AS score FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY score LIMIT ?2",
+            "SELECT rowid, bm25(chunk_terms, ?3, ?4, ?5, ?6) AS score FROM chunk_terms WHERE chunk_terms MATCH ?1 ORDER BY score, rowid LIMIT ?2",
         )?;
         let w = weights;
         let rows = stmt

@@ -189,8 +189,9 @@ impl Endpoint {
 }
 
 impl Endpoint {
-    /// GETs a small JSON document (a model list), all of it within `timeout`.
-    pub(crate) async fn get_json(
+    /// Sends `request` for a small JSON document (a model list, a model's
+    /// details), all of it within `timeout`.
+    pub(crate) async fn fetch_json(
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
@@ -399,11 +400,15 @@ pub(crate) fn status_error(url: &str, status: u16, info: ErrorInfo, model: &str)
         || lower.contains("context length")
         || lower.contains("context size")
         || lower.contains("context window")
+        || lower.contains("`inputs` tokens + `max_new_tokens`")
     {
+        let said = super::Refusal::from_message(&info.message);
         return LlmError::ContextExceeded {
             message,
-            prompt_tokens: info.prompt_tokens,
-            context_tokens: info.context_tokens,
+            prompt_tokens: info.prompt_tokens.or(said.prompt_tokens.map(|n| n as u64)),
+            context_tokens: info
+                .context_tokens
+                .or(said.context_tokens.map(|n| n as u64)),
         };
     }
     // Only a message about the model counts: llama.cpp answers a wrong path with a JSON

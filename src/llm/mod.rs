@@ -40,13 +40,18 @@ use serde::Serialize;
 
 use crate::config::{Config, Provider};
 
+pub mod context;
+pub mod guard;
 mod http;
 pub mod ollama;
 pub mod openai;
+pub mod sampling;
 pub mod stream;
 
+pub use context::{ModelInfo, Refusal, ServerKind};
 pub use ollama::OllamaBackend;
 pub use openai::OpenAiBackend;
+pub use sampling::Sampling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,7 +86,7 @@ impl ChatMessage {
 }
 
 /// Per-request options. `None` leaves the server's default.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatOptions {
     pub model: String,
     pub temperature: Option<f32>,
@@ -89,6 +94,8 @@ pub struct ChatOptions {
     /// Context window to request. Only Ollama takes it (`num_ctx`; its default is
     /// small and silently truncates long prompts); OpenAI-compatible servers fix it.
     pub context_tokens: Option<u32>,
+    /// Penalties against repetition (see [`sampling`]).
+    pub sampling: Sampling,
 }
 
 impl ChatOptions {
@@ -99,6 +106,7 @@ impl ChatOptions {
             temperature: Some(llm.temperature),
             max_tokens: u32::try_from(llm.max_answer_tokens).ok().filter(|&n| n > 0),
             context_tokens: u32::try_from(llm.context_tokens).ok().filter(|&n| n > 0),
+            sampling: Sampling::configured(config).unwrap_or_default(),
         }
     }
 }
@@ -198,6 +206,9 @@ pub enum LlmError {
     Malformed { reason: String, partial: String },
     #[error("the answer was cut off: {reason} ({} characters received)", .partial.chars().count())]
     Cut { reason: String, partial: String },
+    /// The stream guard stopped an answer that kept repeating itself (see [`guard`]).
+    #[error("the answer was stopped because it kept repeating itself: {what} ({} characters kept)", .partial.chars().count())]
+    Repetition { what: String, partial: String },
 }
 
 impl LlmError {
@@ -207,7 +218,8 @@ impl LlmError {
             LlmError::Stalled { partial, .. }
             | LlmError::Server { partial, .. }
             | LlmError::Malformed { partial, .. }
-            | LlmError::Cut { partial, .. } => Some(partial),
+            | LlmError::Cut { partial, .. }
+            | LlmError::Repetition { partial, .. } => Some(partial),
             _ => None,
         }
     }
@@ -224,10 +236,13 @@ impl LlmError {
         )
     }
 
-    /// Unreachable: the passages were printed instead; else the model failed.
+    /// Unreachable: the passages were printed instead; a loop the guard
+    /// stopped; else the model failed.
     pub fn exit_code(&self) -> u8 {
         if self.is_unreachable() {
             crate::exit::LLM_UNREACHABLE
+        } else if matches!(self, LlmError::Repetition { .. }) {
+            crate::exit::LLM_REPEATING
         } else {
             crate::exit::LLM_FAILED
         }
@@ -270,6 +285,16 @@ pub trait ChatBackend: Send + Sync + std::fmt::Debug {
     /// The model ids the server offers (`GET /models`, Ollama's `/api/tags`),
     /// in the server's order, the whole exchange bounded by `timeout`.
     fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>>;
+
+    /// What the server says about `model`: its context window, the kind of
+    /// server, the sampling it sets itself (see [`context`]); the whole
+    /// exchange bounded by `timeout`. A server that says nothing gives an
+    /// empty [`ModelInfo`]; errors are those of `chat` when nothing answered.
+    fn model_info<'a>(
+        &'a self,
+        model: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ModelInfo, LlmError>>;
 }
 
 /// `err` with the models the server has, when it says the model is unknown:

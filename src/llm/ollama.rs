@@ -15,7 +15,8 @@ use serde_json::json;
 use super::http::{self, Body, Endpoint};
 use super::stream::NdjsonParser;
 use super::{
-    ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, Run, Timeouts, TokenSink, Usage,
+    ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Run, Timeouts,
+    TokenSink, Usage,
 };
 use crate::config::Provider;
 
@@ -42,21 +43,11 @@ impl OllamaBackend {
         let timeouts = self.endpoint.timeouts;
         let mut run = Run::new(on_token);
         let start = run.start;
-        let mut opts = serde_json::Map::new();
-        if let Some(t) = options.temperature {
-            opts.insert("temperature".into(), json!(t));
-        }
-        if let Some(n) = options.max_tokens {
-            opts.insert("num_predict".into(), json!(n));
-        }
-        if let Some(n) = options.context_tokens {
-            opts.insert("num_ctx".into(), json!(n));
-        }
         let body = json!({
             "model": options.model,
             "messages": messages,
             "stream": true,
-            "options": opts,
+            "options": request_options(options),
         });
         let req = self.endpoint.client.post(&url).json(&body);
         let resp = self
@@ -113,8 +104,28 @@ impl OllamaBackend {
     async fn models_impl(&self, timeout: Duration) -> Result<Vec<String>, LlmError> {
         let url = self.endpoint.url("/api/tags");
         let req = self.endpoint.client.get(&url).timeout(timeout);
-        let doc = self.endpoint.get_json(req, &url, None, timeout).await?;
+        let doc = self.endpoint.fetch_json(req, &url, None, timeout).await?;
         Ok(http::names(&doc, "models", &["name", "model"]))
+    }
+
+    /// `POST /api/show`: the model's context length and its Modelfile's
+    /// sampling. A model Ollama does not have is `UnknownModel`, as in `chat`.
+    async fn model_info_impl(&self, model: &str, timeout: Duration) -> Result<ModelInfo, LlmError> {
+        let url = self.endpoint.url("/api/show");
+        let req = self
+            .endpoint
+            .client
+            .post(&url)
+            .json(&json!({ "model": model }))
+            .timeout(timeout);
+        match self.endpoint.fetch_json(req, &url, None, timeout).await {
+            Ok(doc) => Ok(ModelInfo::from_ollama_show(&doc)),
+            Err(e) if e.is_unreachable() => Err(e),
+            Err(_) => Ok(ModelInfo {
+                server: super::ServerKind::Ollama,
+                ..ModelInfo::default()
+            }),
+        }
     }
 
     async fn ping_impl(&self, timeout: Duration) -> Result<(), LlmError> {
@@ -132,6 +143,27 @@ impl OllamaBackend {
         }
         Ok(())
     }
+}
+
+/// A chat request's `options`: Ollama's names for ragmap's settings.
+fn request_options(options: &ChatOptions) -> serde_json::Map<String, serde_json::Value> {
+    let mut opts = serde_json::Map::new();
+    if let Some(t) = options.temperature {
+        opts.insert("temperature".into(), json!(t));
+    }
+    if let Some(n) = options.max_tokens {
+        opts.insert("num_predict".into(), json!(n));
+    }
+    if let Some(n) = options.context_tokens {
+        opts.insert("num_ctx".into(), json!(n));
+    }
+    for (name, value) in options.sampling.fields() {
+        // No DRY sampler in Ollama's options.
+        if !name.starts_with("dry_") {
+            opts.insert(name.into(), value);
+        }
+    }
+    opts
 }
 
 /// Handles one NDJSON line; `true` at the final `"done": true` object.
@@ -189,6 +221,14 @@ impl ChatBackend for OllamaBackend {
 
     fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>> {
         Box::pin(self.models_impl(timeout))
+    }
+
+    fn model_info<'a>(
+        &'a self,
+        model: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ModelInfo, LlmError>> {
+        Box::pin(self.model_info_impl(model, timeout))
     }
 }
 

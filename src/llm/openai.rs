@@ -18,7 +18,8 @@ use serde_json::json;
 use super::http::{self, ApiKey, Body, Endpoint};
 use super::stream::SseParser;
 use super::{
-    ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, Run, Timeouts, TokenSink, Usage,
+    ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Run, ServerKind,
+    Timeouts, TokenSink, Usage,
 };
 use crate::config::Provider;
 
@@ -35,6 +36,9 @@ fn request_body(messages: &[ChatMessage], options: &ChatOptions) -> serde_json::
     }
     if let Some(n) = options.max_tokens {
         body["max_tokens"] = json!(n);
+    }
+    for (name, value) in options.sampling.fields() {
+        body[name] = value;
     }
     body
 }
@@ -309,7 +313,7 @@ impl OpenAiBackend {
         let (url, req) = self.models_request(timeout);
         let doc = self
             .endpoint
-            .get_json(req, &url, self.api_key.as_ref(), timeout)
+            .fetch_json(req, &url, self.api_key.as_ref(), timeout)
             .await?;
         // llama.cpp's server also lists `models[].name`; OpenAI's shape is `data[].id`.
         let mut ids = http::names(&doc, "data", &["id"]);
@@ -317,6 +321,44 @@ impl OpenAiBackend {
             ids = http::names(&doc, "models", &["model", "name"]);
         }
         Ok(ids)
+    }
+
+    /// `GET /models` (llama.cpp's `meta.n_ctx`, vLLM's `max_model_len`, …),
+    /// then, for llama.cpp or when that told no context, llama.cpp's
+    /// `GET /props` beside the API root.
+    async fn model_info_impl(&self, model: &str, timeout: Duration) -> Result<ModelInfo, LlmError> {
+        let deadline = Instant::now() + timeout;
+        let (url, req) = self.models_request(timeout);
+        let listed = match self
+            .endpoint
+            .fetch_json(req, &url, self.api_key.as_ref(), timeout)
+            .await
+        {
+            Ok(doc) => ModelInfo::from_openai_models(&doc, model),
+            Err(e) if e.is_unreachable() => return Err(e),
+            Err(_) => ModelInfo::default(),
+        };
+        let wants_props = listed.server == ServerKind::LlamaCpp || listed.context_tokens.is_none();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wants_props || left.is_zero() {
+            return Ok(listed);
+        }
+        let root = self.endpoint.base.trim_end_matches("/v1");
+        let url = format!("{root}/props");
+        let req = self.authorized(self.endpoint.client.get(&url).timeout(left));
+        match self
+            .endpoint
+            .fetch_json(req, &url, self.api_key.as_ref(), left)
+            .await
+        {
+            Ok(doc)
+                if doc.get("default_generation_settings").is_some()
+                    || doc.get("n_ctx").is_some() =>
+            {
+                Ok(ModelInfo::from_llama_props(&doc).or(listed))
+            }
+            _ => Ok(listed),
+        }
     }
 
     async fn ping_impl(&self, timeout: Duration) -> Result<(), LlmError> {
@@ -364,6 +406,14 @@ impl ChatBackend for OpenAiBackend {
 
     fn models(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<String>, LlmError>> {
         Box::pin(self.models_impl(timeout))
+    }
+
+    fn model_info<'a>(
+        &'a self,
+        model: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ModelInfo, LlmError>> {
+        Box::pin(self.model_info_impl(model, timeout))
     }
 }
 

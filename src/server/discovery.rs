@@ -1,4 +1,5 @@
-//! `index/server.json`: where a running `ragmap serve` of this workspace
+//! `index/server.json` (with `[index] url`, `.ragmap/server-<hash>.json`,
+//! one per database): where a running `ragmap serve` of this workspace
 //! listens, so the command line can send its searches there instead of
 //! loading the model itself. Written when the server starts listening,
 //! removed when it stops; a file left by a killed server is recognised as
@@ -26,11 +27,22 @@ pub struct Running {
 }
 
 pub fn path(config: &Config) -> PathBuf {
-    config.index_dir().join(FILE)
+    match config.index.database_url() {
+        // A server of another database is not this command's.
+        Some(_) => {
+            let location = crate::index::location(config);
+            let hash = crate::corpus::content_hash(location.as_bytes());
+            config
+                .state_dir()
+                .join(format!("server-{}.json", &hash[..hash.len().min(12)]))
+        }
+        None => config.state_dir().join(FILE),
+    }
 }
 
 pub fn write(config: &Config, running: &Running) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(running).map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(config.state_dir())?;
     crate::corpus::write_atomic(&path(config), &json)
 }
 

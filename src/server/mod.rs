@@ -68,6 +68,8 @@ pub enum ServeError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Llm(#[from] LlmError),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     #[error("the server failed: {0}")]
     Run(std::io::Error),
 }
@@ -131,8 +133,11 @@ impl Shared {
         let counts = index
             .counts()
             .map_err(|e| ApiError::internal(format!("reading the index failed: {e}")))?;
+        let backend = index.backend();
         Ok(json!({
             "status": "ok",
+            "backend": backend.name,
+            "replica_lag_seconds": backend.replica_lag_seconds,
             "documents": counts.documents,
             "chunks": counts.chunks,
             "model": self.embedding_model,
@@ -147,10 +152,12 @@ impl Shared {
 
 /// Loads everything, listens, and serves until SIGINT/SIGTERM. `on_ready`
 /// is called once the socket is bound (with its real port). `ask`: a chat
-/// model is configured, so MCP clients are offered the `ask` tool.
+/// model is configured, so MCP clients are offered the `ask` tool. `watch`:
+/// re-index the corpus as it changes (see [`crate::watch`]).
 pub async fn serve(
     config: Config,
     ask: bool,
+    watch: bool,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), ServeError> {
     let addr = resolve(&config)?;
@@ -220,9 +227,9 @@ pub async fn serve(
         documents: counts.documents,
         chunks: counts.chunks,
     });
-    let watcher = tokio::spawn(watch_index(shared.clone(), running));
+    let watchers = Watchers::start(&shared, running, watch)?;
     let served = run_until_signal(listener, router(shared.clone())).await;
-    watcher.abort();
+    watchers.stop().await;
     discovery::remove(&shared.config, &shared.instance);
     served
 }
@@ -271,11 +278,74 @@ fn load(config: &Config, workers: usize) -> Result<(Vec<Retriever>, Box<dyn Inde
     Ok((retrievers, crate::index::open(config)?))
 }
 
-/// Notices new index commits, says so on stderr and updates the discovery file.
-async fn watch_index(shared: Arc<Shared>, mut running: discovery::Running) {
+/// What runs beside the listener: [`watch_index`], and with `--watch` the
+/// corpus watcher.
+struct Watchers {
+    index: tokio::task::JoinHandle<()>,
+    corpus: Option<crate::watch::Watching>,
+}
+
+impl Watchers {
+    fn start(
+        shared: &Arc<Shared>,
+        running: discovery::Running,
+        watch: bool,
+    ) -> Result<Watchers, ServeError> {
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let corpus = watch
+            .then(|| start_watching(&shared.config, committed.clone()))
+            .transpose()?;
+        let index = tokio::spawn(watch_index(shared.clone(), running, committed));
+        Ok(Watchers { index, corpus })
+    }
+
+    async fn stop(self) {
+        self.index.abort();
+        let Some(watching) = self.corpus else { return };
+        let stopped =
+            tokio::task::spawn_blocking(move || watching.stop(Duration::from_secs(2))).await;
+        if !stopped.unwrap_or(true) {
+            eprintln!("the index run in progress was abandoned (the index keeps its last state)");
+        }
+    }
+}
+
+/// `serve --watch`: the watcher on a thread of its own below the request
+/// workers' priority, its runs reported on stderr; each wakes [`watch_index`].
+fn start_watching(
+    config: &Config,
+    committed: Arc<tokio::sync::Notify>,
+) -> Result<crate::watch::Watching, ServeError> {
+    use crate::watch::{self, Notice};
+    let mut options = watch::Options::from_config(config);
+    options.background = true;
+    let notices = move |notice| match notice {
+        Notice::Watching(line) => eprintln!("{}", crate::term::sanitize(&line)),
+        Notice::Warning(line) => eprintln!("warning: {}", crate::term::sanitize(&line)),
+        Notice::Indexed(run) => {
+            for line in run.warnings() {
+                eprintln!("warning: {line}");
+            }
+            eprintln!("watch: {}", run.summary());
+            committed.notify_one();
+        }
+    };
+    Ok(watch::watch(config, options, notices)?)
+}
+
+/// Notices new index commits (every 2 s, and at once when `committed` is
+/// notified), says so on stderr and updates the discovery file.
+async fn watch_index(
+    shared: Arc<Shared>,
+    mut running: discovery::Running,
+    committed: Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = committed.notified() => {}
+        }
         let generation = {
             let Ok(mut index) = shared.catalogue.lock() else {
                 return;
@@ -491,7 +561,8 @@ async fn run_until_signal(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,19 +1,24 @@
 //! The integration tests' one harness: what a test needs from outside (the
 //! embedding assets, a real model server, `../shared`) and the CI rule for
 //! when it is missing, scratch workspaces, the webcorpus mirror, and a
-//! scripted loopback HTTP server for fake model endpoints and web sites.
+//! scripted loopback HTTP server for fake model endpoints and web sites, and
+//! a real PostgreSQL with a streaming replica.
 //!
 //! Each test binary uses part of it.
 #![allow(dead_code, unused_imports)]
 
+mod llama;
 mod mirror;
 mod model;
+mod postgres;
 mod scripted;
 mod serve;
 mod workspace;
 
+pub use llama::{forward, LlamaServer};
 pub use mirror::{LogLine, Mirror};
 pub use model::*;
+pub use postgres::{pg_cluster, with_database, Cluster};
 pub use scripted::{Reply, Request, ScriptedServer};
 pub use serve::Served;
 pub use workspace::*;
