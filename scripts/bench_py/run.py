@@ -317,8 +317,8 @@ def write_report(r):
     w("## Findings")
     w("")
     w(f"- **Embedding stage.** ragmap's `embed_passages` runs at {emb['ratio_vs_same_batches']:.2f} of a "
-      "bare session fed the same batches: fastembed's own work (tokenizing, copying tensors, pooling) "
-      "is lost in the noise. The loss was padding: batches used to be sorted by byte length, which "
+      "bare session fed the same batches; the gap is ragmap's own work around the session (tokenizing, "
+      "copying tensors, pooling) plus this run's noise (see the load average above). Padding was the old loss: batches used to be sorted by byte length, which "
       "mixes Chinese (3 bytes, ~1 token per character) with English (~4-6 bytes per token), so "
       f"{(emb['padded_tokens_byte_sorted'] / emb['real_tokens'] - 1) * 100:.0f} % of the tokens run "
       f"were padding, against {(rm_pad - 1) * 100:.0f} % sorted by token count; the byte order ran at "
@@ -347,7 +347,7 @@ def write_report(r):
     w(f"- **Incremental re-index: {inc['ratio'] * 100:.1f} %.** Of its {fmt_ms(inc['incremental_s'])}, "
       f"embedding the edited document's {inc['runs'][0]['report']['chunks_embedded']} chunks takes "
       f"{inc['runs'][0]['report']['embed_seconds']:.1f} s; the rest is fixed per run: reading and hashing "
-      "the corpus, parsing the 17 MB tokenizer twice (chunker and fastembed) and creating the ONNX "
+      "the corpus, loading the 17 MB tokenizer once (shared by chunker and embedder) and creating the ONNX "
       "session. The model identity (a sha256 of model.onnx and tokenizer.json, 85 MB) is reused while "
       "both files keep their size and modification time.")
     w(f"- **`ragmap search` as a process** ({fmt_ms(sp['warm_p50_s'])} warm) is almost all model loading "
@@ -365,7 +365,7 @@ def write_report(r):
     w(f"`{os.path.basename(TOOL)} embed`: {emb['chunks']} chunk texts taken evenly from the "
       f"{emb['corpus_chunks']} of the corpus (exactly as `ragmap index` builds them), batch size "
       f"{emb['batch_size']}, {emb['rounds']} rounds alternating ragmap's `Embedder::embed_passages` "
-      "(fastembed: tokenization, padding, session run, mean pooling) with a bare `ort` session on the "
+      "(ort directly: tokenization, padding, session run, mean pooling) with a bare `ort` session on the "
       "same dylib and model.onnx, fed pre-tokenized padded batches (tokenization not timed), mean "
       f"pooling included. Vectors agree (minimum cosine {emb['min_cosine_ragmap_vs_bare']:.5f}).")
     w("")
@@ -381,7 +381,7 @@ def write_report(r):
     w("")
     w(f"Tokenizing the same texts single-threaded takes {emb['tokenize_seconds_single_thread']:.2f} s "
       f"for {rt} tokens ({rt / emb['tokenize_seconds_single_thread']:.0f} tokens/s), which bounds "
-      "fastembed's tokenization overhead.")
+      "ragmap's tokenization overhead.")
     w("")
     w("## End-to-end indexing")
     w("")
@@ -518,7 +518,8 @@ def write_report(r):
       "file from them. `BENCH_QUICK=1` for a smoke run; `BENCH_CORPUS=DIR` to use a crawled corpus instead; "
       "`bash scripts/bench --server` measures and rewrites only the Server section, "
       "`bash scripts/bench --mcp` only the MCP and Dify one, "
-      "`bash scripts/bench --watch` only the Watch one.")
+      "`bash scripts/bench --watch` only the Watch one; `--postgres`, `--remote-embed` and `--answers` "
+      "measure and splice their own sections (PostgreSQL backend, Remote embeddings, Answers).")
     w("")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
