@@ -71,11 +71,18 @@ def run(cmd, **kw):
     return p.stdout
 
 
+def markdown_files(folder):
+    """How many .md files `folder` holds (0 when it does not exist): a crawl that
+    fetched nothing must not be kept as the cached corpus."""
+    return sum(1 for _, _, names in os.walk(folder) for n in names if n.endswith(".md"))
+
+
 def mirror_corpus(ragmap):
     """The depth-1 crawl of ../shared/webcorpus, made once and kept in the cache."""
     corpus = os.path.join(CACHE, "bench", "webmirror-depth1-v1")
-    if os.path.isdir(corpus):
+    if markdown_files(corpus):
         return corpus
+    shutil.rmtree(corpus, ignore_errors=True)
     webcorpus = os.path.join(ROOT, "..", "shared", "webcorpus")
     if not os.path.isdir(webcorpus):
         raise SystemExit(f"{webcorpus} not found")
@@ -100,6 +107,8 @@ def mirror_corpus(ragmap):
     finally:
         server.terminate()
         server.wait()
+    if not markdown_files(os.path.join(ws, "corpus")):
+        raise SystemExit("the crawl of the web mirror fetched no documents")
     shutil.move(os.path.join(ws, "corpus"), corpus + ".partial")
     os.rename(corpus + ".partial", corpus)
     shutil.rmtree(ws, ignore_errors=True)
