@@ -205,8 +205,10 @@ def run_all(ragmap, quick=QUICK):
     index(ragmap, local)
     # The server answers /v1/embeddings; it needs an index of its own to start (a small one).
     served = workspace("remote-server", corpus)
-    for name in sorted(os.listdir(os.path.join(served, "corpus")))[1:]:
-        shutil.rmtree(os.path.join(served, "corpus", name), ignore_errors=True)
+    pages = sorted(os.path.join(d, n) for d, _, names in os.walk(os.path.join(served, "corpus"))
+                   for n in names if n.endswith(".md"))
+    for page in pages[1:]:
+        os.remove(page)
     run([ragmap, "-C", served, "index"])
     port = free_port()
     server = Server([ragmap, "-C", served, "serve", "--port", str(port)], port, "ragmap serve")
