@@ -3,16 +3,16 @@
 //! commit by the backend ([`Target`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
 use super::terms::FieldTerms;
 use super::{DocRow, IndexError};
-use crate::chunk::{self, Chunker};
+use crate::chunk::{self, Chunk, Chunker};
 use crate::config::Config;
-use crate::corpus::{self, Document, Skipped};
+use crate::corpus::{self, Document, FrontMatter, Skipped};
 use crate::embed::{self, EmbedError, Embedder};
 
 pub struct BuildOptions {
@@ -763,4 +763,100 @@ fn progress_bar(enabled: bool, len: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_message(what.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// Everything an index holds, as a build would write it: documents with
+/// their chunks and vectors, and the identity they were embedded with.
+pub(crate) struct Export {
+    identity: Identity,
+    /// By index id, in id order.
+    documents: Vec<(i64, Document)>,
+    chunks: HashMap<i64, Vec<(Chunk, Vec<f32>)>>,
+}
+
+impl Export {
+    /// An export of the index at `at` whose meta table is `meta`.
+    pub fn new(meta: &HashMap<String, String>, at: &str) -> Result<Export, IndexError> {
+        let get = |key: &str| meta.get(key).cloned();
+        let (Some(model), Some(settings)) = (get("model"), get("settings")) else {
+            return Err(IndexError::Missing(PathBuf::from(at)));
+        };
+        // Indexes from before the dimension was recorded hold the only
+        // model there was then (384), and name it with its file hash.
+        let dimensions = get("dimensions")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(384);
+        let (model, model_files) = match (get("model_files"), legacy_model(&model)) {
+            (None, Some((name, hash))) => (name.to_string(), hash.to_string()),
+            (files, _) => (model, files.unwrap_or_default()),
+        };
+        Ok(Export {
+            identity: Identity {
+                model_stamp: get("model_stamp").unwrap_or_default(),
+                model,
+                dimensions,
+                model_files,
+                settings,
+            },
+            documents: Vec::new(),
+            chunks: HashMap::new(),
+        })
+    }
+
+    /// Adds a document row (`modified`: seconds since the Unix epoch).
+    #[allow(clippy::too_many_arguments)]
+    pub fn document(
+        &mut self,
+        id: i64,
+        path: String,
+        hash: String,
+        title: String,
+        source: String,
+        sections: Vec<String>,
+        modified: Option<i64>,
+    ) {
+        // Title and source as the build derives them: a front matter
+        // `title` and `url` give back exactly the stored values.
+        let front = FrontMatter {
+            title: Some(title),
+            url: Some(source),
+            sections,
+            ..FrontMatter::default()
+        };
+        let modified =
+            modified.map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s as u64));
+        self.documents.push((
+            id,
+            Document {
+                rel_path: path,
+                front,
+                body: String::new(),
+                hash,
+                modified,
+                warning: None,
+            },
+        ));
+    }
+
+    /// Adds a chunk of document `doc_id` (in ordinal order) with its vector.
+    pub fn chunk(&mut self, doc_id: i64, chunk: Chunk, vector: Vec<f32>) {
+        self.chunks.entry(doc_id).or_default().push((chunk, vector));
+    }
+
+    /// The documents as pending ones, in id order (so the copy's ids keep
+    /// the source's order, which ties are broken by), and their vectors.
+    pub(super) fn into_pending(mut self) -> (Identity, Vec<Pending>, Vec<Vec<f32>>) {
+        self.documents.sort_by_key(|(id, _)| *id);
+        let mut pending = Vec::with_capacity(self.documents.len());
+        let mut vectors = Vec::new();
+        for (id, doc) in self.documents {
+            let mut chunks = Vec::new();
+            for (chunk, vector) in self.chunks.remove(&id).unwrap_or_default() {
+                chunks.push(chunk);
+                vectors.push(vector);
+            }
+            pending.push(Pending { doc, chunks });
+        }
+        (self.identity, pending, vectors)
+    }
 }

@@ -288,7 +288,7 @@ impl VectorSearch for Vectors {
 
 /// Everything the embedded index in `dir` holds, read in one transaction,
 /// for a copy ([`super::copy`]).
-pub(crate) fn export(dir: &Path) -> Result<super::copy::Export, IndexError> {
+pub(crate) fn export(dir: &Path) -> Result<super::build::Export, IndexError> {
     let index = Embedded::open_dir(dir)?;
     let db = db_path(dir);
     let _transaction = index.store.snapshot().map_err(|e| corrupt(&db, e))?;
@@ -304,7 +304,7 @@ pub(crate) fn export(dir: &Path) -> Result<super::copy::Export, IndexError> {
             meta.insert(key.to_string(), value);
         }
     }
-    let mut export = super::copy::Export::new(&meta, &dir.display().to_string())?;
+    let mut export = super::build::Export::new(&meta, &dir.display().to_string())?;
     let mut chunks = Vec::new();
     index
         .store

@@ -22,6 +22,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::NoTls;
 
+use super::schema::LIVE;
 use super::PgError;
 use crate::config::IndexSettings;
 
@@ -250,7 +251,7 @@ impl Database {
         }
         let pool = self.read_pool();
         let at = self.read_at.clone();
-        if let Ok(Some(g)) = self.read(async move { super::read::generation(&pool, &at).await }) {
+        if let Ok(Some(g)) = self.read(async move { generation(&pool, &at).await }) {
             generations.saw(g);
         }
         generations.latest()
@@ -401,4 +402,32 @@ async fn listen(config: tokio_postgres::Config, generations: Arc<Generations>, l
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Whether the index's tables exist; the schema version and generation when they do.
+pub async fn version_and_generation(pool: &Pool, at: &str) -> Result<Option<(i32, i64)>, PgError> {
+    let conn = checkout(pool, at).await?;
+    let exists: bool = conn
+        .query_one(
+            &format!("SELECT to_regclass('{LIVE}.state') IS NOT NULL"),
+            &[],
+        )
+        .await
+        .map_err(|e| super::classify(at, &e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = conn
+        .query_one(
+            &format!("SELECT schema_version, generation FROM {LIVE}.state"),
+            &[],
+        )
+        .await
+        .map_err(|e| super::classify(at, &e))?;
+    Ok(Some((row.get(0), row.get(1))))
+}
+
+pub async fn generation(pool: &Pool, at: &str) -> Result<Option<i64>, PgError> {
+    Ok(version_and_generation(pool, at).await?.map(|(_, g)| g))
 }

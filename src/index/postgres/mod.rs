@@ -242,7 +242,7 @@ impl Postgres {
     pub fn open(config: &Config) -> Result<Postgres, IndexError> {
         let db = Database::shared(&config.index)?;
         let (pool, at) = (db.read_pool(), db.read_at.clone());
-        let found = db.read(async move { read::version_and_generation(&pool, &at).await })?;
+        let found = db.read(async move { database::version_and_generation(&pool, &at).await })?;
         let Some((version, generation)) = found else {
             return Err(IndexError::Missing(db.at.clone().into()));
         };

@@ -86,36 +86,11 @@ impl Params {
     }
 }
 
+/// The columns of a [`DocRow`], before the table's name.
+pub const DOCUMENT_ROWS: &str = "SELECT id, path, hash, title, source, sections FROM";
+
 fn failed(at: &str) -> impl Fn(tokio_postgres::Error) -> PgError + '_ {
     move |e| classify(at, &e)
-}
-
-/// Whether the index's tables exist; the schema version and generation when they do.
-pub async fn version_and_generation(pool: &Pool, at: &str) -> Result<Option<(i32, i64)>, PgError> {
-    let conn = checkout(pool, at).await?;
-    let exists: bool = conn
-        .query_one(
-            &format!("SELECT to_regclass('{LIVE}.state') IS NOT NULL"),
-            &[],
-        )
-        .await
-        .map_err(failed(at))?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    let row = conn
-        .query_one(
-            &format!("SELECT schema_version, generation FROM {LIVE}.state"),
-            &[],
-        )
-        .await
-        .map_err(failed(at))?;
-    Ok(Some((row.get(0), row.get(1))))
-}
-
-pub async fn generation(pool: &Pool, at: &str) -> Result<Option<i64>, PgError> {
-    Ok(version_and_generation(pool, at).await?.map(|(_, g)| g))
 }
 
 pub async fn counts(pool: &Pool, at: &str) -> Result<crate::index::Counts, PgError> {
@@ -159,14 +134,15 @@ pub async fn describe(pool: &Pool, at: &str) -> Result<(HashMap<String, String>,
 pub async fn documents(pool: &Pool, at: &str) -> Result<HashMap<String, DocRow>, PgError> {
     let conn = checkout(pool, at).await?;
     let rows = conn
-        .query(
-            &format!("SELECT id, path, hash, title, source, sections FROM {LIVE}.documents"),
-            &[],
-        )
+        .query(&format!("{DOCUMENT_ROWS} {LIVE}.documents"), &[])
         .await
         .map_err(failed(at))?;
-    Ok(rows
-        .into_iter()
+    Ok(document_rows(rows))
+}
+
+/// Document rows (as [`DOCUMENT_ROWS`] selects them) by path.
+pub fn document_rows(rows: Vec<tokio_postgres::Row>) -> HashMap<String, DocRow> {
+    rows.into_iter()
         .map(|r| {
             let row = DocRow {
                 id: r.get(0),
@@ -178,7 +154,7 @@ pub async fn documents(pool: &Pool, at: &str) -> Result<HashMap<String, DocRow>,
             };
             (row.path.clone(), row)
         })
-        .collect())
+        .collect()
 }
 
 /// How far the replica searches read is behind the primary, in seconds
@@ -876,7 +852,7 @@ fn phrase_sql(scheme: &Scheme, phrase: &Phrase, p: &mut Params) -> String {
 
 /// Everything an index holds, for copying it elsewhere without embedding
 /// again: read in one snapshot.
-pub fn export(config: &crate::config::Config) -> Result<crate::index::copy::Export, IndexError> {
+pub fn export(config: &crate::config::Config) -> Result<crate::index::build::Export, IndexError> {
     let index = Postgres::open(config)?;
     let reading = Reading::begin(&index)?;
     let meta = reading.query(
@@ -895,7 +871,7 @@ pub fn export(config: &crate::config::Config) -> Result<crate::index::copy::Expo
         ),
         Params::default(),
     )?;
-    let mut export = crate::index::copy::Export::new(&meta, &index.db.at)?;
+    let mut export = crate::index::build::Export::new(&meta, &index.db.at)?;
     for d in &docs {
         export.document(
             d.get(0),

@@ -132,24 +132,10 @@ impl Target for Writer {
         }
         let (client, at) = (self.client.clone(), self.db.at.clone());
         let rows = self.db.run(async move {
-            let sql =
-                format!("SELECT id, path, hash, title, source, sections FROM {LIVE}.documents");
+            let sql = format!("{} {LIVE}.documents", super::read::DOCUMENT_ROWS);
             client.query(&sql, &[]).await.map_err(|e| classify(&at, &e))
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let row = DocRow {
-                    id: r.get(0),
-                    path: r.get(1),
-                    hash: r.get(2),
-                    title: r.get(3),
-                    source: r.get(4),
-                    sections: r.get(5),
-                };
-                (row.path.clone(), row)
-            })
-            .collect())
+        Ok(super::read::document_rows(rows))
     }
 
     fn is_whole(&self) -> bool {
