@@ -1081,8 +1081,10 @@ fn startup_bench(workspace: &Path, query: &str) -> Result<Value> {
 // ---------------------------------------------------------------- scoped
 
 fn scoped_bench(workspace: &Path, rounds: usize) -> Result<Value> {
-    use ragmap::index::{build, build_in, BuildOptions, BuildReport, Scope};
+    use ragmap::index::{build, build_in, BuildOptions, BuildReport, Models, Scope};
     let config = Config::load(workspace)?;
+    // Kept across the scoped runs, as the watcher keeps them.
+    let mut models = Models::default();
     let corpus_dir = config.corpus_dir();
     let options = BuildOptions {
         rebuild: false,
@@ -1116,7 +1118,7 @@ fn scoped_bench(workspace: &Path, rounds: usize) -> Result<Value> {
             std::fs::write(page, edited)?;
             let rel = corpus::rel_path(&corpus_dir, page);
             let report = match scoped {
-                true => build_in(&config, &options, &Scope::Paths([rel].into()))?,
+                true => build_in(&config, &options, &Scope::Paths([rel].into()), &mut models)?,
                 false => build(&config, &options)?,
             };
             runs[usize::from(!scoped)].push(report);

@@ -208,6 +208,14 @@ fn bad_model(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
     }
 }
 
+/// Local embedding sessions worth loading to embed `texts` passages: up to
+/// `[embed] sessions`, but a further session costs a model load (a fraction
+/// of a second), which only pays off when there are batches enough to share.
+pub fn sessions_for(config: &Config, texts: usize) -> usize {
+    let batches = texts.div_ceil(config.embed.batch_size.max(1));
+    config.embed.sessions.clamp(1, (batches / 8).max(1))
+}
+
 /// `tokenizer.json` as the model directory holds it (from the cache when it matches).
 pub fn load_tokenizer(config: &Config) -> Result<Tokenizer, EmbedError> {
     check_tokenizer(config)?;
@@ -259,13 +267,11 @@ impl Embedder {
         }
     }
 
-    /// Gets ready to embed `texts` passages: the local model loads as many
-    /// sessions as pay off; a remote client needs nothing.
-    pub fn prepare_for(&mut self, config: &Config, texts: usize) -> Result<(), EmbedError> {
+    /// Gets ready to embed passages on `sessions` sessions of the local
+    /// model (see [`sessions_for`]); a remote client needs nothing.
+    pub fn prepare(&mut self, config: &Config, sessions: usize) -> Result<(), EmbedError> {
         match self {
-            Embedder::Local(onnx) => {
-                onnx.add_sessions(config, onnx::Onnx::sessions_for(config, texts))
-            }
+            Embedder::Local(onnx) => onnx.add_sessions(config, sessions),
             Embedder::Remote(_) => Ok(()),
         }
     }

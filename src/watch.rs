@@ -30,7 +30,7 @@ use notify_debouncer_full::{
 
 use crate::config::{Config, Poll};
 use crate::corpus;
-use crate::index::{self, BuildOptions, BuildReport, IndexError, Scope};
+use crate::index::{self, BuildOptions, BuildReport, IndexError, Models, Scope};
 use crate::term::sanitize;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +50,6 @@ pub struct Options {
     pub debounce: Duration,
     pub poll: Poll,
     pub poll_interval: Duration,
-    /// Index below the priority of the rest of the process (the server's
-    /// request workers).
-    pub background: bool,
 }
 
 impl Options {
@@ -61,7 +58,6 @@ impl Options {
             debounce: Duration::from_millis(config.watch.debounce_ms.max(10)),
             poll: config.watch.poll,
             poll_interval: Duration::from_millis(config.watch.poll_ms.max(10)),
-            background: false,
         }
     }
 }
@@ -192,6 +188,7 @@ pub fn watch(
     let source = Source::open(&corpus, &options, &signals)?;
     let runner = Runner {
         config: config.clone(),
+        models: Models::kept(),
         corpus,
         options,
         signals: signals.clone(),
@@ -457,6 +454,8 @@ const LONGEST_BURST: Duration = Duration::from_secs(10);
 /// The indexing thread: collects changes, runs the index, reports.
 struct Runner {
     config: Config,
+    /// Loaded by the first run that embeds, kept for the next ones.
+    models: Models,
     corpus: PathBuf,
     options: Options,
     signals: Sender<Signal>,
@@ -470,11 +469,10 @@ struct Runner {
 
 impl Runner {
     fn run(mut self) {
-        if self.options.background {
-            lower_priority();
-        }
-        // Threads inherit the priority of the thread that starts them: the
-        // pool the build splits documents on is this thread's own.
+        // The build splits documents on a pool of its own, not the one the
+        // server's requests use. Runs keep the normal priority: at nice 10 a
+        // run got a few percent of a core beside other busy processes, and a
+        // saved note took 12 s to become searchable.
         let pool = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("ragmap-watch-{i}"))
             .build()
@@ -563,13 +561,14 @@ impl Runner {
             rebuild: false,
             progress: false,
         };
-        let config = &self.config;
+        let (config, models) = (&self.config, &mut self.models);
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            index::build_in(config, &options, &scope)
+            index::build_in(config, &options, &scope, models)
         }));
         let result = match built {
             Ok(result) => result,
             Err(_) => {
+                self.models = Models::kept();
                 (self.notices)(Notice::Warning(
                     "an index run failed unexpectedly; the index keeps its last state, watching goes on".into(),
                 ));
@@ -608,20 +607,6 @@ impl Runner {
         }
     }
 }
-
-/// Lowers this thread's scheduling priority (nice 10) so that the server's
-/// request workers come first; threads it starts inherit it.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: plain system calls on this thread's own id.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 #[cfg(test)]
 mod tests {

@@ -153,6 +153,66 @@ fn incremental_index_reembeds_only_changed_documents() {
     assert!(text.contains("5 added"), "{text}");
 }
 
+/// What `--watch` does: one set of loaded models across builds, each build
+/// reading only what changed. The kept embedder must embed exactly as a
+/// freshly loaded one does.
+#[test]
+fn builds_sharing_loaded_models_index_as_fresh_builds_do() {
+    if !model_available() {
+        return;
+    }
+    let (watched, fresh) = (Workspace::new(SMALL_CHUNKS), Workspace::new(SMALL_CHUNKS));
+    topic_corpus(&watched);
+    topic_corpus(&fresh);
+    let opts = BuildOptions {
+        rebuild: false,
+        progress: false,
+    };
+    let mut models = index::Models::default();
+    let everything = index::Scope::Everything;
+    index::build_in(&watched.config(), &opts, &everything, &mut models).unwrap();
+    assert!(models.loaded(), "the first build leaves its models loaded");
+
+    let note = "# LoRA\n\nLoRA trains two small low-rank matrices beside frozen weights, so fine-tuning needs far less memory.\n";
+    for ws in [&watched, &fresh] {
+        ws.write_doc("en/finetune.md", note);
+        ws.write_doc(
+            "zh/lora.md",
+            "# 低秩适配\n\nLoRA 冻结原模型权重，只训练两个低秩矩阵，显存占用小得多。\n",
+        );
+    }
+    let changed = index::Scope::Paths(["en/finetune.md", "zh/lora.md"].map(String::from).into());
+    let second = index::build_in(&watched.config(), &opts, &changed, &mut models).unwrap();
+    assert_eq!((second.added, second.changed, second.scanned), (1, 1, 2));
+    assert!(second.chunks_embedded >= 2);
+    assert!(models.loaded());
+    fresh.build_index();
+
+    let scores = |ws: &Workspace, question: &str| -> Vec<(String, String)> {
+        let config = ws.config();
+        let index = index::open(&config).unwrap();
+        let mut embedder = ragmap::embed::Embedder::load(&config).unwrap();
+        let settings = ragmap::config::Retrieve {
+            mode: RetrieveMode::Vector,
+            top_k: 7,
+            ..config.retrieve.clone()
+        };
+        ragmap::retrieve::retrieve(&*index, Some(&mut embedder), &[question.into()], &settings)
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.chunk.path, format!("{:.4}", h.score)))
+            .collect()
+    };
+    for question in ["How does LoRA save memory?", "LoRA 为什么省显存？"] {
+        let kept = scores(&watched, question);
+        assert_eq!(kept, scores(&fresh, question), "{question}");
+        assert!(
+            kept[..2].iter().any(|(p, _)| p == "en/finetune.md"),
+            "{kept:?}"
+        );
+    }
+}
+
 #[test]
 fn a_changed_model_rebuilds_and_a_touched_one_does_not() {
     if !model_available() {

@@ -962,38 +962,13 @@ fn a_server_reading_a_replica_follows_the_primary_and_reports_its_lag() {
 
 // ---------------------------------------------------------------- models
 
-/// A deterministic unit vector of `dimensions` for `text`.
-fn fake_vector(text: &str, dimensions: usize) -> Vec<f32> {
-    let mut seed = text.bytes().fold(1469598103934665603u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(1099511628211)
-    });
-    let v: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / norm).collect()
-}
-
 /// An OpenAI-compatible embeddings server answering with vectors of the
 /// length `dimensions` holds at the time.
 fn embedding_server(dimensions: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> ScriptedServer {
     ScriptedServer::start(move |request: &Request| {
-        let length = dimensions.load(std::sync::atomic::Ordering::SeqCst);
-        let inputs = request.json()["input"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let data: Vec<Value> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_vector(t.as_str().unwrap_or(""), length)}))
-            .collect();
-        Reply::json(
-            200,
-            &json!({"object": "list", "data": data, "model": "m"}).to_string(),
+        embeddings_reply(
+            request,
+            dimensions.load(std::sync::atomic::Ordering::SeqCst),
         )
     })
 }

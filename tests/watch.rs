@@ -582,13 +582,14 @@ fn a_scoped_run_reads_only_its_paths_and_keeps_the_vectors_of_unchanged_chunks()
     ws.write_doc("trip/notes.md", &sections(9, ""));
     ws.write_doc("trip/more.md", "# More\n\nMore about the trip.\n");
     ws.build_index();
-    let scoped = |paths: &[&str]| {
+    let mut models = ragmap::index::Models::default();
+    let mut scoped = |paths: &[&str]| {
         let scope = ragmap::index::Scope::Paths(paths.iter().map(|p| p.to_string()).collect());
         let options = ragmap::index::BuildOptions {
             rebuild: false,
             progress: false,
         };
-        ragmap::index::build_in(&ws.config(), &options, &scope).unwrap()
+        ragmap::index::build_in(&ws.config(), &options, &scope, &mut models).unwrap()
     };
 
     // One section edited: one file read, its chunk embedded, the other four kept.

@@ -15,8 +15,8 @@ plus 500 short generated notes under notes/ for the checkout.
 - A client searches (hybrid) in a loop throughout; its errors are counted and
   its latency split by whether an index run was in progress.
 - Beside it, `bench scoped` (examples/bench.rs) alternates runs that read only
-  the edited file (what the watcher does) with full scans of the same kind of
-  edit, in one process.
+  the edited file with the models kept loaded (what the watcher does) with full
+  scans that load them (what `ragmap index` does), in one process.
 
 Used by run.py as `scripts/bench --watch`.
 """
@@ -382,10 +382,11 @@ def report_lines(r, machine, command):
     d, i = loop["during_runs"], loop["idle"]
     w(f"The searching client: {loop['searches']} searches, {loop['errors']} errors; hybrid search p50 "
       f"{i.get('p50_ms', float('nan')):.0f} ms when no run was in progress ({i['n']}), "
-      f"{d.get('p50_ms', float('nan')):.0f} ms during runs ({d['n']}; the indexing thread runs at nice 10).")
+      f"{d.get('p50_ms', float('nan')):.0f} ms during runs ({d['n']}; runs index at normal priority on a thread pool of their own).")
     w("")
     w("One index run after a one-page edit, alternating in one process (`bench scoped`): the watcher's "
-      "run reads the edited file only, a full scan (`ragmap index`) reads and hashes every file:")
+      "run reads the edited file only, with the tokenizer and model its first run loaded; a full scan "
+      "(`ragmap index`) reads and hashes every file and loads them:")
     w("")
     w("| run | n | files read | chunks embedded | chunks kept | total p50 |")
     w("|---|---|---|---|---|---|")

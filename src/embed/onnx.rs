@@ -120,14 +120,6 @@ impl Onnx {
         })
     }
 
-    /// Sessions worth having to embed `texts` passages: up to `[embed]
-    /// sessions`, but a further session costs a model load (a fraction of a
-    /// second), which only pays off when there are batches enough to share.
-    pub fn sessions_for(config: &Config, texts: usize) -> usize {
-        let batches = texts.div_ceil(config.embed.batch_size.max(1));
-        config.embed.sessions.clamp(1, (batches / 8).max(1))
-    }
-
     /// Adds sessions, loaded side by side, until there are `wanted`.
     pub fn add_sessions(&mut self, config: &Config, wanted: usize) -> Result<(), EmbedError> {
         let missing = wanted.saturating_sub(self.sessions.len());
@@ -204,7 +196,9 @@ impl Onnx {
             .collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokens[i]);
-        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        // A few passages are still shared by every session (a watcher's run).
+        let per_batch = texts.len().div_ceil(self.sessions.len()).max(1);
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size.min(per_batch)).collect();
         let shape = &self.shape;
         let embed_batch = |session: &mut Session, batch: &[usize]| {
             let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();

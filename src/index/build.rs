@@ -20,6 +20,33 @@ pub struct BuildOptions {
     pub progress: bool,
 }
 
+/// The tokenizer and the embedder a build loads, kept by a caller that builds
+/// again and again (the watcher): loading them takes a few tenths of a second
+/// of CPU, more than the rest of a one-note run.
+#[derive(Default)]
+pub struct Models {
+    tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
+    embedder: Option<Embedder>,
+    /// Load every configured embedding session, not only as many as this
+    /// build's passages pay for: loaded once, they share the small runs too.
+    all_sessions: bool,
+}
+
+impl Models {
+    /// Models for many builds: see [`Models::all_sessions`].
+    pub fn kept() -> Models {
+        Models {
+            all_sessions: true,
+            ..Models::default()
+        }
+    }
+
+    /// Whether a build left the embedder loaded for the next one.
+    pub fn loaded(&self) -> bool {
+        self.embedder.is_some() && self.tokenizer.is_some()
+    }
+}
+
 /// The corpus files a build reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -139,8 +166,15 @@ struct Stored {
 
 impl Stored {
     fn read(target: &dyn Target) -> Result<Stored, IndexError> {
-        let mut model = target.meta("model")?;
-        let mut model_files = target.meta("model_files")?;
+        Stored::from_meta(|key| target.meta(key))
+    }
+
+    /// From an index's meta values (`get` reads one), written by any ragmap.
+    fn from_meta(
+        get: impl Fn(&str) -> Result<Option<String>, IndexError>,
+    ) -> Result<Stored, IndexError> {
+        let mut model = get("model")?;
+        let mut model_files = get("model_files")?;
         if model_files.is_none() {
             if let Some((name, hash)) = model.as_deref().and_then(legacy_model) {
                 (model, model_files) = (Some(name.to_string()), Some(hash.to_string()));
@@ -148,13 +182,19 @@ impl Stored {
         }
         Ok(Stored {
             model,
-            dimensions: target.meta("dimensions")?.and_then(|d| d.parse().ok()),
+            dimensions: get("dimensions")?.and_then(|d| d.parse().ok()),
             model_files,
-            model_stamp: target.meta("model_stamp")?,
-            settings: target.meta("settings")?,
-            committed: target.meta("identity")?.is_some(),
+            model_stamp: get("model_stamp")?,
+            settings: get("settings")?,
+            committed: get("identity")?.is_some(),
         })
     }
+}
+
+/// The vector length an index's meta `dimensions` records. Indexes from
+/// before it was recorded hold the only model there was then (384).
+pub(crate) fn recorded_dimensions(recorded: Option<String>) -> usize {
+    recorded.and_then(|d| d.parse().ok()).unwrap_or(384)
 }
 
 /// An index written before names and file hashes were kept apart recorded
@@ -296,15 +336,17 @@ struct Embedded {
 
 /// Brings the index in line with the corpus, re-embedding only what changed.
 pub fn build(config: &Config, options: &BuildOptions) -> Result<BuildReport, IndexError> {
-    build_in(config, options, &Scope::Everything)
+    build_in(config, options, &Scope::Everything, &mut Models::default())
 }
 
 /// [`build`] reading only the corpus files `scope` names (the whole corpus
-/// when the index is rebuilt: every document is embedded again then).
+/// when the index is rebuilt: every document is embedded again then), with
+/// the `models` an earlier build left loaded, and leaving them loaded.
 pub fn build_in(
     config: &Config,
     options: &BuildOptions,
     scope: &Scope,
+    models: &mut Models,
 ) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
     let corpus_dir = config.corpus_dir();
@@ -323,7 +365,9 @@ pub fn build_in(
         Some(_) => None,
         None => Some(embed::model_files_stamp(config)?),
     };
-    let mut target = super::target(config, options.rebuild)?;
+    let mut target = embed::timed("opening the index", || {
+        super::target(config, options.rebuild)
+    })?;
     let stored = Stored::read(&*target)?;
     let mut identity = identify(config, &stored, model_stamp)?;
     let rebuilt = rebuild_reason(options.rebuild, &stored, &identity)?;
@@ -351,7 +395,7 @@ pub fn build_in(
         &*target,
         &mut diff,
         index_dimensions,
-        options,
+        (options, models),
         &mut report,
     )?;
     // Kept vectors are the index's own length, embedded ones checked against it.
@@ -360,16 +404,19 @@ pub fn build_in(
         None => index_dimensions.unwrap_or(identity.dimensions),
     };
 
-    target.commit(&Changes {
-        full_rebuild,
-        stale: &diff.stale,
-        pending: &diff.pending,
-        vectors: &vectors,
-        identity: &identity,
-        now: corpus::now_rfc3339(),
+    embed::timed("commit", || {
+        target.commit(&Changes {
+            full_rebuild,
+            stale: &diff.stale,
+            pending: &diff.pending,
+            vectors: &vectors,
+            identity: &identity,
+            now: corpus::now_rfc3339(),
+        })
     })?;
-    if let Some(embedder) = embedded.embedder.as_mut() {
+    if let Some(mut embedder) = embedded.embedder.take() {
         embedder.committed();
+        models.embedder = Some(embedder);
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -402,11 +449,13 @@ fn pending_vectors(
     target: &dyn Target,
     diff: &mut Diff,
     dimensions: Option<usize>,
-    options: &BuildOptions,
+    (options, models): (&BuildOptions, &mut Models),
     report: &mut BuildReport,
 ) -> Result<(Vec<Vec<f32>>, Embedded), IndexError> {
     let chunk_started = Instant::now();
-    let first_session = chunk_while_loading(config, &mut diff.pending)?;
+    let first_session = embed::timed("chunking", || {
+        chunk_while_loading(config, &mut diff.pending, models)
+    })?;
     report.chunk_seconds = chunk_started.elapsed().as_secs_f64();
     // A rebuild has nothing stale: every document is pending.
     let kept = target.stored_chunks(&diff.stale)?;
@@ -414,7 +463,17 @@ fn pending_vectors(
     report.chunks_embedded = reuse.texts.len();
     report.chunks_reused = reuse.reused;
     report.tokens_embedded = reuse.tokens;
-    let mut embedded = embed_texts(config, first_session, &reuse.texts, options, dimensions)?;
+    let sessions = match models.all_sessions {
+        true => config.embed.sessions,
+        false => embed::sessions_for(config, reuse.texts.len()),
+    };
+    let mut embedded = embed_texts(
+        config,
+        first_session,
+        &reuse.texts,
+        (options, sessions),
+        dimensions,
+    )?;
     report.model_load_seconds = embedded.model_load_seconds;
     report.embed_seconds = embedded.embed_seconds;
     let vectors = reuse.fill(std::mem::take(&mut embedded.vectors));
@@ -636,27 +695,38 @@ fn diff(docs: Vec<Document>, known: &HashMap<String, DocRow>) -> Diff {
 /// session loads: counting tokens for the splitter is the largest cost after
 /// the model, both take seconds, and an incremental run needs both. The one
 /// tokenizer sizes the chunks and, configured for the model, feeds the
-/// embedder (a remote one is ready at once). Returns the embedder (none when
-/// nothing is pending).
+/// embedder (a remote one is ready at once). What `models` holds already is
+/// used as it is. Returns the embedder (none when nothing is pending).
 fn chunk_while_loading(
     config: &Config,
     pending: &mut [Pending],
+    models: &mut Models,
 ) -> Result<Option<Result<Embedder, EmbedError>>, chunk::ChunkError> {
     if pending.is_empty() {
         return Ok(None);
     }
+    let loaded = models.embedder.take();
     std::thread::scope(|scope| {
-        let loader = scope.spawn(|| Embedder::begin(config));
-        let tokenizer =
-            embed::load_tokenizer(config).map_err(|e| chunk::ChunkError::Tokenizer {
-                path: embed::tokenizer_path(config).display().to_string(),
-                message: e.to_string(),
-            })?;
-        let tokenizer = std::sync::Arc::new(tokenizer);
+        let loader = loaded
+            .is_none()
+            .then(|| scope.spawn(|| Embedder::begin(config)));
+        let tokenizer = match &models.tokenizer {
+            Some(tokenizer) => tokenizer.clone(),
+            None => std::sync::Arc::new(embed::load_tokenizer(config).map_err(|e| {
+                chunk::ChunkError::Tokenizer {
+                    path: embed::tokenizer_path(config).display().to_string(),
+                    message: e.to_string(),
+                }
+            })?),
+        };
+        models.tokenizer = Some(tokenizer.clone());
         let chunker = Chunker::with_tokenizer(tokenizer.clone(), &config.chunk)?;
         pending
             .par_iter_mut()
             .for_each(|p| p.chunks = chunker.chunk(&p.doc.body));
+        let Some(loader) = loader else {
+            return Ok(loaded.map(Ok));
+        };
         let loading = loader
             .join()
             .unwrap_or_else(|_| Err(EmbedError::Run("loading the model panicked".into())));
@@ -728,19 +798,30 @@ fn embed_texts(
     config: &Config,
     first_session: Option<Result<Embedder, EmbedError>>,
     texts: &[String],
-    options: &BuildOptions,
+    (options, sessions): (&BuildOptions, usize),
     dimensions: Option<usize>,
 ) -> Result<Embedded, EmbedError> {
     let mut started = Instant::now();
     let mut embedded = Embedded::default();
-    if let Some(embedder) = first_session.filter(|_| !texts.is_empty()) {
+    // A model that failed to load matters only when there is text to embed.
+    let first_session = match first_session {
+        Some(Ok(embedder)) if texts.is_empty() => {
+            embedded.embedder = Some(embedder);
+            None
+        }
+        Some(_) if texts.is_empty() => None,
+        loaded => loaded,
+    };
+    if let Some(embedder) = first_session {
         let mut embedder = embedder?;
         embedder.expect_dimensions(dimensions);
-        embedder.prepare_for(config, texts.len())?;
+        embedder.prepare(config, sessions)?;
         embedded.model_load_seconds = started.elapsed().as_secs_f64();
         started = Instant::now();
         let bar = progress_bar(options.progress, texts.len() as u64, "embedding");
-        embedded.vectors = embedder.embed_passages(texts, |n| bar.inc(n as u64))?;
+        embedded.vectors = embed::timed("embedding", || {
+            embedder.embed_passages(texts, |n| bar.inc(n as u64))
+        })?;
         bar.finish_and_clear();
         embedded.embedder = Some(embedder);
     }
@@ -777,25 +858,16 @@ pub(crate) struct Export {
 impl Export {
     /// An export of the index at `at` whose meta table is `meta`.
     pub fn new(meta: &HashMap<String, String>, at: &str) -> Result<Export, IndexError> {
-        let get = |key: &str| meta.get(key).cloned();
-        let (Some(model), Some(settings)) = (get("model"), get("settings")) else {
+        let stored = Stored::from_meta(|key| Ok(meta.get(key).cloned()))?;
+        let (Some(model), Some(settings)) = (stored.model, stored.settings) else {
             return Err(IndexError::Missing(PathBuf::from(at)));
-        };
-        // Indexes from before the dimension was recorded hold the only
-        // model there was then (384), and name it with its file hash.
-        let dimensions = get("dimensions")
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(384);
-        let (model, model_files) = match (get("model_files"), legacy_model(&model)) {
-            (None, Some((name, hash))) => (name.to_string(), hash.to_string()),
-            (files, _) => (model, files.unwrap_or_default()),
         };
         Ok(Export {
             identity: Identity {
-                model_stamp: get("model_stamp").unwrap_or_default(),
+                model_stamp: stored.model_stamp.unwrap_or_default(),
                 model,
-                dimensions,
-                model_files,
+                dimensions: recorded_dimensions(meta.get("dimensions").cloned()),
+                model_files: stored.model_files.unwrap_or_default(),
                 settings,
             },
             documents: Vec::new(),

@@ -321,13 +321,9 @@ pub(crate) fn export(dir: &Path) -> Result<super::build::Export, IndexError> {
     Ok(export)
 }
 
-/// The length of the vectors the catalogue's build recorded (indexes from
-/// before it was recorded hold the only model there was then: 384).
+/// The length of the vectors the catalogue's build recorded.
 fn stored_dimensions(store: &Store) -> Result<usize, store::StoreError> {
-    Ok(store
-        .meta("dimensions")?
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(384))
+    Ok(super::build::recorded_dimensions(store.meta("dimensions")?))
 }
 
 #[cfg(unix)]

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::corpus;
 use crate::embed::EmbedError;
 
-pub use build::{build, build_in, BuildOptions, BuildReport, NewChunk, NewDocument, Scope};
+pub use build::{build, build_in, BuildOptions, BuildReport, Models, NewChunk, NewDocument, Scope};
 pub(crate) use build::{describe_model, legacy_model};
 pub use copy::{copy, CopyReport};
 pub use terms::FieldWeights;

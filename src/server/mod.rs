@@ -310,15 +310,14 @@ impl Watchers {
     }
 }
 
-/// `serve --watch`: the watcher on a thread of its own below the request
-/// workers' priority, its runs reported on stderr; each wakes [`watch_index`].
+/// `serve --watch`: the watcher on a thread of its own, its runs reported on
+/// stderr; each wakes [`watch_index`].
 fn start_watching(
     config: &Config,
     committed: Arc<tokio::sync::Notify>,
 ) -> Result<crate::watch::Watching, ServeError> {
     use crate::watch::{self, Notice};
-    let mut options = watch::Options::from_config(config);
-    options.background = true;
+    let options = watch::Options::from_config(config);
     let notices = move |notice| match notice {
         Notice::Watching(line) => eprintln!("{}", crate::term::sanitize(&line)),
         Notice::Warning(line) => eprintln!("warning: {}", crate::term::sanitize(&line)),

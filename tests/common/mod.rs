@@ -19,7 +19,7 @@ pub use llama::{forward, LlamaServer};
 pub use mirror::{LogLine, Mirror};
 pub use model::*;
 pub use postgres::{pg_cluster, with_database, Cluster};
-pub use scripted::{Reply, Request, ScriptedServer};
+pub use scripted::{embeddings_reply, fake_vector, Reply, Request, ScriptedServer};
 pub use serve::Served;
 pub use workspace::*;
 

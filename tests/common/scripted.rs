@@ -402,3 +402,37 @@ fn read_request(
     seen.push(request.clone());
     Some(request)
 }
+
+/// An OpenAI `/v1/embeddings` answer to `request`: one vector of `dimensions`
+/// per input, the same text always giving the same unit vector.
+pub fn embeddings_reply(request: &Request, dimensions: usize) -> Reply {
+    let inputs = request.json()["input"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let vector = fake_vector(t.as_str().unwrap_or(""), dimensions);
+            serde_json::json!({"object": "embedding", "index": i, "embedding": vector})
+        })
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data, "model": "m"});
+    Reply::json(200, &body.to_string())
+}
+
+/// A deterministic unit vector of `dimensions` for `text`.
+pub fn fake_vector(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut seed = text.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    let v: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
