@@ -727,6 +727,8 @@ async fn llama_cpp_context_and_sampling_are_read_once_and_the_prompt_fits_first_
     assert_eq!(chat["max_tokens"], 128);
     // llama.cpp takes its own repetition options; the server set none itself.
     assert!((chat["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+    // Over several turns of a menu-shaped loop, not llama.cpp's 64 tokens.
+    assert_eq!(chat["repeat_last_n"], 256);
     assert!((chat["dry_multiplier"].as_f64().unwrap() - 0.8).abs() < 1e-6);
     // DRY looks back over the whole context, not llama.cpp's 64 tokens.
     assert_eq!(chat["dry_penalty_last_n"], 1024);
