@@ -245,11 +245,13 @@ impl Answerer {
     /// Streams the answer to `sink` as it arrives, stopping it if it keeps
     /// repeating itself ([`llm::guard`]). A server that refuses the prompt
     /// as too long gets it once more, fitted to the context it names (one
-    /// line on stderr says so). Dropping the future cancels the request; on
-    /// failure the error carries any partial text.
+    /// line on stderr says so), and `prepared` becomes that refitted prompt:
+    /// the sources listed and cited afterwards are the passages the model
+    /// was shown. Dropping the future cancels the request; on failure the
+    /// error carries any partial text.
     pub async fn answer(
         &self,
-        prepared: &Prepared,
+        prepared: &mut Prepared,
         history: &[Turn],
         sink: &mut TokenSink<'_>,
     ) -> Result<ChatOutcome, LlmError> {
@@ -278,12 +280,12 @@ impl Answerer {
             said.context_tokens.map(|n| format!(" ({n} tokens)")).unwrap_or_default(),
             refit.context_tokens
         );
-        let refitted = Prepared::new(
+        *prepared = Prepared::new(
             prepared.query.clone(),
-            prepared.hits.clone(),
+            std::mem::take(&mut prepared.hits),
             self.budget_now(),
         );
-        let messages = self.messages(&refitted, history);
+        let messages = self.messages(prepared, history);
         let options = self.options().await;
         llm::guard::chat_guarded(self.backend.as_ref(), &messages, &options, sink).await
     }

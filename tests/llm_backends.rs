@@ -702,9 +702,12 @@ async fn llama_cpp_context_and_sampling_are_read_once_and_the_prompt_fits_first_
     let budget = answerer.budget().await;
     assert_eq!((budget.context_tokens, budget.answer_tokens), (1024, 128));
     for _ in 0..2 {
-        let prepared = prepare(&answerer).await;
+        let mut prepared = prepare(&answerer).await;
         let mut sink = |_: &str| {};
-        let out = answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+        let out = answerer
+            .answer(&mut prepared, &[], &mut sink)
+            .await
+            .unwrap();
         assert_eq!(out.text, "LoRA trains adapters [1].");
     }
     let reqs = server.requests();
@@ -724,6 +727,8 @@ async fn llama_cpp_context_and_sampling_are_read_once_and_the_prompt_fits_first_
     assert_eq!(chat["max_tokens"], 128);
     // llama.cpp takes its own repetition options; the server set none itself.
     assert!((chat["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+    // Over several turns of a menu-shaped loop, not llama.cpp's 64 tokens.
+    assert_eq!(chat["repeat_last_n"], 256);
     assert!((chat["dry_multiplier"].as_f64().unwrap() - 0.8).abs() < 1e-6);
     // DRY looks back over the whole context, not llama.cpp's 64 tokens.
     assert_eq!(chat["dry_penalty_last_n"], 1024);
@@ -742,9 +747,12 @@ async fn servers_that_do_not_tell_get_only_what_the_user_set() {
     let answerer = Answerer::from_config(&config, false).unwrap();
     assert_eq!(answerer.model_info().await, &ModelInfo::default());
     assert_eq!(answerer.budget().await.context_tokens, 4096);
-    let prepared = prepare(&answerer).await;
+    let mut prepared = prepare(&answerer).await;
     let mut sink = |_: &str| {};
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let chat = chats(&server)[0].json();
     for key in [
         "repeat_penalty",
@@ -757,8 +765,11 @@ async fn servers_that_do_not_tell_get_only_what_the_user_set() {
 
     config.llm.frequency_penalty = Some(0.3);
     let answerer = Answerer::from_config(&config, false).unwrap();
-    let prepared = prepare(&answerer).await;
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let mut prepared = prepare(&answerer).await;
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let chat = chats(&server)[1].json();
     assert!((chat["frequency_penalty"].as_f64().unwrap() - 0.3).abs() < 1e-6);
     assert!(chat.get("repeat_penalty").is_none());
@@ -774,10 +785,13 @@ async fn ollama_api_show_sets_num_ctx_and_its_modelfile_sampling_is_left_alone()
     let mut config = answering_config(&server.url(""), Provider::Ollama, 4096);
     config.llm.model = "qwen2.5:7b".into();
     let answerer = Answerer::from_config(&config, false).unwrap();
-    let prepared = prepare(&answerer).await;
+    let mut prepared = prepare(&answerer).await;
     assert!(prepared.prompt.estimated_tokens <= 2048 - 128);
     let mut sink = |_: &str| {};
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let reqs = server.requests();
     assert_eq!(
         (reqs[0].method.as_str(), reqs[0].path.as_str()),
@@ -800,8 +814,11 @@ async fn ollama_api_show_sets_num_ctx_and_its_modelfile_sampling_is_left_alone()
     });
     let config = answering_config(&server.url(""), Provider::Ollama, 4096);
     let answerer = Answerer::from_config(&config, false).unwrap();
-    let prepared = prepare(&answerer).await;
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let mut prepared = prepare(&answerer).await;
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let chat = chats(&server)[0].json();
     assert_eq!(chat["options"]["num_ctx"], 4096);
     assert!((chat["options"]["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
@@ -858,10 +875,11 @@ async fn a_length_refusal_is_refit_to_what_the_server_said_and_asked_once_more()
         });
         let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
         let answerer = Answerer::from_config(&config, false).unwrap();
-        let prepared = prepare(&answerer).await;
+        let mut prepared = prepare(&answerer).await;
+        let offered = prepared.prompt.sources.len();
         let mut seen = String::new();
         let mut sink = |t: &str| seen.push_str(t);
-        let out = answerer.answer(&prepared, &[], &mut sink).await;
+        let out = answerer.answer(&mut prepared, &[], &mut sink).await;
         let out = out.unwrap_or_else(|e| panic!("shape {shape}: {e}"));
         assert_eq!(out.text, "refit answer [1]");
         assert_eq!(seen, out.text);
@@ -870,12 +888,41 @@ async fn a_length_refusal_is_refit_to_what_the_server_said_and_asked_once_more()
         let (first, second) = (estimated(&chats[0]), estimated(&chats[1]));
         assert!(second + 128 <= 1024, "shape {shape}: refit to {second}");
         assert!(second < first);
+        // The sources left are those of the refitted prompt the model was shown.
+        assert_eq!(sources_sent(&chats[0]), offered, "shape {shape}");
+        let kept = &prepared.prompt.sources;
+        assert!(!kept.is_empty() && kept.len() < offered, "shape {shape}");
+        assert_eq!(sources_sent(&chats[1]), kept.len(), "shape {shape}");
+        let user = chats[1].json()["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(user, prepared.prompt.user, "shape {shape}");
         // The next question fits at once: no refusal, no extra request.
-        let prepared = prepare(&answerer).await;
+        let mut prepared = prepare(&answerer).await;
         let mut quiet = |_: &str| {};
-        answerer.answer(&prepared, &[], &mut quiet).await.unwrap();
+        answerer
+            .answer(&mut prepared, &[], &mut quiet)
+            .await
+            .unwrap();
         assert_eq!(chats_len(&server), 3, "shape {shape}");
     }
+}
+
+/// How many numbered passages a chat request's messages carry.
+fn sources_sent(request: &Request) -> usize {
+    request.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .unwrap()
+                .matches("<source id=")
+                .count()
+        })
+        .sum()
 }
 
 fn chats_len(server: &ScriptedServer) -> usize {
@@ -892,7 +939,7 @@ async fn a_refusal_counted_higher_than_the_estimate_shrinks_the_budget_by_as_muc
     });
     let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
     let answerer = Answerer::from_config(&config, false).unwrap();
-    let prepared = prepare(&answerer).await;
+    let mut prepared = prepare(&answerer).await;
     let estimate = ragmap::prompt::estimate_messages(&answerer.messages(&prepared, &[]));
     let server_count = estimate * 3;
     let chat_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -912,7 +959,10 @@ async fn a_refusal_counted_higher_than_the_estimate_shrinks_the_budget_by_as_muc
     let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
     let answerer = Answerer::from_config(&config, false).unwrap();
     let mut sink = |_: &str| {};
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let chats = chats(&server);
     assert_eq!(chats.len(), 2);
     // Three times the estimate must still fit the 2048 with the answer.
@@ -932,10 +982,10 @@ async fn never_more_than_one_retry() {
     });
     let config = answering_config(&server.url("/v1"), Provider::Openai, 4096);
     let answerer = Answerer::from_config(&config, false).unwrap();
-    let prepared = prepare(&answerer).await;
+    let mut prepared = prepare(&answerer).await;
     let mut sink = |_: &str| {};
     let err = answerer
-        .answer(&prepared, &[], &mut sink)
+        .answer(&mut prepared, &[], &mut sink)
         .await
         .unwrap_err();
     assert!(matches!(err, LlmError::ContextExceeded { .. }), "{err:?}");

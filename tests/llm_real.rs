@@ -314,10 +314,10 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     let answerer = Answerer::from_config(&config, false).unwrap();
     let budget = answerer.budget().await;
     assert_eq!(budget.context_tokens, 4096, "nothing told");
-    let prepared = prepare(&answerer, "What is LoRA?").await;
+    let mut prepared = prepare(&answerer, "What is LoRA?").await;
     let mut sink = |_: &str| {};
     let out = answerer
-        .answer(&prepared, &[], &mut sink)
+        .answer(&mut prepared, &[], &mut sink)
         .await
         .unwrap_or_else(|e| panic!("refit answer: {e}"));
     eprintln!("refit answer: {:?} usage {:?}", out.text, out.usage);
@@ -330,11 +330,19 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     assert_eq!(chats.len(), 2, "one refusal, one retry");
     let prompt_tokens = out.usage.and_then(|u| u.prompt_tokens).unwrap();
     assert!(prompt_tokens + 64 <= 1024, "{prompt_tokens}");
+    // The sources listed after the answer are the passages the retry carried.
+    let shown = chats[1].json()["messages"].to_string();
+    let sources = &prepared.prompt.sources;
+    assert!(!sources.is_empty());
+    assert_eq!(shown.matches("<source id=").count(), sources.len());
     // What was learnt stays: the next prompt fits at once.
     let budget = answerer.budget().await;
     assert!(budget.context_tokens <= 1024, "{budget:?}");
-    let prepared = prepare(&answerer, "Why is LoRA cheap?").await;
-    answerer.answer(&prepared, &[], &mut sink).await.unwrap();
+    let mut prepared = prepare(&answerer, "Why is LoRA cheap?").await;
+    answerer
+        .answer(&mut prepared, &[], &mut sink)
+        .await
+        .unwrap();
     let chats = front
         .requests()
         .iter()
@@ -359,10 +367,10 @@ async fn a_small_context_server_that_tells_gets_a_fitting_prompt_first_time() {
     let answerer = Answerer::from_config(&config, false).unwrap();
     let budget = answerer.budget().await;
     assert_eq!(budget.context_tokens, 1024);
-    let prepared = prepare(&answerer, "What is LoRA?").await;
+    let mut prepared = prepare(&answerer, "What is LoRA?").await;
     let mut sink = |_: &str| {};
     let out = answerer
-        .answer(&prepared, &[], &mut sink)
+        .answer(&mut prepared, &[], &mut sink)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let prompt_tokens = out.usage.and_then(|u| u.prompt_tokens).unwrap();

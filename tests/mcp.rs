@@ -409,6 +409,42 @@ fn stdout_of_ragmap_mcp_holds_only_protocol_messages_in_both_eras() {
     }
 }
 
+#[test]
+fn an_ask_whose_answer_loops_gives_what_was_kept_and_says_it_stopped() {
+    if !model_available() {
+        return;
+    }
+    let line = "LoRA trains small low-rank adapters beside the weights.\n";
+    let model = ScriptedServer::start(move |req| {
+        if !req.path.ends_with("/chat/completions") {
+            return Reply::json(404, r#"{"error":"no"}"#);
+        }
+        openai_stream(&[line; 20])
+    });
+    let ws = indexed(&model.url("/v1"), "");
+    let mut mcp = Stdio_::start(&ws);
+    mcp.request(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}));
+    mcp.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let asked = mcp.request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "ask", "arguments": {"question": "What does LoRA train?"}}}));
+    let result = &asked["result"];
+    assert_eq!(result["isError"], false, "{asked}");
+    let answer = result["structuredContent"]["answer"].as_str().unwrap();
+    let (kept, note) = answer.rsplit_once("\n\n").unwrap();
+    assert_eq!(kept, line.repeat(3).trim_end());
+    assert!(!note.contains('\n'), "{note:?}");
+    assert!(note.contains("stopped the answer"), "{note}");
+    assert!(note.contains("kept repeating itself"), "{note}");
+    let sources = result["structuredContent"]["sources"].as_array().unwrap();
+    assert!(!sources.is_empty(), "{asked}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with(answer), "{text}");
+    assert!(text.contains("Sources:"), "{text}");
+    let (code, _, err) = mcp.finish();
+    assert_eq!(code, Some(0), "{err}");
+}
+
 /// The MCP Inspector's CLI (npm `@modelcontextprotocol/inspector`, Node ≥ 22),
 /// from the directory scripts/test installs it in (`RAGMAP_TEST_INSPECTOR`).
 fn inspector() -> Option<(String, String)> {

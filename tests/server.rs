@@ -156,6 +156,61 @@ async fn answers_stream_and_whole_with_sources_like_ask() {
     );
 }
 
+/// A line the looping model writes again and again.
+const LOOP_LINE: &str = "LoRA trains small low-rank adapters beside the weights.\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_loops_comes_back_as_what_was_kept_cut_for_length() {
+    if !model_available() {
+        return;
+    }
+    let upstream = model(&[LOOP_LINE; 20], 0);
+    let ws = indexed(&upstream.url("/v1"), "");
+    let served = Served::start(&ws, &[], &[]);
+    let kept = LOOP_LINE.repeat(3);
+
+    let (status, whole) = post(
+        &served.at("/v1/chat/completions"),
+        &chat_body("How does LoRA fine-tune a model?", false),
+    )
+    .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(whole["choices"][0]["message"]["content"], kept);
+    assert_eq!(whole["choices"][0]["finish_reason"], "length");
+    let stopped = whole["ragmap"]["stopped"].as_str().unwrap();
+    assert!(stopped.contains("kept repeating itself"), "{stopped}");
+    assert!(stopped.contains("came 3 times"), "{stopped}");
+    assert_eq!(whole["sources"][0]["path"], "en/finetune.md");
+
+    let r = http()
+        .post(served.at("/v1/chat/completions"))
+        .json(&chat_body("How does LoRA fine-tune a model?", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = events(&r.text().await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{chunks:?}"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, kept);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert!(last["ragmap"]["stopped"].as_str().is_some(), "{last}");
+    assert_eq!(last["sources"][0]["path"], "en/finetune.md");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_failure_is_an_openai_error_with_its_status() {
     if !model_available() {

@@ -21,7 +21,7 @@ import urllib.request
 # (name, environment): the second turns the penalties off, which the user's
 # own [llm] settings do (any set key replaces ragmap's defaults).
 VARIANTS = [
-    ("ragmap's sampling (repeat_penalty 1.1, dry_multiplier 0.8 over the context)", {}),
+    ("ragmap's sampling (repeat_penalty 1.1 over 256 tokens, dry_multiplier 0.8 over the context)", {}),
     ("no repetition penalties", {"RAGMAP_LLM_REPEAT_PENALTY": "1.0", "RAGMAP_LLM_DRY_MULTIPLIER": "0.0"}),
 ]
 

@@ -37,7 +37,7 @@ pub fn run(config: &Config, question: &str, options: Options) -> anyhow::Result<
         .block_on(answerer.prepare(&[], question, async |q| source.passages(q).await))
         .context("retrieval failed")?;
     timings.retrieved();
-    let (prepared, no_model) = match preparation {
+    let (mut prepared, no_model) = match preparation {
         Preparation::Ready(prepared) => (prepared, None),
         Preparation::NoModel(prepared, e) => (prepared, Some(e)),
     };
@@ -51,7 +51,7 @@ pub fn run(config: &Config, question: &str, options: Options) -> anyhow::Result<
     timings.asking();
     let (streamed, shown) = rt.block_on(output::stream_answer(
         &answerer,
-        &prepared,
+        &mut prepared,
         &[],
         !options.json,
     ));

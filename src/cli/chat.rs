@@ -81,7 +81,7 @@ impl Conversation<'_> {
                     .prepare(&self.history, question, async |q| source.passages(q).await),
             )
             .context("retrieval failed")?;
-        let (prepared, no_model) = match preparation {
+        let (mut prepared, no_model) = match preparation {
             Preparation::Ready(prepared) => (prepared, None),
             Preparation::NoModel(prepared, e) => (prepared, Some(e)),
         };
@@ -96,7 +96,7 @@ impl Conversation<'_> {
             Some(e) => (Streamed::Failed(e), String::new()),
             None => self.rt.block_on(output::stream_answer(
                 &self.answerer,
-                &prepared,
+                &mut prepared,
                 &self.history,
                 true,
             )),

@@ -123,10 +123,11 @@ pub enum Streamed {
 
 /// Streams the answer (sanitized) to stdout as it arrives when
 /// `print_tokens`, else collects it silently (`--json`); Ctrl-C stops it.
-/// Returns how it ended and the text shown.
+/// Returns how it ended and the text shown; `prepared` ends as the prompt
+/// the model answered (refitted, when the server refused it as too long).
 pub async fn stream_answer(
     answerer: &Answerer,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     history: &[Turn],
     print_tokens: bool,
 ) -> (Streamed, String) {

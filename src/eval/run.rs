@@ -180,11 +180,11 @@ async fn run_question(
         Some(answerer) => {
             retriever.set_settings(v.answer_settings.clone());
             let passages = async |query: &Query| retriever.passages(query);
-            let prepared = answerer
+            let mut prepared = answerer
                 .prepare_query(query.clone(), passages)
                 .await
                 .map_err(retrieve_error)?;
-            Some(answer(answerer, &prepared, q).await?)
+            Some(answer(answerer, &mut prepared, q).await?)
         }
         None => None,
     };
@@ -205,7 +205,7 @@ async fn run_question(
 /// answer is kept with what arrived, an unreachable endpoint stops the run.
 async fn answer(
     answerer: &Answerer,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     q: &Question,
 ) -> Result<AnswerResult, EvalError> {
     let started = std::time::Instant::now();

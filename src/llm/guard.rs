@@ -180,6 +180,29 @@ pub async fn chat_guarded(
     }
 }
 
+/// For replies that carry text rather than an exit code (the server's `/v1`
+/// answers, MCP's `ask`): an answer the guard stopped becomes the text it
+/// kept, with [`ChatOutcome::stopped`] saying what repeated; any other
+/// result stays as it was. `started`: when the answer was asked for.
+pub fn kept(
+    result: Result<ChatOutcome, LlmError>,
+    started: std::time::Instant,
+) -> Result<ChatOutcome, LlmError> {
+    match result {
+        Err(LlmError::Repetition { what, partial }) => Ok(ChatOutcome {
+            text: partial,
+            finish_reason: None,
+            usage: None,
+            // Gone with the request the guard dropped.
+            time_to_first_token: None,
+            deltas: 0,
+            elapsed: started.elapsed(),
+            stopped: Some(what),
+        }),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,9 @@ pub struct ChatOutcome {
     pub elapsed: Duration,
     /// Number of non-empty content deltas.
     pub deltas: usize,
+    /// What repeated, when the stream guard stopped the answer and `text`
+    /// is what it kept (see [`guard::kept`]).
+    pub stopped: Option<String>,
 }
 
 impl ChatOutcome {
@@ -492,6 +495,7 @@ impl<'a, 'b> Run<'a, 'b> {
             time_to_first_token: self.first_token,
             elapsed: self.start.elapsed(),
             deltas: self.deltas,
+            stopped: None,
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! | server | sent by default |
 //! |---|---|
-//! | llama.cpp's `llama-server` | `repeat_penalty` 1.1, `dry_multiplier` 0.8 over the whole context (`dry_penalty_last_n`) |
+//! | llama.cpp's `llama-server` | `repeat_penalty` 1.1 over the last 256 tokens (`repeat_last_n`), `dry_multiplier` 0.8 over the whole context (`dry_penalty_last_n`) |
 //! | Ollama (native API) | `repeat_penalty` 1.1 (in `options`) |
 //! | other OpenAI-compatible servers, OpenAI | nothing |
 
@@ -21,6 +21,11 @@ use crate::config::Config;
 pub struct Sampling {
     /// Divides the odds of recently used tokens (llama.cpp, Ollama; 1.0: off).
     pub repeat_penalty: Option<f32>,
+    /// How many tokens back `repeat_penalty` looks (llama.cpp). Its default,
+    /// 64, is about one turn of the loops SmolLM2 falls into when a source
+    /// holds a site's menu ("**首页** | **提示工程** | **关于** | …", a turn
+    /// varied just enough to slip past DRY): 256 sees several turns.
+    pub repeat_last_n: Option<u32>,
     /// llama.cpp's DRY ("don't repeat yourself"): penalises extending a
     /// sequence that already occurred (0: off).
     pub dry_multiplier: Option<f32>,
@@ -35,6 +40,8 @@ pub struct Sampling {
 
 /// ragmap's repetition penalty for small local models.
 pub const REPEAT_PENALTY: f32 = 1.1;
+/// How far back ragmap's repetition penalty looks on llama.cpp, in tokens.
+pub const REPEAT_LAST_N: u32 = 256;
 /// ragmap's DRY multiplier on llama.cpp (its documented starting value).
 pub const DRY_MULTIPLIER: f32 = 0.8;
 
@@ -47,6 +54,7 @@ impl Sampling {
             dry_multiplier: llm.dry_multiplier,
             frequency_penalty: llm.frequency_penalty,
             presence_penalty: llm.presence_penalty,
+            repeat_last_n: None,
             dry_penalty_last_n: None,
         };
         (sampling != Sampling::default()).then_some(sampling)
@@ -62,6 +70,7 @@ impl Sampling {
                 let dry = !own("dry_multiplier");
                 Sampling {
                     repeat_penalty: repeat,
+                    repeat_last_n: repeat.map(|_| REPEAT_LAST_N),
                     dry_multiplier: dry.then_some(DRY_MULTIPLIER),
                     // Its context; this llama.cpp refuses -1 ("the context").
                     dry_penalty_last_n: info
@@ -84,6 +93,10 @@ impl Sampling {
         let number = |v: Option<f32>| v.map(serde_json::Value::from);
         [
             ("repeat_penalty", number(self.repeat_penalty)),
+            (
+                "repeat_last_n",
+                self.repeat_last_n.map(serde_json::Value::from),
+            ),
             ("dry_multiplier", number(self.dry_multiplier)),
             (
                 "dry_penalty_last_n",
@@ -115,6 +128,7 @@ mod tests {
             llama.fields(),
             [
                 ("repeat_penalty", serde_json::json!(1.1f32)),
+                ("repeat_last_n", serde_json::json!(256)),
                 ("dry_multiplier", serde_json::json!(0.8f32)),
                 ("dry_penalty_last_n", serde_json::json!(4096)),
             ]
@@ -122,8 +136,13 @@ mod tests {
         let tuned = Sampling::defaults_for(&info(ServerKind::LlamaCpp, &["dry_multiplier"]));
         assert_eq!(
             tuned.fields(),
-            [("repeat_penalty", serde_json::json!(1.1f32))]
+            [
+                ("repeat_penalty", serde_json::json!(1.1f32)),
+                ("repeat_last_n", serde_json::json!(256)),
+            ]
         );
+        let own_penalty = Sampling::defaults_for(&info(ServerKind::LlamaCpp, &["repeat_penalty"]));
+        assert_eq!(own_penalty.repeat_last_n, None);
         let ollama = Sampling::defaults_for(&info(ServerKind::Ollama, &["repeat_penalty"]));
         assert!(ollama.fields().is_empty());
         assert!(Sampling::defaults_for(&info(ServerKind::Unknown, &[]))

@@ -406,8 +406,15 @@ impl Knowledge {
             })??;
         let citations = Citations::of(&outcome.text, &prepared.prompt.sources);
         let cited: Vec<usize> = citations.cited.iter().map(|s| s.number).collect();
+        let mut answer = outcome.text;
+        if let Some(what) = &outcome.stopped {
+            answer = format!(
+                "{}\n\n(ragmap stopped the answer here because it kept repeating itself: {what})",
+                answer.trim_end()
+            );
+        }
         Ok(Answered {
-            answer: outcome.text,
+            answer,
             sources: prepared
                 .prompt
                 .sources
@@ -419,24 +426,25 @@ impl Knowledge {
 }
 
 /// One question answered the way `/v1/chat/completions` answers it: the
-/// query (translated when configured), its passages, the prompt, the model's
-/// whole answer.
+/// query (translated when configured), its passages, the prompt (refitted
+/// when the server refused it as too long), the model's whole answer (what
+/// was kept, when the guard stopped it repeating itself).
 async fn grounded_answer(
     answerer: &Answerer,
     workers: &Workers,
     question: &str,
 ) -> Result<(Prepared, ChatOutcome), String> {
     let passages = async |query: &Query| workers.passages(query).await;
-    let prepared = match answerer.prepare(&[], question, passages).await {
+    let mut prepared = match answerer.prepare(&[], question, passages).await {
         Ok(Preparation::Ready(prepared)) => prepared,
         Ok(Preparation::NoModel(_, e)) => return Err(model_failed(answerer, &e)),
         Err(e) => return Err(e.message().to_string()),
     };
     let mut sink = |_: &str| {};
-    let outcome = answerer
-        .answer(&prepared, &[], &mut sink)
-        .await
-        .map_err(|e| model_failed(answerer, &e))?;
+    let started = std::time::Instant::now();
+    let answered = answerer.answer(&mut prepared, &[], &mut sink).await;
+    let outcome =
+        crate::llm::guard::kept(answered, started).map_err(|e| model_failed(answerer, &e))?;
     Ok((prepared, outcome))
 }
 

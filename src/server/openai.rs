@@ -9,9 +9,14 @@
 //! (and on the whole response), which plain OpenAI clients keep as an extra
 //! field; `ragmap.sources_footer` (or `[server] sources_footer`) also writes
 //! them into the text for clients that show only text.
+//!
+//! An answer the stream guard stopped for repeating itself is no error here:
+//! the reply holds what was kept, with `finish_reason` `"length"` (the value
+//! every OpenAI client knows for an answer cut short) and `ragmap.stopped`
+//! saying what repeated.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -26,7 +31,7 @@ use super::error::ApiError;
 use super::{Admitted, Shared};
 use crate::answer::{Preparation, Prepared, Turn};
 use crate::cite::{source_lines, Citations};
-use crate::llm::{ChatOutcome, LlmError};
+use crate::llm::{self, ChatOutcome, LlmError};
 use crate::prompt::Source;
 use crate::query::Query;
 
@@ -161,7 +166,7 @@ pub(super) async fn chat_completions(
         .unwrap_or(shared.config.server.sources_footer);
     let timeout = shared.request_timeout();
     let prepare = prepare(&shared, &question, &history);
-    let prepared = tokio::time::timeout(timeout, prepare)
+    let mut prepared = tokio::time::timeout(timeout, prepare)
         .await
         .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))??;
     let reply = Reply {
@@ -173,7 +178,7 @@ pub(super) async fn chat_completions(
     if request.stream {
         return Ok(stream_answer(shared, prepared, history, reply, ticket).await);
     }
-    let answering = whole_answer(&shared, &prepared, &history);
+    let answering = whole_answer(&shared, &mut prepared, &history);
     let outcome = tokio::time::timeout(timeout, answering)
         .await
         .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))?
@@ -191,13 +196,16 @@ async fn prepare(shared: &Shared, question: &str, history: &[Turn]) -> Result<Pr
     }
 }
 
+/// The whole answer; a loop the guard stopped is the text it kept.
 async fn whole_answer(
     shared: &Shared,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     history: &[Turn],
 ) -> Result<ChatOutcome, LlmError> {
+    let started = Instant::now();
     let mut sink = |_: &str| {};
-    shared.answerer.answer(prepared, history, &mut sink).await
+    let answered = shared.answerer.answer(prepared, history, &mut sink).await;
+    llm::guard::kept(answered, started)
 }
 
 /// What one answer's chunks and response share.
@@ -223,7 +231,7 @@ impl Reply {
     fn last_chunk(&self, prepared: &Prepared, outcome: &ChatOutcome) -> Value {
         let mut chunk = self.chunk(json!({}), Some(finish_reason(outcome)));
         chunk["sources"] = sources_json(&prepared.prompt.sources);
-        chunk["ragmap"] = ragmap_json(prepared);
+        chunk["ragmap"] = ragmap_json(prepared, outcome);
         if let Some(usage) = usage_json(outcome) {
             chunk["usage"] = usage;
         }
@@ -246,7 +254,7 @@ impl Reply {
                 "finish_reason": finish_reason(outcome),
             }],
             "sources": sources_json(&prepared.prompt.sources),
-            "ragmap": ragmap_json(prepared),
+            "ragmap": ragmap_json(prepared, outcome),
         });
         if let Some(usage) = usage_json(outcome) {
             response["usage"] = usage;
@@ -255,10 +263,12 @@ impl Reply {
     }
 }
 
-/// What the answering task sends to the response stream.
+/// What the answering task sends to the response stream. The end carries
+/// the prompt the model answered (refitted, when the server refused the
+/// first as too long), whose sources the last chunk lists.
 enum Piece {
     Delta(String),
-    Done(Result<ChatOutcome, LlmError>),
+    Done(Result<ChatOutcome, LlmError>, Box<Prepared>),
 }
 
 /// Streams the answer as `chat.completion.chunk` events. The response starts
@@ -275,23 +285,23 @@ async fn stream_answer(
 ) -> Response {
     let timeout = shared.request_timeout();
     let (tx, mut rx) = mpsc::unbounded_channel::<Piece>();
-    let prepared = Arc::new(prepared);
     let answering = {
-        let prepared = prepared.clone();
         let shared = shared.clone();
+        let mut prepared = Box::new(prepared);
         async move {
             let tokens = tx.clone();
             let mut sink = move |t: &str| {
                 let _ = tokens.send(Piece::Delta(t.to_string()));
             };
-            let answer = shared.answerer.answer(&prepared, &history, &mut sink);
+            let started = Instant::now();
+            let answer = shared.answerer.answer(&mut prepared, &history, &mut sink);
             tokio::select! {
                 result = tokio::time::timeout(timeout, answer) => {
                     let result = result.unwrap_or_else(|_| Err(LlmError::FirstTokenTimeout {
                         url: "ragmap serve".into(),
                         after: timeout,
                     }));
-                    let _ = tx.send(Piece::Done(result));
+                    let _ = tx.send(Piece::Done(llm::guard::kept(result, started), prepared));
                 }
                 _ = tx.closed() => {}
             }
@@ -299,7 +309,7 @@ async fn stream_answer(
     };
     tokio::spawn(answering);
     let first = match rx.recv().await {
-        Some(Piece::Done(Err(e))) => return ApiError::upstream(&e).into_response(),
+        Some(Piece::Done(Err(e), _)) => return ApiError::upstream(&e).into_response(),
         Some(first) => first,
         None => return ApiError::internal("the answer ended before it began").into_response(),
     };
@@ -310,7 +320,7 @@ async fn stream_answer(
         .chain(rest)
         .flat_map({
             let reply = reply.clone();
-            move |piece| stream::iter(events_of(&reply, &prepared, piece))
+            move |piece| stream::iter(events_of(&reply, piece))
         })
         .map(|value| Event::default().data(value.to_string()));
     let events = stream::iter([Event::default().data(opening.to_string())])
@@ -326,24 +336,29 @@ async fn stream_answer(
         .into_response()
 }
 
-fn events_of(reply: &Reply, prepared: &Prepared, piece: Piece) -> Vec<Value> {
+fn events_of(reply: &Reply, piece: Piece) -> Vec<Value> {
     match piece {
         Piece::Delta(text) => vec![reply.chunk(json!({"content": text}), None)],
-        Piece::Done(Ok(outcome)) => {
+        Piece::Done(Ok(outcome), prepared) => {
             let mut out = Vec::new();
             if reply.footer {
                 let footer = footer(&outcome.text, &prepared.prompt.sources);
                 out.push(reply.chunk(json!({"content": footer}), None));
             }
-            out.push(reply.last_chunk(prepared, &outcome));
+            out.push(reply.last_chunk(&prepared, &outcome));
             out
         }
-        Piece::Done(Err(e)) => vec![ApiError::upstream(&e).body()],
+        Piece::Done(Err(e), _) => vec![ApiError::upstream(&e).body()],
     }
 }
 
+/// The server's reason; `length` for an answer the guard stopped, cut
+/// short as one cut by `max_tokens` is.
 fn finish_reason(outcome: &ChatOutcome) -> &str {
-    outcome.finish_reason.as_deref().unwrap_or("stop")
+    match outcome.stopped {
+        Some(_) => "length",
+        None => outcome.finish_reason.as_deref().unwrap_or("stop"),
+    }
 }
 
 fn usage_json(outcome: &ChatOutcome) -> Option<Value> {
@@ -374,11 +389,17 @@ fn sources_json(sources: &[Source]) -> Value {
     Value::Array(sources.iter().map(source_json).collect())
 }
 
-fn ragmap_json(prepared: &Prepared) -> Value {
-    json!({
+/// What ragmap adds: what was searched for and, for an answer the guard
+/// stopped, what repeated.
+fn ragmap_json(prepared: &Prepared, outcome: &ChatOutcome) -> Value {
+    let mut value = json!({
         "search": prepared.query.search(),
         "translation": prepared.query.translation(),
-    })
+    });
+    if let Some(what) = &outcome.stopped {
+        value["stopped"] = json!(format!("the answer kept repeating itself: {what}"));
+    }
+    value
 }
 
 /// The cited sources (all of them when none is cited) as text lines.
