@@ -3,10 +3,13 @@
 
 use crate::prompt::Source;
 
-/// Source numbers cited in an answer, like `[1]`, `[2][3]` or `[1, 4]`, in order of first use.
+/// Source numbers cited in an answer, like `[1]`, `[2][3]` or `[1, 4]`, in
+/// order of first use. Brackets in code (`lines[0]`) and markdown reference
+/// definitions (`[1]: https://…`) are not citations; sources count from 1.
 pub fn cited_numbers(answer: &str) -> Vec<usize> {
     let mut out = Vec::new();
-    let mut rest = answer;
+    let prose = prose(answer);
+    let mut rest = prose.as_str();
     while let Some(open) = rest.find('[') {
         rest = &rest[open + 1..];
         let Some(close) = rest.find(']') else { break };
@@ -15,7 +18,7 @@ pub fn cited_numbers(answer: &str) -> Vec<usize> {
             let numbers: Vec<Option<usize>> = inside
                 .split([',', '，', ' ', '、'])
                 .filter(|p| !p.is_empty())
-                .map(|p| p.trim().parse().ok())
+                .map(|p| p.trim().parse().ok().filter(|&n| n > 0))
                 .collect();
             if !numbers.is_empty() && numbers.iter().all(Option::is_some) {
                 for n in numbers.into_iter().flatten() {
@@ -28,6 +31,26 @@ pub fn cited_numbers(answer: &str) -> Vec<usize> {
         rest = &rest[close..];
     }
     out
+}
+
+/// The answer's text outside code, with the brackets of links put back (a
+/// `[1]` that a reference definition turned into a link is still a citation).
+fn prose(answer: &str) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut prose = String::with_capacity(answer.len());
+    let mut in_code = false;
+    for event in Parser::new(answer) {
+        match event {
+            Event::Start(Tag::CodeBlock(_)) => in_code = true,
+            Event::End(TagEnd::CodeBlock) => in_code = false,
+            Event::Text(text) if !in_code => prose.push_str(&text),
+            Event::Start(Tag::Link { .. }) => prose.push('['),
+            Event::End(TagEnd::Link) => prose.push(']'),
+            Event::Code(_) | Event::SoftBreak | Event::HardBreak | Event::End(_) => prose.push(' '),
+            _ => {}
+        }
+    }
+    prose
 }
 
 /// The sources an answer cites, in citation order, and the numbers it cites
@@ -126,6 +149,13 @@ mod tests {
             vec![2, 1, 3, 4, 10]
         );
         assert_eq!(cited_numbers("no cites [see above]"), Vec::<usize>::new());
+        assert_eq!(cited_numbers("引用[2]，又见[1、3]。"), vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn brackets_in_code_and_reference_definitions_are_not_citations() {
+        let answer = "Split it [2]: `text.splitlines()[5]`.\n\n```python\nfirst = lines[4]\n```\n\nSee [1] and x[0].\n\n[1]: https://example.com/a\n[7]: https://example.com/b\n";
+        assert_eq!(cited_numbers(answer), vec![2, 1]);
     }
 
     #[test]
