@@ -138,8 +138,9 @@ impl Remote {
     /// Orders passages into requests by their token counts under
     /// `tokenizer` (the model's, as the chunker uses it) instead of a guess
     /// from their characters: a server pads each batch to its longest
-    /// passage, and the guess left 21 % of the tokens it ran as padding on
-    /// the web mirror, against 0.2 % (BENCHMARKS.md, *Remote embeddings*).
+    /// passage, and ordered by the guess it ran 21 % more tokens than the
+    /// web mirror's passages hold, against 0.2 % (BENCHMARKS.md, *Remote
+    /// embeddings*).
     pub fn count_tokens_with(&mut self, tokenizer: &Tokenizer) {
         self.tokenizer = Some(tokenizer.clone());
     }
