@@ -127,6 +127,14 @@ enum Command {
         /// Timed searches per mode and backend.
         #[arg(long, default_value_t = 300)]
         searches: usize,
+        /// pgvector `hnsw.ef_search` values to compare (recall@10 and latency
+        /// of each beside the embedded index), besides the workspace's own.
+        #[arg(long, value_delimiter = ',')]
+        ef_search: Vec<usize>,
+        /// usearch `expansion_search` values to compare on the embedded index
+        /// (each beside the default one).
+        #[arg(long, value_delimiter = ',')]
+        expansion: Vec<usize>,
     },
     /// ragmap's per-document Recall@5 on a question set, over a built index.
     Recall {
@@ -172,7 +180,15 @@ fn main() -> Result<()> {
             url,
             queries,
             searches,
-        } => backends_bench(&workspace, &url, &queries, searches)?,
+            ef_search,
+            expansion,
+        } => {
+            let mut out = backends_bench(&workspace, &url, &queries, searches)?;
+            let sweep = Sweep::load(&workspace, &queries, searches)?;
+            out["ef_search_sweep"] = sweep.ef_search(&url, &ef_search)?;
+            out["expansion_sweep"] = sweep.expansion(&expansion)?;
+            out
+        }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -1204,16 +1220,17 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Each backend's recall@10 against an exact scan of the embedded index's
-/// vectors `all`: a chunk found counts when it is as similar as the 10th
-/// exact neighbour (ties included).
+/// vectors `all` (`reference`, which names their ids): a chunk found counts
+/// when it is as similar as the 10th exact neighbour (ties included).
 fn vector_recall(
+    reference: &dyn ragmap::index::Index,
     backends: &[(&str, &dyn ragmap::index::Index)],
     all: &[(i64, Vec<f32>)],
     query_vectors: &[Vec<f32>],
 ) -> Result<Value> {
     let ids: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
     let keys = {
-        let snapshot = backends[0].1.snapshot()?.context("no snapshot")?;
+        let snapshot = reference.snapshot()?.context("no snapshot")?;
         chunk_keys(&*snapshot, &ids)?
     };
     let by_key: std::collections::HashMap<&(String, i64), &Vec<f32>> =
@@ -1295,7 +1312,125 @@ fn backends_bench(workspace: &Path, url: &str, queries: &Path, searches: usize) 
         out[name] = json!({"embedded": percentiles(e), "postgres": percentiles(p)});
     }
     let all = stored_vectors(&config.index_dir())?;
-    out["recall_at_10"] = vector_recall(&backends, &all, &query_vectors)?;
+    out["recall_at_10"] = vector_recall(&*embedded, &backends, &all, &query_vectors)?;
     out["ef_search"] = json!(config.index.ef_search);
     Ok(out)
+}
+
+/// HNSW search settings compared side by side on one workspace: each value's
+/// recall@10 against an exact scan, and its retrieval latency alternating
+/// search by search with a baseline (the same questions and vectors).
+struct Sweep {
+    config: Config,
+    questions: Vec<String>,
+    query_vectors: Vec<Vec<f32>>,
+    all: Vec<(i64, Vec<f32>)>,
+    searches: usize,
+}
+
+impl Sweep {
+    fn load(workspace: &Path, queries: &Path, searches: usize) -> Result<Sweep> {
+        let config = Config::load(workspace)?;
+        let questions = load_queries(Some(queries))?;
+        let mut embedder = Embedder::load(&config)?;
+        let query_vectors = questions
+            .iter()
+            .map(|q| embedder.embed_query(q))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all = stored_vectors(&config.index_dir())?;
+        Ok(Sweep {
+            config,
+            questions,
+            query_vectors,
+            all,
+            searches,
+        })
+    }
+
+    fn time(&self, index: &dyn ragmap::index::Index, i: usize, mode: RetrieveMode) -> Result<f64> {
+        let i = i % self.questions.len();
+        let settings = Retrieve {
+            mode,
+            ..self.config.retrieve.clone()
+        };
+        let started = Instant::now();
+        let hits = retrieve::retrieve_embedded(
+            index,
+            std::slice::from_ref(&self.query_vectors[i]),
+            std::slice::from_ref(&self.questions[i]),
+            &settings,
+        )?;
+        std::hint::black_box(hits);
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// Hybrid and vector latency of `a` and `b`, alternating search by
+    /// search (after one warm-up pass over the questions on each).
+    fn pair(&self, a: &dyn ragmap::index::Index, b: &dyn ragmap::index::Index) -> Result<Value> {
+        for index in [a, b] {
+            for i in 0..self.questions.len() {
+                self.time(index, i, RetrieveMode::Hybrid)?;
+            }
+        }
+        let mut out = json!({});
+        for (name, mode) in [
+            ("hybrid", RetrieveMode::Hybrid),
+            ("vector", RetrieveMode::Vector),
+        ] {
+            let mut ms = [Vec::new(), Vec::new()];
+            for i in 0..self.searches {
+                for side in [i % 2, 1 - i % 2] {
+                    ms[side].push(self.time([a, b][side], i, mode)?);
+                }
+            }
+            let [a, b] = ms;
+            out[name] = json!([percentiles(a), percentiles(b)]);
+        }
+        Ok(out)
+    }
+
+    /// The PostgreSQL copy at `url` at each pgvector `hnsw.ef_search` of
+    /// `values`, beside the embedded index (at its default expansion).
+    fn ef_search(&self, url: &str, values: &[usize]) -> Result<Value> {
+        let embedded = Embedded::open_dir(&self.config.index_dir())?;
+        let mut rows = Vec::new();
+        for &ef in values {
+            let mut pg_config = self.config.clone();
+            pg_config.index.url = Some(url.to_string());
+            pg_config.index.ef_search = ef;
+            let postgres = ragmap::index::open(&pg_config)?;
+            let mut row = self.pair(&embedded, &*postgres)?;
+            row["ef_search"] = json!(ef);
+            row["recall_at_10"] = vector_recall(
+                &embedded,
+                &[("embedded", &embedded), ("postgres", &*postgres)],
+                &self.all,
+                &self.query_vectors,
+            )?;
+            rows.push(row);
+        }
+        Ok(json!(rows))
+    }
+
+    /// The embedded index at each usearch `expansion_search` of `values`,
+    /// beside itself at the default ([`ragmap::index::vectors::EXPANSION_SEARCH`]).
+    fn expansion(&self, values: &[usize]) -> Result<Value> {
+        let default = Embedded::open_dir(&self.config.index_dir())?;
+        let tuned = Embedded::open_dir(&self.config.index_dir())?;
+        let mut rows = Vec::new();
+        for &expansion in values {
+            tuned.vectors.set_expansion_search(expansion);
+            let mut row = self.pair(&default, &tuned)?;
+            row["expansion"] = json!(expansion);
+            row["default"] = json!(ragmap::index::vectors::EXPANSION_SEARCH);
+            row["recall_at_10"] = vector_recall(
+                &default,
+                &[("default", &default), ("tuned", &tuned)],
+                &self.all,
+                &self.query_vectors,
+            )?;
+            rows.push(row);
+        }
+        Ok(json!(rows))
+    }
 }

@@ -345,13 +345,17 @@ impl Embedder {
 }
 
 impl Loading {
-    /// The embedder; the local model is configured with the tokenizer `base`.
+    /// The embedder; the local model is configured with the tokenizer
+    /// `base`, and a remote one orders passages by their tokens under it.
     pub fn finish(self, config: &Config, base: &Tokenizer) -> Result<Embedder, EmbedError> {
         match self {
             Loading::Local(session, prepacked) => Ok(Embedder::Local(onnx::Onnx::from_parts(
                 config, base, session, prepacked,
             )?)),
-            Loading::Remote(remote) => Ok(Embedder::Remote(remote)),
+            Loading::Remote(mut remote) => {
+                remote.count_tokens_with(base);
+                Ok(Embedder::Remote(remote))
+            }
         }
     }
 }

@@ -490,3 +490,49 @@ fn a_run_the_server_breaks_off_commits_nothing_and_the_next_resumes() {
     let out = ws.run(&["search", "--no-server", "--mode", "lexical", "embeddings"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Passages go out in order of their real token counts (the model's
+/// tokenizer, which `ragmap index` has loaded for chunking), not of a guess
+/// from their characters: a server pads each batch to its longest passage.
+/// Hex digits cost the tokenizer far more tokens per character than English
+/// words, so the guess would send the short-looking hex passage first.
+#[test]
+fn passages_are_sent_in_order_of_their_real_token_counts() {
+    if !tokenizer_available() {
+        return;
+    }
+    let server = ScriptedServer::start(|r| answer(r, 8));
+    let ws = Workspace::new(&scripted_config(&server, 1, 0));
+    let tag = format!("{:?}{}", Instant::now(), std::process::id());
+    let words = "the model reads every passage of the corpus once ".repeat(6);
+    let hex: String = (0..20u32)
+        .map(|i| format!("{:08x} ", i.wrapping_mul(2654435761)))
+        .collect();
+    ws.write_doc("words.md", &format!("# Words {tag}\n\n{words}\n"));
+    ws.write_doc("hex.md", &format!("# Hex {tag}\n\n{hex}\n"));
+    ws.write_doc("short.md", &format!("# Short {tag}\n\nA short note.\n"));
+    let out = ws.run(&["index"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tokenizer = ragmap::embed::load_tokenizer(&ragmap::config::Config::default()).unwrap();
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .flat_map(|r| r.json()["input"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let tokens: Vec<usize> = sent
+        .iter()
+        .map(|t| tokenizer.encode_fast(t.as_str(), true).unwrap().len())
+        .collect();
+    assert!(
+        tokens.windows(2).all(|w| w[0] <= w[1]),
+        "{tokens:?}: {sent:?}"
+    );
+    // The guess from characters orders the hex passage before the words.
+    let position = |needle: &str| sent.iter().position(|t| t.contains(needle)).unwrap();
+    assert!(
+        position("the model reads") < position(&hex[..8]),
+        "{sent:?}"
+    );
+}

@@ -15,7 +15,14 @@ cached corpus as `--remote-embed`):
   (text windows of the corpus, vectors between pairs of the mirror's real ones: uniform random
   vectors have no neighbourhoods, so recall on them says nothing), copied by `index --to`.
 
-BENCH_PG_SIZE (default 100000), BENCH_PORT_BASE (ports from there instead of free ones).
+HNSW search settings side by side (`backends --ef-search/--expansion`): recall@10 and latency
+at each pgvector `hnsw.ef_search` of BENCH_PG_EF_SEARCH (default 100,200,300) and each usearch
+`expansion_search` of BENCH_PG_EXPANSION (default 64,128,256).
+
+BENCH_PG_SIZE (default 100000), BENCH_PORT_BASE (ports from there instead of free ones),
+BENCH_PG_ONLY=large (only the synthetic index: its latency, recall and the sweeps; results in
+bench-postgres-partial.json, no report), BENCH_PG_KEEP_SYNTHETIC=1 (keep the synthetic embedded
+index for the next run, and reuse one a previous run kept).
 """
 
 import json
@@ -37,6 +44,10 @@ ROUNDS = int(os.environ.get("BENCH_PG_ROUNDS", "1" if QUICK else "2"))
 SIZE = int(os.environ.get("BENCH_PG_SIZE", "10000" if QUICK else "100000"))
 SEARCHES = 60 if QUICK else 300
 API_SEARCHES = 100 if QUICK else 400
+EF_SEARCH = os.environ.get("BENCH_PG_EF_SEARCH", "100,200,300")
+EXPANSION = os.environ.get("BENCH_PG_EXPANSION", "64,128,256")
+ONLY_LARGE = os.environ.get("BENCH_PG_ONLY") == "large"
+KEEP_SYNTHETIC = os.environ.get("BENCH_PG_KEEP_SYNTHETIC") == "1"
 SCRIPT = os.path.join(ROOT, "scripts", "postgres")
 QUESTION_SETS = reb.QUESTION_SETS
 log = reb.log
@@ -156,7 +167,8 @@ def api_search(ragmap, ws, url, queries):
 
 def backends(ws, url, questions):
     out = subprocess.run([TOOL, "backends", "--workspace", ws, "--url", url, "--queries", questions,
-                          "--searches", str(SEARCHES)], capture_output=True, text=True)
+                          "--searches", str(SEARCHES), "--ef-search", EF_SEARCH, "--expansion", EXPANSION],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stderr[-3000:])
         raise SystemExit("examples/bench.rs backends failed")
@@ -174,6 +186,56 @@ def embedded_workspace(ragmap, corpus):
     return ws
 
 
+def mirror(ragmap, pg, emb, questions, keep):
+    """The measurements on the web mirror's index and its copy."""
+    web_url = pg.database("bench_web")
+    log("ragmap index --to (the web mirror)")
+    keep("web_copy", copy(ragmap, emb, web_url))
+    log("eval on both backends")
+    keep("quality", {"embedded": evaluate(ragmap, emb), "postgres": evaluate(ragmap, emb, web_url)})
+    log("warm /api/search on both backends")
+    with open(questions, encoding="utf-8") as f:
+        texts = [json.loads(line)["question"] for line in f if line.strip()]
+    keep("api", api_search(ragmap, emb, web_url, texts))
+    log("in-process retrieval and recall@10 (web mirror)")
+    keep("web", backends(emb, web_url, questions))
+    keep("sizes", {"web_mb": pg.size_mb("bench_web")})
+
+
+def large(ragmap, pg, emb, questions, keep):
+    """A synthetic index of SIZE chunks, its copy, and both side by side."""
+    big = os.path.join(WORK, "pg-synthetic")
+    reuse = KEEP_SYNTHETIC and os.path.exists(os.path.join(big, "synthetic.json"))
+    if reuse:
+        with open(os.path.join(big, "synthetic.json")) as f:
+            reuse = json.load(f).get("chunks") == SIZE
+    if reuse:
+        log(f"reusing the synthetic index of {SIZE:,} chunks in {big}")
+        with open(os.path.join(big, "synthetic.json")) as f:
+            keep("synthetic", json.load(f))
+    else:
+        shutil.rmtree(big, ignore_errors=True)
+        os.makedirs(big)
+        shutil.copy(os.path.join(emb, "config.toml"), big)
+        log(f"a synthetic index of {SIZE:,} chunks (vectors between the mirror's)")
+        synthetic = json.loads(reb.run([TOOL, "synthetic", "--corpus", os.path.join(emb, "corpus"),
+                                        "--size", str(SIZE), "--dir", os.path.join(big, "index"),
+                                        "--like", emb]))
+        keep("synthetic", synthetic)
+        with open(os.path.join(big, "synthetic.json"), "w") as f:
+            json.dump(synthetic, f)
+    big_url = pg.database("bench_big")
+    log(f"ragmap index --to ({SIZE:,} chunks)")
+    big_copy = copy(ragmap, big, big_url)
+    big_copy["database_mb"] = pg.size_mb("bench_big")
+    keep("big_copy", big_copy)
+    log(f"in-process retrieval and recall@10 ({SIZE:,} chunks), HNSW settings side by side")
+    keep("large", backends(big, big_url, questions))
+    if not KEEP_SYNTHETIC:
+        shutil.rmtree(big, ignore_errors=True)
+    pg.psql("DROP DATABASE IF EXISTS bench_big WITH (FORCE)")
+
+
 def run_all(ragmap):
     """Every measurement, the quick ones first; what is done so far is kept in
     bench-postgres-partial.json as it goes."""
@@ -189,35 +251,11 @@ def run_all(ragmap):
 
     try:
         emb = embedded_workspace(ragmap, corpus)
-        web_url = pg.database("bench_web")
-        log("ragmap index --to (the web mirror)")
-        keep("web_copy", copy(ragmap, emb, web_url))
-        log("eval on both backends")
-        keep("quality", {"embedded": evaluate(ragmap, emb), "postgres": evaluate(ragmap, emb, web_url)})
-        log("warm /api/search on both backends")
-        with open(questions, encoding="utf-8") as f:
-            texts = [json.loads(line)["question"] for line in f if line.strip()]
-        keep("api", api_search(ragmap, emb, web_url, texts))
-        log("in-process retrieval and recall@10 (web mirror)")
-        keep("web", backends(emb, web_url, questions))
-        keep("sizes", {"web_mb": pg.size_mb("bench_web")})
-        big = os.path.join(WORK, "pg-synthetic")
-        shutil.rmtree(big, ignore_errors=True)
-        os.makedirs(big)
-        shutil.copy(os.path.join(emb, "config.toml"), big)
-        log(f"a synthetic index of {SIZE:,} chunks (vectors between the mirror's)")
-        keep("synthetic", json.loads(reb.run([TOOL, "synthetic", "--corpus", os.path.join(emb, "corpus"),
-                                              "--size", str(SIZE), "--dir", os.path.join(big, "index"),
-                                              "--like", emb])))
-        big_url = pg.database("bench_big")
-        log(f"ragmap index --to ({SIZE:,} chunks)")
-        big_copy = copy(ragmap, big, big_url)
-        big_copy["database_mb"] = pg.size_mb("bench_big")
-        keep("big_copy", big_copy)
-        log(f"in-process retrieval and recall@10 ({SIZE:,} chunks)")
-        keep("large", backends(big, big_url, questions))
-        shutil.rmtree(big, ignore_errors=True)
-        pg.psql("DROP DATABASE IF EXISTS bench_big WITH (FORCE)")
+        if not ONLY_LARGE:
+            mirror(ragmap, pg, emb, questions, keep)
+        large(ragmap, pg, emb, questions, keep)
+        if ONLY_LARGE:
+            return r
         pgws = reb.workspace("pg-postgres", corpus)
         indexed_url = pg.database("bench_indexed")
         rounds = {"embedded": [], "postgres": []}
@@ -229,6 +267,33 @@ def run_all(ragmap):
     finally:
         pg.stop(drop=("bench_big", "bench_web", "bench_indexed"))
     return r
+
+
+def sweep_lines(d, size):
+    """The HNSW search settings side by side at SIZE chunks (`backends --ef-search/--expansion`)."""
+    if not d.get("ef_search_sweep") and not d.get("expansion_sweep"):
+        return []
+    lines = [
+        "",
+        f"HNSW search settings at {size:,} chunks, each value side by side with a baseline (alternating "
+        "search by search, the same 116 questions and vectors; p50 in ms, query embedding excluded): "
+        "pgvector's `hnsw.ef_search` (`[index] ef_search`) beside the embedded index, and usearch's "
+        "`expansion_search` of the embedded index beside its default.",
+        "",
+        "| index | setting | recall@10 | vector p50 | hybrid p50 | baseline hybrid p50 | hybrid ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in d.get("ef_search_sweep", []):
+        e, p = row["hybrid"]
+        lines.append(f"| PostgreSQL | ef_search {row['ef_search']} | {row['recall_at_10']['postgres']:.3f} | "
+                     f"{row['vector'][1]['p50_ms']:.2f} | {p['p50_ms']:.2f} | {e['p50_ms']:.2f} (embedded) | "
+                     f"{p['p50_ms'] / e['p50_ms']:.2f} |")
+    for row in d.get("expansion_sweep", []):
+        base, tuned = row["hybrid"]
+        lines.append(f"| embedded | expansion {row['expansion']} | {row['recall_at_10']['tuned']:.3f} | "
+                     f"{row['vector'][1]['p50_ms']:.2f} | {tuned['p50_ms']:.2f} | {base['p50_ms']:.2f} "
+                     f"(expansion {row['default']}) | {tuned['p50_ms'] / base['p50_ms']:.2f} |")
+    return lines
 
 
 def report_lines(r, machine, command):
@@ -270,6 +335,7 @@ def report_lines(r, machine, command):
         lines.append(f"| vector recall@10 against an exact scan at {name}, {d['questions']} real questions, "
                      f"ef_search {d['ef_search']} | {rc['embedded']:.3f} | {rc['postgres']:.3f} | | "
                      f"≥ 0.98 {goal(rc['postgres'] >= 0.98)} |")
+    lines += sweep_lines(l, r["size"])
     bc, wc = r["big_copy"], r["web_copy"]
     lines += [
         "",

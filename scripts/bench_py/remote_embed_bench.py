@@ -261,14 +261,20 @@ def report_lines(r, machine, command):
         "## Remote embeddings",
         "",
         f"`{command}`, {time.strftime('%Y-%m-%d')}, CPU: {machine['cpu']} "
-        f"({machine['nproc_available']} cores available), on the depth-1 crawl of ../shared/webcorpus "
-        f"({first['chunks']:,} chunks, {first['tokens']:,} tokens).",
+        f"({machine['nproc_available']} cores available, load {machine['load_at_start'][0]:.1f} at the start), "
+        f"on the depth-1 crawl of ../shared/webcorpus ({first['chunks']:,} chunks, {first['tokens']:,} tokens).",
         "",
         f"Indexing (`ragmap index --rebuild`, {len(r['rounds']['local'])} alternating rounds each, medians): "
         f"locally {r['cores']} ONNX sessions of 1 thread; through `ragmap serve` on the same machine "
         f"({r['cores']} retrieval workers = sessions of 1 thread) with `prefixes = \"input_type\"`, "
         f"`request_size = {r['request_size']}`, `concurrency = {r['concurrency']}` (the indexer "
-        f"and the server share the {r['cores']} cores).",
+        f"and the server share the {r['cores']} cores). The indexer orders the passages by their "
+        "token counts under the model's tokenizer (loaded for chunking anyway) before cutting them "
+        "into requests, and the server batches each request's inputs by length: a batch is padded "
+        "to its longest input. The indexer used to order them by a guess from their characters "
+        "(a CJK character one token, four others one), which made the server run 21 % more tokens "
+        "than the passages hold on this corpus (0.2 % ordered by real counts; with attention's "
+        "quadratic cost, 1.39× the work), and indexing through the server ran at 0.67× local.",
         "",
         "| embedding | tokens/s | embed s | server CPU s | ratio to local | goal |",
         "|---|---|---|---|---|---|",

@@ -640,6 +640,9 @@ def remote_embed_only():
 def postgres_only():
     """`scripts/bench --postgres`: the PostgreSQL backend beside the embedded index, splice its section."""
     results = {"machine": machine(), "postgres": pg_bench.run_all(RAGMAP)}
+    if pg_bench.ONLY_LARGE:
+        print(json.dumps(results, indent=2))
+        return
     with open(os.path.join(WORK, "bench-postgres-results.json"), "w") as f:
         json.dump(results, f, indent=2)
     section = pg_bench.report_lines(results["postgres"], results["machine"], COMMAND)

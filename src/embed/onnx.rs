@@ -50,7 +50,7 @@ pub fn environment(config: &Config) -> Result<ort::environment::Environment, Emb
 }
 
 /// The longest input the model reads, in tokens (special tokens included).
-const MAX_LENGTH: usize = 512;
+pub(super) const MAX_LENGTH: usize = 512;
 
 pub struct Onnx {
     /// One tokenizer for every session: the pieces are shared, only the
@@ -137,8 +137,9 @@ impl Onnx {
     }
 
     /// Embeds texts as what they are (e5's `query: ` or `passage: ` prefix),
-    /// in input order, in batches of `batch_size`; also returns the number of
-    /// tokens the model read.
+    /// in batches of `batch_size` of similar lengths (a batch is padded to its
+    /// longest: a server's client may send any mix), returned in input order;
+    /// also returns the number of tokens the model read.
     pub fn embed_as(
         &mut self,
         texts: &[String],
@@ -150,25 +151,30 @@ impl Onnx {
             QUERY_PREFIX
         };
         let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-        let tokens = inputs
+        let lengths: Vec<usize> = inputs
             .iter()
             .map(|t| {
                 self.tokenizer
                     .encode_fast(t.as_str(), true)
                     .map_or(0, |e| e.len())
             })
-            .sum();
-        let mut vectors = Vec::with_capacity(inputs.len());
-        for batch in inputs.chunks(self.batch_size) {
-            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-            vectors.extend(run(
+            .collect();
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| lengths[i]);
+        let mut vectors = vec![Vec::new(); inputs.len()];
+        for batch in order.chunks(self.batch_size) {
+            let batch_inputs: Vec<&str> = batch.iter().map(|&i| inputs[i].as_str()).collect();
+            let batch_vectors = run(
                 &mut self.sessions[0],
                 &self.tokenizer,
                 &self.shape,
-                &batch,
-            )?);
+                &batch_inputs,
+            )?;
+            for (&i, v) in batch.iter().zip(batch_vectors) {
+                vectors[i] = v;
+            }
         }
-        Ok((vectors, tokens))
+        Ok((vectors, lengths.iter().sum()))
     }
 
     /// Embeds passages in batches of similar length (less padding, less work),
