@@ -187,6 +187,31 @@ async fn openai_accepts_a_non_streamed_json_answer() {
 // ---------------------------------------------------------------- OpenAI: failures
 
 #[tokio::test]
+async fn a_connection_closed_before_any_answer_is_tried_once_more() {
+    // The first request's connection closes unanswered (a kept-alive one the
+    // server dropped as it went out); the second is answered.
+    let server = ScriptedServer::replies(vec![
+        Reply::silent().cut(),
+        sse_reply()
+            .body(openai_delta("again"))
+            .body("data: [DONE]\n\n"),
+    ]);
+    let (res, seen) = chat(&openai(&server.url(""), timeouts())).await;
+    assert_eq!(res.unwrap().text, "again");
+    assert_eq!(
+        (seen.concat(), server.requests().len()),
+        ("again".into(), 2)
+    );
+
+    // Twice: the error says so, after exactly one more try.
+    let server = ScriptedServer::replies(vec![Reply::silent().cut(), Reply::silent().cut()]);
+    let (res, _) = chat(&openai(&server.url(""), timeouts())).await;
+    let err = res.unwrap_err();
+    assert!(matches!(err, LlmError::Connect { .. }), "{err:?}");
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn openai_stream_cut_mid_answer_keeps_the_partial_text() {
     // Chunked body that never terminates: the connection just closes.
     let server = ScriptedServer::replies(vec![sse_reply()

@@ -501,7 +501,7 @@ fn passages_are_sent_in_order_of_their_real_token_counts() {
     if !tokenizer_available() {
         return;
     }
-    let server = ScriptedServer::start(|r| answer(r, 8));
+    let server = ScriptedServer::start(|r| embeddings_reply(r, 8));
     let ws = Workspace::new(&scripted_config(&server, 1, 0));
     let tag = format!("{:?}{}", Instant::now(), std::process::id());
     let words = "the model reads every passage of the corpus once ".repeat(6);

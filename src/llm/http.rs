@@ -132,7 +132,17 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<reqwest::Response, LlmError> {
         let url = &self.shown(url);
-        match tokio::time::timeout_at(deadline.into(), request.send()).await {
+        // A kept-alive connection that the server closed just as the request
+        // went out ends without an answer: the request goes once more, on a
+        // new connection (seen with llama-server under load).
+        let again = request.try_clone();
+        let mut sent = tokio::time::timeout_at(deadline.into(), request.send()).await;
+        if let (Ok(Err(e)), Some(again)) = (&sent, again) {
+            if closed_unanswered(e) {
+                sent = tokio::time::timeout_at(deadline.into(), again.send()).await;
+            }
+        }
+        match sent {
             Err(_) => Err(LlmError::FirstTokenTimeout {
                 url: url.to_string(),
                 after: timeout,
@@ -186,6 +196,14 @@ impl Endpoint {
             Err(_) => false,
         }
     }
+}
+
+/// Whether the connection closed before any of the response came (and not
+/// while connecting, nor from a timeout).
+fn closed_unanswered(e: &reqwest::Error) -> bool {
+    !e.is_connect()
+        && !e.is_timeout()
+        && error_chain(e).contains("connection closed before message completed")
 }
 
 impl Endpoint {
