@@ -598,7 +598,10 @@ fn a_second_indexer_waits_for_the_first_and_then_finds_nothing_to_do() {
     let Some(pg) = pg_cluster() else { return };
     let p = indexed(&pg, "concurrent", "");
     let db = database_of(&p);
-    for i in 0..6 {
+    // Enough notes that the first run still holds the lock (embedding them
+    // takes seconds) when the second has started (a fraction of one).
+    let notes = 120;
+    for i in 0..notes {
         p.ws.write_doc(
             &format!("more/{i}.md"),
             &format!("# Note {i}\n\nRetrieval note number {i} about chunking and embeddings.\n"),
@@ -630,18 +633,16 @@ fn a_second_indexer_waits_for_the_first_and_then_finds_nothing_to_do() {
         "{}",
         out_of(&second)
     );
-    assert!(stdout(&first).contains("6 added"), "{}", out_of(&first));
-    assert!(
-        stdout(&second).contains("0 added, 0 changed, 0 deleted, 10 unchanged"),
-        "{}",
-        out_of(&second)
-    );
+    let added = format!("{notes} added");
+    assert!(stdout(&first).contains(&added), "{}", out_of(&first));
+    let unchanged = format!("0 added, 0 changed, 0 deleted, {} unchanged", notes + 4);
+    assert!(stdout(&second).contains(&unchanged), "{}", out_of(&second));
     let after: i64 = pg
         .psql(&db, "SELECT generation FROM ragmap.state")
         .parse()
         .unwrap();
     assert_eq!(after, generation.parse::<i64>().unwrap() + 1);
-    assert_eq!(p.status()["documents"], 10);
+    assert_eq!(p.status()["documents"], notes + 4);
 }
 
 fn versioned_doc(i: usize, version: usize) -> String {
