@@ -242,7 +242,10 @@ async fn the_guard_stops_smollm2_repeating_itself_and_the_default_sampling_avoid
     assert!(guard.push(&seen[..cut]).is_none(), "stopped late: {seen}");
     assert_eq!(err.exit_code(), ragmap::exit::LLM_REPEATING);
 
-    // The same request with ragmap's sampling for llama.cpp ends by itself.
+    // The same request with ragmap's sampling for llama.cpp does not loop.
+    // (It may still run to the token limit: over a 256-token window the
+    // penalty drives this model into a list of "Aeon of …" lines, different
+    // each time, that the guard rightly does not call a loop.)
     let mut tuned = plain.clone();
     tuned.sampling = Sampling::defaults_for(
         &backend
@@ -256,7 +259,11 @@ async fn the_guard_stops_smollm2_repeating_itself_and_the_default_sampling_avoid
         .await
         .unwrap_or_else(|e| panic!("with penalties: {e}"));
     eprintln!("with penalties: {:?}", out.text);
-    assert_eq!(out.finish_reason.as_deref(), Some("stop"));
+    assert!(
+        matches!(out.finish_reason.as_deref(), Some("stop" | "length")),
+        "{:?}",
+        out.finish_reason
+    );
 }
 
 /// `question` over [`long_passages`], fitted as every answer is ([`Answerer::prepare_query`]).
