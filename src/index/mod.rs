@@ -254,6 +254,53 @@ impl Pruning {
         drop_common: false,
         unpruned_up_to: LEXICAL_ROW_BUDGET,
     };
+
+    /// Counting a term's matches stops here, one row past the budget: that
+    /// is all pruning needs to know.
+    pub(crate) fn cap(&self) -> i64 {
+        self.budget as i64 + 1
+    }
+
+    /// The indexes of the `terms` worth scoring, in order: the rarest first
+    /// while their matches fit the budget (all of them when they all fit).
+    /// `count_word` counts a word's matches up to [`Pruning::cap`].
+    pub(crate) fn kept<E>(
+        &self,
+        terms: &[String],
+        mut count_word: impl FnMut(&str) -> Result<i64, E>,
+    ) -> Result<Vec<usize>, E> {
+        let (budget, cap) = (self.budget as i64, self.cap());
+        let mut counted = Vec::with_capacity(terms.len());
+        for (i, term) in terms.iter().enumerate() {
+            // A phrase ("large language model") is matched by walking the
+            // rows of its rarest word, so that word's count is what the
+            // phrase costs. Counting the phrase itself would walk them all
+            // whenever the phrase is rarer than the cap.
+            let mut n = i64::MAX;
+            for word in term.split(' ').filter(|w| !w.is_empty()) {
+                n = n.min(count_word(word)?);
+            }
+            counted.push((n.min(cap), i));
+        }
+        if counted.iter().map(|(n, _)| n).sum::<i64>() <= budget {
+            return Ok((0..terms.len()).collect());
+        }
+        counted.sort_unstable();
+        let mut kept = Vec::new();
+        let mut total = 0;
+        for (n, i) in counted {
+            if n == 0 {
+                continue;
+            }
+            if total + n > budget && (self.drop_common || !kept.is_empty()) {
+                break;
+            }
+            total += n;
+            kept.push(i);
+        }
+        kept.sort_unstable();
+        Ok(kept)
+    }
 }
 
 /// How many chunks each term matches (capped), counted once per question

@@ -546,7 +546,6 @@ impl Store {
         pruning: Pruning,
         counts: &mut TermCounts,
     ) -> Result<Vec<String>, StoreError> {
-        let budget = pruning.budget as i64;
         if terms.len() <= 1 && !pruning.drop_common {
             return Ok(terms.to_vec());
         }
@@ -567,9 +566,8 @@ impl Store {
         let mut count = self.conn.prepare_cached(
             "SELECT count(*) FROM (SELECT 1 FROM chunk_terms WHERE chunk_terms MATCH ?1 LIMIT ?2)",
         )?;
-        // Counting stops one row past the budget: that is all pruning needs
-        // to know. A count made for a larger budget serves a smaller one.
-        let cap = budget + 1;
+        // A count made for a larger budget serves a smaller one.
+        let cap = pruning.cap();
         let mut count_word = |word: &str| -> Result<i64, StoreError> {
             Ok(match counts.rows.get(word) {
                 Some(&(n, counted_to)) if n < counted_to || counted_to >= cap => n,
@@ -581,36 +579,7 @@ impl Store {
                 }
             })
         };
-        let mut counted = Vec::with_capacity(terms.len());
-        for (i, term) in terms.iter().enumerate() {
-            // A phrase ("large language model") is matched by walking the
-            // rows of its rarest word, so that word's count is what the
-            // phrase costs. Counting the phrase itself would walk them all
-            // whenever the phrase is rarer than the cap.
-            let mut n = i64::MAX;
-            for word in term.split(' ').filter(|w| !w.is_empty()) {
-                n = n.min(count_word(word)?);
-            }
-            counted.push((n.min(cap), i));
-        }
-        if counted.iter().map(|(n, _)| n).sum::<i64>() <= budget {
-            return Ok(terms.to_vec());
-        }
-        counted.sort_unstable();
-        let mut kept = Vec::new();
-        let mut total = 0;
-        for (n, i) in counted {
-            if n == 0 {
-                continue;
-            }
-            let over = total + n > budget;
-            if over && (pruning.drop_common || !kept.is_empty()) {
-                break;
-            }
-            total += n;
-            kept.push(i);
-        }
-        kept.sort_unstable();
+        let kept = pruning.kept(terms, &mut count_word)?;
         Ok(kept.into_iter().map(|i| terms[i].clone()).collect())
     }
 

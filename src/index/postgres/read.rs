@@ -591,35 +591,8 @@ impl Reading<'_> {
         if max_id <= pruning.unpruned_up_to as i64 {
             return Ok(all);
         }
-        let budget = pruning.budget as i64;
-        let cap = budget + 1;
-        let mut counted = Vec::with_capacity(terms.len());
-        for (i, term) in terms.iter().enumerate() {
-            let mut n = i64::MAX;
-            for word in term.split(' ').filter(|w| !w.is_empty()) {
-                n = n.min(self.count_word(word, query, cap, counts)?);
-            }
-            counted.push((n.min(cap), i));
-        }
-        if counted.iter().map(|(n, _)| n).sum::<i64>() <= budget {
-            return Ok(all);
-        }
-        counted.sort_unstable();
-        let mut kept = Vec::new();
-        let mut total = 0;
-        for (n, i) in counted {
-            if n == 0 {
-                continue;
-            }
-            let over = total + n > budget;
-            if over && (pruning.drop_common || !kept.is_empty()) {
-                break;
-            }
-            total += n;
-            kept.push(i);
-        }
-        kept.sort_unstable();
-        Ok(kept)
+        let cap = pruning.cap();
+        pruning.kept(terms, |word| self.count_word(word, query, cap, counts))
     }
 
     fn max_chunk_id(&self) -> Result<i64, PgError> {
