@@ -658,33 +658,8 @@ fn answering_config(url: &str, provider: Provider, context_tokens: usize) -> Con
     config
 }
 
-/// `n` passages of about 400 words each, as retrieval would hand them over.
-fn passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
-    (0..n)
-        .map(|i| ragmap::retrieve::Hit {
-            chunk: ragmap::index::ChunkRow {
-                id: i as i64,
-                doc_id: i as i64,
-                ordinal: 0,
-                start: 0,
-                end: 0,
-                heading: "LoRA".into(),
-                text: "LoRA freezes the pretrained weights and trains small low-rank matrices. "
-                    .repeat(40),
-                title: format!("Page {i}"),
-                source: format!("https://example.com/{i}"),
-                path: format!("web/{i}.md"),
-            },
-            score: 1.0,
-            similarity: None,
-            vector_rank: None,
-            lexical_rank: None,
-        })
-        .collect()
-}
-
 async fn prepare(answerer: &Answerer) -> Prepared {
-    let hits = async |_: &Query| Ok::<_, std::convert::Infallible>(passages(12));
+    let hits = async |_: &Query| Ok::<_, std::convert::Infallible>(lora_passages(12, 20));
     let Ok(prepared) = answerer
         .prepare_query(Query::new("What is LoRA?"), hits)
         .await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{forward, llm_url, LlamaServer, Reply, ScriptedServer};
+use common::{forward, llm_url, lora_passages, LlamaServer, Reply, ScriptedServer};
 use ragmap::answer::{Answerer, Prepared};
 use ragmap::config::{Config, Provider};
 use ragmap::llm::guard::{chat_guarded, RepetitionGuard};
@@ -266,35 +266,11 @@ async fn the_guard_stops_smollm2_repeating_itself_and_the_default_sampling_avoid
     );
 }
 
-/// `question` over [`long_passages`], fitted as every answer is ([`Answerer::prepare_query`]).
+/// `question` over [`lora_passages`], fitted as every answer is ([`Answerer::prepare_query`]).
 async fn prepare(answerer: &Answerer, question: &str) -> Prepared {
-    let passages = async |_: &Query| Ok::<_, std::convert::Infallible>(long_passages(8));
+    let passages = async |_: &Query| Ok::<_, std::convert::Infallible>(lora_passages(8, 12));
     let Ok(prepared) = answerer.prepare_query(Query::new(question), passages).await;
     prepared
-}
-
-/// Passages long enough to overflow a small context.
-fn long_passages(n: usize) -> Vec<ragmap::retrieve::Hit> {
-    (0..n)
-        .map(|i| ragmap::retrieve::Hit {
-            chunk: ragmap::index::ChunkRow {
-                id: i as i64,
-                doc_id: i as i64,
-                ordinal: 0,
-                start: 0,
-                end: 0,
-                heading: "LoRA".into(),
-                text: "LoRA freezes the pretrained weights of a model and trains two small low-rank matrices per layer instead, so fine-tuning needs far less memory. ".repeat(12),
-                title: format!("LoRA notes {i}"),
-                source: format!("https://example.com/lora/{i}"),
-                path: format!("web/lora-{i}.md"),
-            },
-            score: 1.0,
-            similarity: None,
-            vector_rank: None,
-            lexical_rank: None,
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! What model servers send, as [`Reply`]s and stream pieces for the scripted
 //! server: OpenAI-compatible chat completions (SSE), Ollama's chat (NDJSON),
-//! their errors and their model lists.
+//! their errors and their model lists; and passages to prompt them with.
 
 use super::Reply;
 
@@ -90,4 +90,30 @@ pub fn ollama_tags(names: &[&str]) -> Reply {
         .map(|name| serde_json::json!({"name": name, "model": name, "size": 1}))
         .collect();
     Reply::json(200, &serde_json::json!({"models": models}).to_string())
+}
+
+/// `n` retrieved passages about LoRA, each `sentences` sentences long, as
+/// retrieval would hand them to the answering step.
+pub fn lora_passages(n: usize, sentences: usize) -> Vec<ragmap::retrieve::Hit> {
+    const SENTENCE: &str = "LoRA freezes the pretrained weights of a model and trains two small low-rank matrices per layer instead, so fine-tuning needs far less memory. ";
+    (0..n)
+        .map(|i| ragmap::retrieve::Hit {
+            chunk: ragmap::index::ChunkRow {
+                id: i as i64,
+                doc_id: i as i64,
+                ordinal: 0,
+                start: 0,
+                end: 0,
+                heading: "LoRA".into(),
+                text: SENTENCE.repeat(sentences),
+                title: format!("LoRA notes {i}"),
+                source: format!("https://example.com/lora/{i}"),
+                path: format!("web/lora-{i}.md"),
+            },
+            score: 1.0,
+            similarity: None,
+            vector_rank: None,
+            lexical_rank: None,
+        })
+        .collect()
 }
