@@ -383,24 +383,20 @@ const DELETE_DOCUMENTS: &str = "DELETE FROM ragmap.documents WHERE id = ANY($1)"
 /// The new rows' tokens counted into the document frequencies, and the
 /// tokens no row holds any more dropped.
 async fn count_terms(client: &Client, first: Ids) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO ragmap.terms (term, df) \
-             SELECT t.term, count(*) FROM ragmap.chunks c CROSS JOIN LATERAL unnest(c.terms) AS t(term) \
-             WHERE c.id >= $1 GROUP BY t.term \
-             ON CONFLICT (term) DO UPDATE SET df = ragmap.terms.df + excluded.df",
-            &[&first.chunk],
-        )
-        .await?;
-    client
-        .execute(
-            "INSERT INTO ragmap.doc_terms (term, df) \
-             SELECT t.term, count(*) FROM ragmap.documents d CROSS JOIN LATERAL unnest(d.terms) AS t(term) \
-             WHERE d.id >= $1 GROUP BY t.term \
-             ON CONFLICT (term) DO UPDATE SET df = ragmap.doc_terms.df + excluded.df",
-            &[&first.document],
-        )
-        .await?;
+    // (frequency table, rows whose `terms` it counts, the first new row)
+    let tables = [
+        ("terms", "chunks", first.chunk),
+        ("doc_terms", "documents", first.document),
+    ];
+    for (table, rows, first) in tables {
+        let sql = format!(
+            "INSERT INTO ragmap.{table} (term, df) \
+             SELECT t.term, count(*) FROM ragmap.{rows} r CROSS JOIN LATERAL unnest(r.terms) AS t(term) \
+             WHERE r.id >= $1 GROUP BY t.term \
+             ON CONFLICT (term) DO UPDATE SET df = ragmap.{table}.df + excluded.df"
+        );
+        client.execute(&sql, &[&first]).await?;
+    }
     client
         .batch_execute(
             "DELETE FROM ragmap.terms WHERE df <= 0; DELETE FROM ragmap.doc_terms WHERE df <= 0",
