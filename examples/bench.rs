@@ -1257,6 +1257,17 @@ fn vector_recall(
     Ok(out)
 }
 
+/// The questions in `queries` and their query vectors.
+fn embedded_questions(config: &Config, queries: &Path) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
+    let questions = load_queries(Some(queries))?;
+    let mut embedder = Embedder::load(config)?;
+    let vectors = questions
+        .iter()
+        .map(|q| embedder.embed_query(q))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((questions, vectors))
+}
+
 /// A workspace's embedded index and its PostgreSQL copy, side by side: each
 /// mode's retrieval latency (the backends alternating search by search, the
 /// same questions and question vectors), and vector recall@10.
@@ -1268,12 +1279,7 @@ fn backends_bench(workspace: &Path, url: &str, queries: &Path, searches: usize) 
     let postgres = ragmap::index::open(&pg_config)?;
     let backends: [(&str, &dyn ragmap::index::Index); 2] =
         [("embedded", &*embedded), ("postgres", &*postgres)];
-    let questions = load_queries(Some(queries))?;
-    let mut embedder = Embedder::load(&config)?;
-    let query_vectors = questions
-        .iter()
-        .map(|q| embedder.embed_query(q))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (questions, query_vectors) = embedded_questions(&config, queries)?;
     let settings = config.retrieve.clone();
     let search = |index: &dyn ragmap::index::Index, i: usize, mode: RetrieveMode| {
         let i = i % questions.len();
@@ -1331,12 +1337,7 @@ struct Sweep {
 impl Sweep {
     fn load(workspace: &Path, queries: &Path, searches: usize) -> Result<Sweep> {
         let config = Config::load(workspace)?;
-        let questions = load_queries(Some(queries))?;
-        let mut embedder = Embedder::load(&config)?;
-        let query_vectors = questions
-            .iter()
-            .map(|q| embedder.embed_query(q))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (questions, query_vectors) = embedded_questions(&config, queries)?;
         let all = stored_vectors(&config.index_dir())?;
         Ok(Sweep {
             config,

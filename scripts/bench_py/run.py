@@ -586,9 +586,7 @@ def mcp_only():
 
 def watch_run():
     """serve --watch on the crawled web mirror (see watch_bench)."""
-    cache = os.path.join(os.environ.get("RAGMAP_CACHE", WORK), "bench")
-    webcorpus = os.path.join(ROOT, "..", "shared", "webcorpus")
-    return watch_bench.run(RAGMAP, TOOL, WORK, cache, webcorpus, MODEL_DIR, THREADS, SESSIONS, QUICK)
+    return watch_bench.run(RAGMAP, TOOL, WORK, MODEL_DIR, THREADS, SESSIONS, QUICK)
 
 
 def watch_only():

@@ -27,13 +27,12 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
+import remote_embed_bench
 from serve_bench import percentiles
 
 SAVES = 20
@@ -45,57 +44,6 @@ RUN_LINE = re.compile(r"^watch: run (\d+) \((.*?)\): (.*); (\d+) documents in ([
 
 def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port(preferred):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-
-def crawled_corpus(ragmap, webcorpus, cache):
-    """The depth-1 crawl of the web mirror (cached): what `ragmap crawl` makes of it."""
-    dest = os.path.join(cache, "corpus-crawl-depth1-v1")
-    if os.path.isdir(dest):
-        return dest
-    port = free_port(18719)
-    log(f"crawling {webcorpus} (depth 1, serve.py on port {port})")
-    server = subprocess.Popen([sys.executable, os.path.join(webcorpus, "serve.py"), str(port),
-                               "--max-seconds", "1800"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("serve.py did not start")
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory() as ws:
-            with open(os.path.join(webcorpus, "roadmap.md"), encoding="utf-8") as f:
-                roadmap = f.read().replace("127.0.0.1:8719", f"127.0.0.1:{port}")
-            with open(os.path.join(ws, "roadmap.md"), "w", encoding="utf-8") as f:
-                f.write(roadmap)
-            with open(os.path.join(ws, "config.toml"), "w") as f:
-                f.write("[crawl]\nper_host_delay_ms = 0\nblock_private = \"never\"\n"
-                        "max_pages_per_host = 1000\nconnect_timeout_secs = 2.0\n")
-            crawl = subprocess.run([ragmap, "-C", ws, "crawl", "--roadmap",
-                                    os.path.join(ws, "roadmap.md"), "--depth", "1", "--plain"],
-                                   capture_output=True, text=True)
-            if crawl.returncode != 0:
-                raise SystemExit(f"ragmap crawl failed: {crawl.stderr[-3000:]}")
-            shutil.copytree(os.path.join(ws, "corpus"), dest + ".partial")
-            os.rename(dest + ".partial", dest)
-    finally:
-        server.terminate()
-        server.wait()
-    return dest
 
 
 def note_text(i, version):
@@ -316,8 +264,8 @@ def loop_latency(searcher, server):
             "first_errors": searcher.errors[:5]}
 
 
-def run(ragmap, tool, work, cache, webcorpus, model_dir, threads, sessions, quick=False):
-    corpus = crawled_corpus(ragmap, webcorpus, cache)
+def run(ragmap, tool, work, model_dir, threads, sessions, quick=False):
+    corpus = remote_embed_bench.mirror_corpus(ragmap)
     ws = os.path.join(work, "workspace-watch")
     notes = make_workspace(ws, corpus, model_dir, threads, sessions)
     log("ragmap index (watch bench workspace)")
