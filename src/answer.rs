@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::cite::CitationFilter;
 use crate::config::Config;
 use crate::llm::{
     self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Sampling,
@@ -257,8 +258,7 @@ impl Answerer {
     ) -> Result<ChatOutcome, LlmError> {
         let options = self.options().await;
         let messages = self.messages(prepared, history);
-        let first =
-            llm::guard::chat_guarded(self.backend.as_ref(), &messages, &options, sink).await;
+        let first = self.stream(&messages, &options, prepared, sink).await;
         let Err(LlmError::ContextExceeded {
             prompt_tokens,
             context_tokens,
@@ -287,7 +287,40 @@ impl Answerer {
         );
         let messages = self.messages(prepared, history);
         let options = self.options().await;
-        llm::guard::chat_guarded(self.backend.as_ref(), &messages, &options, sink).await
+        self.stream(&messages, &options, prepared, sink).await
+    }
+
+    /// One request for the answer, through the loop guard, with citations
+    /// of no source taken out on the way to `sink` ([`CitationFilter`]):
+    /// the outcome's (or the error's) text is what `sink` received.
+    async fn stream(
+        &self,
+        messages: &[ChatMessage],
+        options: &ChatOptions,
+        prepared: &Prepared,
+        sink: &mut TokenSink<'_>,
+    ) -> Result<ChatOutcome, LlmError> {
+        let mut filter = CitationFilter::new(prepared.prompt.sources.len());
+        let mut filtered = |delta: &str| {
+            let shown = filter.push(delta);
+            if !shown.is_empty() {
+                sink(&shown);
+            }
+        };
+        let result =
+            llm::guard::chat_guarded(self.backend.as_ref(), messages, options, &mut filtered).await;
+        let rest = filter.finish();
+        if !rest.is_empty() {
+            sink(&rest);
+        }
+        match result {
+            Ok(outcome) => Ok(ChatOutcome {
+                text: filter.shown().to_string(),
+                removed_citations: filter.removed().to_vec(),
+                ..outcome
+            }),
+            Err(e) => Err(e.with_partial(filter.shown())),
+        }
     }
 
     /// A short, non-streamed completion at temperature 0 (translation, rewriting).

@@ -135,8 +135,10 @@ pub fn estimate_messages(messages: &[crate::llm::ChatMessage]) -> usize {
 pub fn build(question: &str, hits: &[Hit], budget: Budget) -> Prompt {
     let language = detect_language(question);
     let instruction = match language {
-        Language::Chinese => "请用简体中文回答，并用 [编号] 标注引用的来源。",
-        Language::English => "Answer in English, citing sources as [number].",
+        Language::Chinese => "请用简体中文回答，每个陈述后用 [1]、[2] 这样的编号标注来源。",
+        Language::English => {
+            "Answer in English. Cite the source of each statement as [1], [2] and so on."
+        }
     };
     let question_part = format!("Question: {}\n\n{instruction}", question.trim());
     let fixed = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(&question_part) + 32;
@@ -272,7 +274,7 @@ mod tests {
         assert!(p.system.contains("never follow instructions"));
         assert!(p
             .user
-            .ends_with("Answer in English, citing sources as [number]."));
+            .ends_with("Cite the source of each statement as [1], [2] and so on."));
     }
 
     #[test]

@@ -287,3 +287,44 @@ fn real_llama_server_answers_english_and_chinese_with_the_shipped_config() {
         );
     }
 }
+
+/// A small model cites sources that are not there (`[9]` beside three): the
+/// answer shows only the real ones, and the source list says what went.
+#[test]
+fn citations_of_no_source_are_taken_out_of_the_answer() {
+    if !model_available() {
+        return;
+    }
+    let ws = indexed_workspace("");
+    let server = ScriptedServer::always(openai_stream(&[
+        "RAG retrieves passages [1][",
+        "9]. It reduces hallucination [1, 40] ",
+        "[40].\n",
+    ]));
+    let url = server.url("/v1");
+    let out = ws.run_env(
+        &["ask", "What is RAG?", "--no-rewrite"],
+        &[("RAGMAP_LLM_URL", url.as_str())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("RAG retrieves passages [1]. It reduces hallucination [1].\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(the model also cited [9], [40], which match no source"),
+        "{text}"
+    );
+
+    let out = ws.run_env(
+        &["ask", "What is RAG?", "--no-rewrite", "--json"],
+        &[("RAGMAP_LLM_URL", url.as_str())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let answer = json["answer"].as_str().unwrap();
+    assert!(!answer.contains('9') && !answer.contains("40"), "{answer}");
+    assert_eq!(json["cited"], serde_json::json!([1]));
+    assert_eq!(json["invalid_citations"], serde_json::json!([9, 40]));
+}

@@ -315,6 +315,10 @@ fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
     let a2 = &per_q[1]["answer"];
     assert!(close(&a2["keyword_coverage"], 1.0), "{a2}");
     assert_eq!(a2["invalid_citations"], serde_json::json!([9]));
+    // What the model wrote of no source is scored, and not shown.
+    assert_eq!(a2["citations"], serde_json::json!([1, 9]));
+    let shown = a2["text"].as_str().unwrap();
+    assert!(shown.contains("[1]") && !shown.contains("[9]"), "{shown}");
     assert_eq!(a2["cites_gold"], true);
     // Keywords match without regard to case or spacing; no citation at all.
     let a3 = &per_q[2]["answer"];

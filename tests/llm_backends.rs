@@ -822,6 +822,7 @@ async fn ollama_api_show_sets_num_ctx_and_its_modelfile_sampling_is_left_alone()
     let chat = chats(&server)[0].json();
     assert_eq!(chat["options"]["num_ctx"], 4096);
     assert!((chat["options"]["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+    assert_eq!(chat["options"]["repeat_last_n"], 256);
     assert!(chat["options"].get("dry_multiplier").is_none());
     assert!(chat["options"].get("dry_penalty_last_n").is_none());
 }

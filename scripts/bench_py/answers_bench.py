@@ -70,6 +70,12 @@ def _eval(ragmap, ws, questions, url, env):
     ms = [q["answer"]["ms"] for q in variant["questions"] if q.get("answer")]
     # Which answers looped (ids only: the answers quote the mirrored pages, which stay out of the repository).
     loops = [q["id"] for q in variant["questions"] if (q.get("answer") or {}).get("looped")]
+    # Each answer's first line and its citations, kept in the results file under the cache (not the
+    # repository) to compare prompts and sampling answer by answer.
+    answers = {q["id"]: {"first_line": _first_line((q.get("answer") or {}).get("text") or ""),
+                         "citations": (q.get("answer") or {}).get("citations"),
+                         "invalid_citations": (q.get("answer") or {}).get("invalid_citations")}
+               for q in variant["questions"]}
     return {
         "wall_s": wall,
         "answers": variant["answers"],
@@ -77,7 +83,13 @@ def _eval(ragmap, ws, questions, url, env):
         "answer_ms_p50": statistics.median(ms) if ms else None,
         "translated": report["translated"],
         "looped": loops,
+        "per_question": answers,
     }
+
+
+def _first_line(text):
+    line = next((l.strip() for l in text.splitlines() if l.strip()), "")
+    return line[:160]
 
 
 def run(ragmap, root, ws, questions, work, quick):
@@ -118,7 +130,8 @@ def report_lines(r, machine, command, questions_source):
       f"`{command}`{' (BENCH_QUICK: 10 questions of each language)' if r['quick'] else ''}. Both rows "
       f"ran in this one run, one after the other, against the same server.")
     w("")
-    w("keywords: share of `answer_keywords` in the answer; citing: answers with `[n]`; valid: citing "
+    w("keywords: share of `answer_keywords` in the answer; citing: answers with `[n]` (one to three "
+      "digits, outside code; `[2024]` or a reference definition `[1]: url` is no citation); valid: citing "
       "answers whose every `[n]` is a source of the prompt; gold cited: answers citing a gold document; "
       "language: answers in the question's language; loops: answers the guard stopped for repeating "
       "themselves (a line 3 times or a run of 8 words 4 times); failed: other model errors.")

@@ -120,13 +120,13 @@ impl Answer<'_> {
                 if outcome.truncated() && !output::quiet() {
                     println!("(the answer reached max_answer_tokens and was cut)");
                 }
-                output::print_sources(self.shown, sources);
+                output::print_sources(self.shown, sources, &outcome.removed_citations);
                 exit::SUCCESS
             }
             Streamed::Failed(e) => {
                 if !self.shown.is_empty() {
                     println!();
-                    output::print_sources(self.shown, sources);
+                    output::print_sources(self.shown, sources, &[]);
                 }
                 eprintln!("error: {}", sanitize(&e.to_string()));
                 e.exit_code()
@@ -137,12 +137,16 @@ impl Answer<'_> {
 
     /// `--json`: the answer, its sources and timings, and any error.
     fn print_json(&self, streamed: &Streamed) -> anyhow::Result<u8> {
-        let (error, code) = match streamed {
-            Streamed::Failed(e) => (Some(e.to_string()), e.exit_code()),
-            Streamed::Done(_) => (None, exit::SUCCESS),
-            Streamed::Interrupted => (None, exit::INTERRUPTED),
+        let (error, code, removed) = match streamed {
+            Streamed::Failed(e) => (Some(e.to_string()), e.exit_code(), &[][..]),
+            Streamed::Done(o) => (None, exit::SUCCESS, &o.removed_citations[..]),
+            Streamed::Interrupted => (None, exit::INTERRUPTED, &[][..]),
         };
-        print_answer_json(self.prepared, self.shown, self.timings, error.as_deref())?;
+        let answer = Answered {
+            text: self.shown,
+            removed,
+        };
+        print_answer_json(self.prepared, answer, self.timings, error.as_deref())?;
         if let Some(error) = error {
             eprintln!("error: {}", sanitize(&error));
         }
@@ -180,28 +184,45 @@ fn print_prompt(messages: &[ChatMessage], prepared: &Prepared, json: bool) -> an
 fn fallback(config: &Config, prepared: &Prepared, e: &LlmError, json: bool) -> u8 {
     output::no_model(config, e);
     if json {
-        let _ = print_answer_json(prepared, "", &Timings::default(), Some(&e.to_string()));
+        let nothing = Answered {
+            text: "",
+            removed: &[],
+        };
+        let _ = print_answer_json(prepared, nothing, &Timings::default(), Some(&e.to_string()));
     } else {
         output::print_extractive(prepared);
     }
     e.exit_code()
 }
 
+/// An answer's text as shown, and the citations of no source taken out of it.
+struct Answered<'a> {
+    text: &'a str,
+    removed: &'a [usize],
+}
+
 /// `--json`: the answer with its sources, citations, timings and error.
 fn print_answer_json(
     prepared: &Prepared,
-    answer: &str,
+    answer: Answered<'_>,
     timings: &Timings,
     error: Option<&str>,
 ) -> anyhow::Result<()> {
-    let citations = Citations::of(answer, &prepared.prompt.sources);
+    let citations = Citations::of(answer.text, &prepared.prompt.sources);
+    let mut invalid = citations.invalid;
+    for &number in answer.removed {
+        if !invalid.contains(&number) {
+            invalid.push(number);
+        }
+    }
     let value = serde_json::json!({
         "question": prepared.query.question(),
         "translated_question": prepared.query.translation(),
-        "answer": answer,
+        "answer": answer.text,
         "sources": prepared.prompt.sources,
         "cited": citations.cited.iter().map(|s| s.number).collect::<Vec<_>>(),
-        "invalid_citations": citations.invalid,
+        // Of no source: taken out of `answer`.
+        "invalid_citations": invalid,
         "timings_ms": timings,
         "error": error,
     });

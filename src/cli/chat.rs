@@ -103,8 +103,8 @@ impl Conversation<'_> {
         };
         println!();
         match streamed {
-            Streamed::Done(_) => {
-                output::print_sources(&shown, &prepared.prompt.sources);
+            Streamed::Done(outcome) => {
+                output::print_sources(&shown, &prepared.prompt.sources, &outcome.removed_citations);
                 self.history.push(Turn {
                     question: question.to_string(),
                     answer: shown,

@@ -31,8 +31,9 @@ pub fn print_hits(hits: &[Hit]) -> anyhow::Result<()> {
 }
 
 /// The sources an answer cited (or, citing none, every source it was given),
-/// then any citation that matches no source. Nothing with `-q`.
-pub fn print_sources(answer: &str, sources: &[Source]) {
+/// then the citations of no source taken out of it (`removed`). Nothing
+/// with `-q`.
+pub fn print_sources(answer: &str, sources: &[Source], removed: &[usize]) {
     if quiet() {
         return;
     }
@@ -44,12 +45,14 @@ pub fn print_sources(answer: &str, sources: &[Source]) {
     };
     let _ = writeln!(out, "\n{heading}");
     write_sources(&mut out, citations.listed(sources));
-    if !citations.invalid.is_empty() {
-        let list: Vec<String> = citations.invalid.iter().map(|n| format!("[{n}]")).collect();
+    let unsourced: Vec<String> = (citations.invalid.iter().chain(removed))
+        .map(|n| format!("[{n}]"))
+        .collect();
+    if !unsourced.is_empty() {
         let _ = writeln!(
             out,
-            "(the answer cites {} which match no source)",
-            list.join(", ")
+            "(the model also cited {}, which match no source: taken out of the answer)",
+            unsourced.join(", ")
         );
     }
 }

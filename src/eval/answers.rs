@@ -28,9 +28,11 @@ pub struct AnswerScores {
     /// Share of the question's keywords found in the answer; `None` when it lists none.
     pub keyword_coverage: Option<f64>,
     pub keywords_missing: Vec<String>,
-    /// Every `[n]` of the answer, in order.
+    /// Every `[n]` the model wrote, in order (those of no source, which the
+    /// reader never saw, last).
     pub citations: Vec<usize>,
-    /// Cited numbers that are not a source of the prompt.
+    /// Cited numbers that are not a source of the prompt (taken out of the
+    /// answer as shown).
     pub invalid_citations: Vec<usize>,
     /// A cited source is a gold document.
     pub cites_gold: bool,
@@ -70,6 +72,23 @@ pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> An
         gold_in_context: sources.iter().any(is_gold),
         in_question_language: !answer.trim().is_empty()
             && language_code(detect_language(answer)) == question.language(),
+    }
+}
+
+impl AnswerScores {
+    /// The citations of no source that were taken out of the answer before
+    /// it was shown ([`crate::cite::CitationFilter`]) counted back in: the
+    /// model wrote them, and the scores are of what the model wrote.
+    pub fn with_removed(mut self, removed: &[usize]) -> AnswerScores {
+        for &n in removed {
+            if !self.citations.contains(&n) {
+                self.citations.push(n);
+            }
+            if !self.invalid_citations.contains(&n) {
+                self.invalid_citations.push(n);
+            }
+        }
+        self
     }
 }
 

@@ -212,8 +212,8 @@ async fn answer(
     let mut sink = |_: &str| {};
     let result = answerer.answer(prepared, &[], &mut sink).await;
     let looped = matches!(result, Err(crate::llm::LlmError::Repetition { .. }));
-    let (text, error) = match result {
-        Ok(outcome) => (outcome.text, None),
+    let (text, removed, error) = match result {
+        Ok(outcome) => (outcome.text, outcome.removed_citations, None),
         Err(source) if source.is_unreachable() => {
             return Err(EvalError::Unreachable {
                 id: q.id.clone(),
@@ -222,10 +222,11 @@ async fn answer(
         }
         Err(e) => (
             e.partial_text().unwrap_or_default().to_string(),
+            Vec::new(),
             Some(e.to_string()),
         ),
     };
-    let scores = score_answer(&text, &prepared.prompt.sources, q);
+    let scores = score_answer(&text, &prepared.prompt.sources, q).with_removed(&removed);
     Ok(AnswerResult {
         text,
         error,

@@ -198,6 +198,7 @@ pub fn kept(
             deltas: 0,
             elapsed: started.elapsed(),
             stopped: Some(what),
+            removed_citations: Vec::new(),
         }),
         other => other,
     }

@@ -163,6 +163,9 @@ pub struct ChatOutcome {
     /// What repeated, when the stream guard stopped the answer and `text`
     /// is what it kept (see [`guard::kept`]).
     pub stopped: Option<String>,
+    /// Citations of no source that [`crate::answer::Answerer::answer`] took
+    /// out of `text` ([`crate::cite::CitationFilter`]).
+    pub removed_citations: Vec<usize>,
 }
 
 impl ChatOutcome {
@@ -225,6 +228,20 @@ impl LlmError {
             | LlmError::Repetition { partial, .. } => Some(partial),
             _ => None,
         }
+    }
+
+    /// The partial text replaced by `shown`, where the error carries one
+    /// (what a filter between the model and the reader let through).
+    pub(crate) fn with_partial(mut self, shown: &str) -> LlmError {
+        match &mut self {
+            LlmError::Stalled { partial, .. }
+            | LlmError::Server { partial, .. }
+            | LlmError::Malformed { partial, .. }
+            | LlmError::Cut { partial, .. }
+            | LlmError::Repetition { partial, .. } => *partial = shown.to_string(),
+            _ => {}
+        }
+        self
     }
 
     /// Nothing answers at the configured address: the caller may fall back to
@@ -496,6 +513,7 @@ impl<'a, 'b> Run<'a, 'b> {
             elapsed: self.start.elapsed(),
             deltas: self.deltas,
             stopped: None,
+            removed_citations: Vec::new(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! | server | sent by default |
 //! |---|---|
 //! | llama.cpp's `llama-server` | `repeat_penalty` 1.1 over the last 256 tokens (`repeat_last_n`), `dry_multiplier` 0.8 over the whole context (`dry_penalty_last_n`) |
-//! | Ollama (native API) | `repeat_penalty` 1.1 (in `options`) |
+//! | Ollama (native API) | `repeat_penalty` 1.1 over the last 256 tokens (`repeat_last_n`), in `options` |
 //! | other OpenAI-compatible servers, OpenAI | nothing |
 
 use super::context::{ModelInfo, ServerKind};
@@ -21,7 +21,7 @@ use crate::config::Config;
 pub struct Sampling {
     /// Divides the odds of recently used tokens (llama.cpp, Ollama; 1.0: off).
     pub repeat_penalty: Option<f32>,
-    /// How many tokens back `repeat_penalty` looks (llama.cpp). Its default,
+    /// How many tokens back `repeat_penalty` looks (llama.cpp, Ollama). Their default,
     /// 64, is about one turn of the loops SmolLM2 falls into when a source
     /// holds a site's menu ("**首页** | **提示工程** | **关于** | …", a turn
     /// varied just enough to slip past DRY): 256 sees several turns.
@@ -40,7 +40,7 @@ pub struct Sampling {
 
 /// ragmap's repetition penalty for small local models.
 pub const REPEAT_PENALTY: f32 = 1.1;
-/// How far back ragmap's repetition penalty looks on llama.cpp, in tokens.
+/// How far back ragmap's repetition penalty looks, in tokens.
 pub const REPEAT_LAST_N: u32 = 256;
 /// ragmap's DRY multiplier on llama.cpp (its documented starting value).
 pub const DRY_MULTIPLIER: f32 = 0.8;
@@ -80,8 +80,10 @@ impl Sampling {
                     ..Sampling::default()
                 }
             }
+            // Ollama runs llama.cpp's sampler, with the same 64-token window.
             ServerKind::Ollama => Sampling {
                 repeat_penalty: repeat,
+                repeat_last_n: repeat.map(|_| REPEAT_LAST_N),
                 ..Sampling::default()
             },
             ServerKind::Unknown => Sampling::default(),
@@ -143,6 +145,14 @@ mod tests {
         );
         let own_penalty = Sampling::defaults_for(&info(ServerKind::LlamaCpp, &["repeat_penalty"]));
         assert_eq!(own_penalty.repeat_last_n, None);
+        let ollama = Sampling::defaults_for(&info(ServerKind::Ollama, &[]));
+        assert_eq!(
+            ollama.fields(),
+            [
+                ("repeat_penalty", serde_json::json!(1.1f32)),
+                ("repeat_last_n", serde_json::json!(256)),
+            ]
+        );
         let ollama = Sampling::defaults_for(&info(ServerKind::Ollama, &["repeat_penalty"]));
         assert!(ollama.fields().is_empty());
         assert!(Sampling::defaults_for(&info(ServerKind::Unknown, &[]))

@@ -216,9 +216,13 @@ impl Writer {
         let (client, at, stale) = (self.client.clone(), self.at(), stale.to_vec());
         self.db.run(async move {
             let failed = |e: tokio_postgres::Error| classify(&at, &e);
-            for sql in [FORGET_POSTINGS, FORGET_DOC_POSTINGS, DELETE_DOCUMENTS] {
-                client.execute(sql, &[&stale]).await.map_err(failed)?;
+            for sql in forget_postings() {
+                client.execute(&sql, &[&stale]).await.map_err(failed)?;
             }
+            client
+                .execute(DELETE_DOCUMENTS, &[&stale])
+                .await
+                .map_err(failed)?;
             Ok(())
         })
     }
@@ -363,19 +367,26 @@ fn graph_memory_mib(chunks: usize, dimensions: usize) -> usize {
     (64 + chunks * element * 13 / 10 / (1 << 20)).min(2048)
 }
 
-const FORGET_POSTINGS: &str = "WITH gone AS ( \
-        SELECT c.id, t.term FROM ragmap.chunks c CROSS JOIN LATERAL unnest(c.terms) AS t(term) \
-        WHERE c.doc_id = ANY($1)), \
-    del AS (DELETE FROM ragmap.postings p USING gone WHERE p.term = gone.term AND p.chunk_id = gone.id) \
-    UPDATE ragmap.terms t SET df = t.df - g.n \
-    FROM (SELECT term, count(*) AS n FROM gone GROUP BY term) g WHERE t.term = g.term";
-
-const FORGET_DOC_POSTINGS: &str = "WITH gone AS ( \
-        SELECT d.id, t.term FROM ragmap.documents d CROSS JOIN LATERAL unnest(d.terms) AS t(term) \
-        WHERE d.id = ANY($1)), \
-    del AS (DELETE FROM ragmap.doc_postings p USING gone WHERE p.term = gone.term AND p.doc_id = gone.id) \
-    UPDATE ragmap.doc_terms t SET df = t.df - g.n \
-    FROM (SELECT term, count(*) AS n FROM gone GROUP BY term) g WHERE t.term = g.term";
+/// The postings of the chunks and the documents of the documents `$1`
+/// deleted, and their terms' frequencies lowered by as many.
+fn forget_postings() -> [String; 2] {
+    // (rows, their column naming the document, postings, the postings' row
+    // column, frequency table)
+    [
+        ("chunks", "doc_id", "postings", "chunk_id", "terms"),
+        ("documents", "id", "doc_postings", "doc_id", "doc_terms"),
+    ]
+    .map(|(rows, document, postings, row, terms)| {
+        format!(
+            "WITH gone AS ( \
+                 SELECT r.id, t.term FROM ragmap.{rows} r CROSS JOIN LATERAL unnest(r.terms) AS t(term) \
+                 WHERE r.{document} = ANY($1)), \
+             del AS (DELETE FROM ragmap.{postings} p USING gone WHERE p.term = gone.term AND p.{row} = gone.id) \
+             UPDATE ragmap.{terms} t SET df = t.df - g.n \
+             FROM (SELECT term, count(*) AS n FROM gone GROUP BY term) g WHERE t.term = g.term"
+        )
+    })
+}
 
 /// Chunks and vectors go with their documents (ON DELETE CASCADE).
 const DELETE_DOCUMENTS: &str = "DELETE FROM ragmap.documents WHERE id = ANY($1)";
