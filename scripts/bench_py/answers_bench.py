@@ -132,7 +132,8 @@ def report_lines(r, machine, command, questions_source):
     w("")
     w("keywords: share of `answer_keywords` in the answer; citing: answers with `[n]` (one to three "
       "digits, outside code; `[2024]` or a reference definition `[1]: url` is no citation); valid: citing "
-      "answers whose every `[n]` is a source of the prompt; gold cited: answers citing a gold document; "
+      "answers whose every `[n]` is a source of the prompt, as the model wrote them (ragmap takes a "
+      "citation of no source out before the answer is shown, so every citation a user sees is valid); gold cited: answers citing a gold document; "
       "language: answers in the question's language; loops: answers the guard stopped for repeating "
       "themselves (a line 3 times or a run of 8 words 4 times); failed: other model errors.")
     w("")
