@@ -11,6 +11,7 @@ use common::{forward, llm_url, lora_passages, LlamaServer, Reply, ScriptedServer
 use ragmap::answer::{Answerer, Prepared};
 use ragmap::config::{Config, Provider};
 use ragmap::llm::guard::{chat_guarded, RepetitionGuard};
+use ragmap::llm::sampling;
 use ragmap::llm::{
     backend_from_config, ChatBackend, ChatMessage, ChatOptions, LlmError, Sampling, ServerKind,
 };
@@ -294,6 +295,10 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     config.llm.base_url = Some(front.url("/v1"));
     config.llm.max_answer_tokens = 64;
     config.llm.first_token_timeout_secs = 60.0;
+    // The front hides what server it is, so only what the user set is sent:
+    // set what a user of this model would.
+    config.llm.repeat_penalty = Some(sampling::REPEAT_PENALTY);
+    config.llm.dry_multiplier = Some(sampling::DRY_MULTIPLIER);
     let answerer = Answerer::from_config(&config, false).unwrap();
     let budget = answerer.budget().await;
     assert_eq!(budget.context_tokens, 4096, "nothing told");
@@ -322,10 +327,13 @@ async fn a_small_context_server_refuses_once_and_the_prompt_is_refit_to_it() {
     let budget = answerer.budget().await;
     assert!(budget.context_tokens <= 1024, "{budget:?}");
     let mut prepared = prepare(&answerer, "Why is LoRA cheap?").await;
-    answerer
-        .answer(&mut prepared, &[], &mut sink)
-        .await
-        .unwrap();
+    // A 135M model may still loop ("it is cheap because it is cheap because
+    // …"): the guard stopping it is an answer here too. What counts is that
+    // it took one request.
+    match answerer.answer(&mut prepared, &[], &mut sink).await {
+        Ok(_) | Err(LlmError::Repetition { .. }) => {}
+        Err(e) => panic!("second answer: {e}"),
+    }
     let chats = front
         .requests()
         .iter()
