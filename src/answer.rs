@@ -355,10 +355,7 @@ impl Answerer {
             ),
         };
         let text = self.complete(system, question, 96).await?;
-        // A useful translation is non-empty, differs from the input, and is in the target language.
-        let usable =
-            !text.is_empty() && text != question.trim() && prompt::detect_language(&text) == target;
-        Ok(usable.then_some(text))
+        Ok(usable_translation(question, &text, target).then_some(text))
     }
 
     /// The follow-up rewritten by the model into a standalone question. `Err`
@@ -406,6 +403,35 @@ fn bounded_history(history: &[Turn], budget: usize) -> Vec<ChatMessage> {
     turns
 }
 
+/// Whether a model's reply can stand for the question in the other
+/// language: non-empty, not the question again, in the target language, not
+/// far longer than a translation runs, and keeping the question's names
+/// (`LoRA`, `GPT-4`, `vLLM`). A small model asked to translate
+/// "LoRA 是什么？" may tell a story about laundry instead, and retrieving
+/// with that would crowd the real passages out.
+fn usable_translation(question: &str, text: &str, target: Language) -> bool {
+    let question = question.trim();
+    let longest = 4 * question.chars().count() + 40;
+    let text_lower = text.to_lowercase();
+    !text.is_empty()
+        && text != question
+        && prompt::detect_language(text) == target
+        && text.chars().count() <= longest
+        && names(question).all(|name| text_lower.contains(&name.to_lowercase()))
+}
+
+/// The words of a text that are names rather than vocabulary: Latin-script
+/// words with a capital or a digit after their first letter (`LoRA`, `RAG`,
+/// `GPT4`, `vLLM`, `Qwen2`), which a translation keeps as written.
+fn names(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| {
+            word.chars()
+                .skip(1)
+                .any(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+}
+
 fn clean_one_line(s: &str) -> String {
     let first = s.trim().lines().next().unwrap_or("");
     first
@@ -427,6 +453,49 @@ mod tests {
     fn one_line_cleanup() {
         assert_eq!(clean_one_line("  \"What is RAG?\"\nextra"), "What is RAG?");
         assert_eq!(clean_one_line("「什么是RAG」"), "什么是RAG");
+    }
+
+    #[test]
+    fn a_translation_keeps_the_names_and_the_length_of_a_translation() {
+        let zh = "LoRA 是什么？为什么它比全参数微调更省资源？";
+        let good = "What is LoRA and why does it save more resources than full fine-tuning?";
+        assert!(usable_translation(zh, good, Language::English));
+        // Names may change case.
+        assert!(usable_translation(
+            zh,
+            "What is LORA, and why is it cheaper?",
+            Language::English
+        ));
+        // A story instead of a translation: the name is lost and it runs long.
+        let story = "Lao: a Chinese term that refers to laundry or dressing, which originates from the word for washing and has been used in many contexts throughout history.";
+        assert!(!usable_translation(zh, story, Language::English));
+        assert!(!usable_translation(
+            zh,
+            &format!("LoRA {story}{story}"),
+            Language::English
+        ));
+        // Not translated, or into the wrong language.
+        assert!(!usable_translation(zh, zh, Language::English));
+        assert!(!usable_translation(zh, "", Language::English));
+        assert!(!usable_translation(
+            "What is RAG?",
+            "What is RAG?",
+            Language::Chinese
+        ));
+        assert!(usable_translation(
+            "What is RAG in vLLM?",
+            "vLLM 中的 RAG 是什么？",
+            Language::Chinese
+        ));
+        assert!(!usable_translation(
+            "What is RAG in vLLM?",
+            "什么是检索增强？",
+            Language::Chinese
+        ));
+        assert_eq!(
+            names("Why GPT-4, vLLM and Qwen2 beat What Is").collect::<Vec<_>>(),
+            ["GPT", "vLLM", "Qwen2"]
+        );
     }
 
     #[test]

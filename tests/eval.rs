@@ -298,14 +298,16 @@ fn eval_answers_scores_keywords_and_citations_of_the_models_answers() {
     let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
     assert_eq!(report["answers"], true);
     assert_eq!(report["rewrite"], true);
-    assert_eq!(report["translated"], 4);
+    assert_eq!(report["translated"], 3);
     assert_eq!(report["rewrite_failures"], 0);
     // The Chinese question was translated; "翻译" is returned for the English
-    // ones, which is Chinese, so it is kept too.
+    // ones, which is Chinese, so it is kept too, except for the question
+    // naming LoRA: a translation that loses a name is no translation.
     let hybrid = &report["variants"][0];
     let per_q = hybrid["questions"].as_array().unwrap();
     assert_eq!(per_q[1]["translated"], "How do I cook braised pork belly?");
     assert_eq!(per_q[0]["translated"], "翻译");
+    assert!(per_q[3]["translated"].is_null(), "{}", per_q[3]);
 
     let a1 = &per_q[0]["answer"];
     assert!(close(&a1["keyword_coverage"], 0.5), "{a1}");
