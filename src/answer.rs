@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::cite::CitationFilter;
 use crate::config::Config;
+use crate::index::terms;
 use crate::llm::{
     self, ChatBackend, ChatMessage, ChatOptions, ChatOutcome, LlmError, ModelInfo, Sampling,
     TokenSink,
@@ -420,16 +421,13 @@ fn usable_translation(question: &str, text: &str, target: Language) -> bool {
         && names(question).all(|name| text_lower.contains(&name.to_lowercase()))
 }
 
-/// The words of a text that are names rather than vocabulary: Latin-script
-/// words with a capital or a digit after their first letter (`LoRA`, `RAG`,
-/// `GPT4`, `vLLM`, `Qwen2`), which a translation keeps as written.
+/// The words of a text that are names whatever their place in a sentence
+/// (`LoRA`, `RAG`, `GPT`, `vLLM`, `Qwen2`, `7B`), which a translation keeps
+/// as written; a bare number ("4" of GPT-4) names nothing on its own.
 fn names(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|word| {
-            word.chars()
-                .skip(1)
-                .any(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
+        .filter(|word| !word.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|word| terms::looks_like_name(word, true))
 }
 
 fn clean_one_line(s: &str) -> String {

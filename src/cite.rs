@@ -3,13 +3,14 @@
 
 use crate::prompt::Source;
 
-/// The longest bracket group that can be a citation (`[1, 2, 3, 4, 5]`).
-const LONGEST_GROUP: usize = 24;
+/// The longest inside of a bracket group that can be a citation
+/// (`1, 2, 3, 4, 5, 6`).
+const LONGEST_INSIDE: usize = 20;
 
 /// The numbers of a bracket group's inside when it is a citation (`2`,
 /// `1, 4`, `1、3`), else `None`.
 fn group_numbers(inside: &str) -> Option<Vec<usize>> {
-    if inside.is_empty() || inside.len() > 20 {
+    if inside.is_empty() || inside.len() > LONGEST_INSIDE {
         return None;
     }
     inside
@@ -75,8 +76,8 @@ fn prose(answer: &str) -> String {
 /// Takes citations of no source out of an answer as it streams: a small
 /// model writes `[7]` beside five sources, or a list of made-up references
 /// `[1]` to `[20]`, and a reader would look for a source that is not there.
-/// A bracket group is held back until it closes (at most [`LONGEST_GROUP`]
-/// characters); a citation keeps the numbers that are sources, and goes
+/// A bracket group is held back until it closes (or grows past
+/// [`LONGEST_INSIDE`]); a citation keeps the numbers that are sources, and goes
 /// when none is. Code (fenced or inline) and reference definitions
 /// (`[7]: url` at a line's start) pass as written, as [`cited_numbers`]
 /// does not count them either.
@@ -183,7 +184,8 @@ impl CitationFilter {
                     let held = std::mem::take(&mut self.held);
                     self.shown.push_str(&held);
                 }
-                _ if self.held.len() >= LONGEST_GROUP => {
+                // The `[` and an inside already as long as a citation's can be.
+                _ if self.held.len() > LONGEST_INSIDE => {
                     let held = std::mem::take(&mut self.held);
                     self.shown.push_str(&held);
                 }
@@ -261,24 +263,44 @@ impl CitationFilter {
     }
 }
 
-/// The sources an answer cites, in citation order, and the numbers it cites
-/// that match no source.
+/// The numbers an answer cites, the sources they name in citation order,
+/// and the numbers that match no source.
 pub struct Citations<'p> {
+    pub numbers: Vec<usize>,
     pub cited: Vec<&'p Source>,
     pub invalid: Vec<usize>,
 }
 
 impl<'p> Citations<'p> {
     pub fn of(answer: &str, sources: &'p [Source]) -> Citations<'p> {
+        let numbers = cited_numbers(answer);
         let mut cited = Vec::new();
         let mut invalid = Vec::new();
-        for n in cited_numbers(answer) {
+        for &n in &numbers {
             match sources.iter().find(|s| s.number == n) {
                 Some(s) => cited.push(s),
                 None => invalid.push(n),
             }
         }
-        Citations { cited, invalid }
+        Citations {
+            numbers,
+            cited,
+            invalid,
+        }
+    }
+
+    /// With the citations of no source that a [`CitationFilter`] took out of
+    /// the answer counted back in (last): the model wrote them.
+    pub fn with_removed(mut self, removed: &[usize]) -> Citations<'p> {
+        for &n in removed {
+            if !self.numbers.contains(&n) {
+                self.numbers.push(n);
+            }
+            if !self.invalid.contains(&n) {
+                self.invalid.push(n);
+            }
+        }
+        self
     }
 
     /// What a source list after the answer shows: the cited sources, or,

@@ -142,11 +142,13 @@ impl Answer<'_> {
             Streamed::Done(o) => (None, exit::SUCCESS, &o.removed_citations[..]),
             Streamed::Interrupted => (None, exit::INTERRUPTED, &[][..]),
         };
-        let answer = Answered {
-            text: self.shown,
+        print_answer_json(
+            self.prepared,
+            self.shown,
             removed,
-        };
-        print_answer_json(self.prepared, answer, self.timings, error.as_deref())?;
+            self.timings,
+            error.as_deref(),
+        )?;
         if let Some(error) = error {
             eprintln!("error: {}", sanitize(&error));
         }
@@ -184,45 +186,32 @@ fn print_prompt(messages: &[ChatMessage], prepared: &Prepared, json: bool) -> an
 fn fallback(config: &Config, prepared: &Prepared, e: &LlmError, json: bool) -> u8 {
     output::no_model(config, e);
     if json {
-        let nothing = Answered {
-            text: "",
-            removed: &[],
-        };
-        let _ = print_answer_json(prepared, nothing, &Timings::default(), Some(&e.to_string()));
+        let error = e.to_string();
+        let _ = print_answer_json(prepared, "", &[], &Timings::default(), Some(&error));
     } else {
         output::print_extractive(prepared);
     }
     e.exit_code()
 }
 
-/// An answer's text as shown, and the citations of no source taken out of it.
-struct Answered<'a> {
-    text: &'a str,
-    removed: &'a [usize],
-}
-
-/// `--json`: the answer with its sources, citations, timings and error.
+/// `--json`: the answer (its text as shown, and the citations of no source
+/// taken out of it) with its sources, citations, timings and error.
 fn print_answer_json(
     prepared: &Prepared,
-    answer: Answered<'_>,
+    text: &str,
+    removed: &[usize],
     timings: &Timings,
     error: Option<&str>,
 ) -> anyhow::Result<()> {
-    let citations = Citations::of(answer.text, &prepared.prompt.sources);
-    let mut invalid = citations.invalid;
-    for &number in answer.removed {
-        if !invalid.contains(&number) {
-            invalid.push(number);
-        }
-    }
+    let citations = Citations::of(text, &prepared.prompt.sources).with_removed(removed);
     let value = serde_json::json!({
         "question": prepared.query.question(),
         "translated_question": prepared.query.translation(),
-        "answer": answer.text,
+        "answer": text,
         "sources": prepared.prompt.sources,
         "cited": citations.cited.iter().map(|s| s.number).collect::<Vec<_>>(),
         // Of no source: taken out of `answer`.
-        "invalid_citations": invalid,
+        "invalid_citations": citations.invalid,
         "timings_ms": timings,
         "error": error,
     });

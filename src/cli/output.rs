@@ -37,7 +37,7 @@ pub fn print_sources(answer: &str, sources: &[Source], removed: &[usize]) {
     if quiet() {
         return;
     }
-    let citations = Citations::of(answer, sources);
+    let citations = Citations::of(answer, sources).with_removed(removed);
     let mut out = std::io::stdout().lock();
     let heading = match citations.cited.is_empty() {
         true => "Sources consulted (none cited):",
@@ -45,10 +45,8 @@ pub fn print_sources(answer: &str, sources: &[Source], removed: &[usize]) {
     };
     let _ = writeln!(out, "\n{heading}");
     write_sources(&mut out, citations.listed(sources));
-    let unsourced: Vec<String> = (citations.invalid.iter().chain(removed))
-        .map(|n| format!("[{n}]"))
-        .collect();
-    if !unsourced.is_empty() {
+    if !citations.invalid.is_empty() {
+        let unsourced: Vec<String> = citations.invalid.iter().map(|n| format!("[{n}]")).collect();
         let _ = writeln!(
             out,
             "(the model also cited {}, which match no source: taken out of the answer)",

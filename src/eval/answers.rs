@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::metrics::{matches, RankedDoc};
 use super::questions::{language_code, Question};
-use crate::cite::{self, Citations};
+use crate::cite::Citations;
 use crate::prompt::{detect_language, Source};
 
 /// One answer, as the model gave it and as scored.
@@ -43,8 +43,15 @@ pub struct AnswerScores {
 }
 
 /// Scores an answer against the sources its prompt numbered and the
-/// question's gold documents, keywords and language.
-pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> AnswerScores {
+/// question's gold documents, keywords and language. `removed`: the
+/// citations of no source taken out of the answer before it was shown
+/// ([`crate::cite::CitationFilter`]); the scores are of what the model wrote.
+pub fn score_answer(
+    answer: &str,
+    removed: &[usize],
+    sources: &[Source],
+    question: &Question,
+) -> AnswerScores {
     let (gold, keywords) = (&question.gold, &question.answer_keywords);
     let is_gold = |s: &Source| {
         let doc = RankedDoc {
@@ -54,7 +61,7 @@ pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> An
         };
         gold.iter().any(|g| matches(&doc, g))
     };
-    let Citations { cited, invalid } = Citations::of(answer, sources);
+    let citations = Citations::of(answer, sources).with_removed(removed);
     let folded = fold_for_match(answer);
     let keywords_missing: Vec<String> = keywords
         .iter()
@@ -66,29 +73,12 @@ pub fn score_answer(answer: &str, sources: &[Source], question: &Question) -> An
     AnswerScores {
         keyword_coverage,
         keywords_missing,
-        citations: cite::cited_numbers(answer),
-        invalid_citations: invalid,
-        cites_gold: cited.iter().any(|s| is_gold(s)),
+        cites_gold: citations.cited.iter().any(|s| is_gold(s)),
+        citations: citations.numbers,
+        invalid_citations: citations.invalid,
         gold_in_context: sources.iter().any(is_gold),
         in_question_language: !answer.trim().is_empty()
             && language_code(detect_language(answer)) == question.language(),
-    }
-}
-
-impl AnswerScores {
-    /// The citations of no source that were taken out of the answer before
-    /// it was shown ([`crate::cite::CitationFilter`]) counted back in: the
-    /// model wrote them, and the scores are of what the model wrote.
-    pub fn with_removed(mut self, removed: &[usize]) -> AnswerScores {
-        for &n in removed {
-            if !self.citations.contains(&n) {
-                self.citations.push(n);
-            }
-            if !self.invalid_citations.contains(&n) {
-                self.invalid_citations.push(n);
-            }
-        }
-        self
     }
 }
 
@@ -205,6 +195,7 @@ mod tests {
         );
         let s = score_answer(
             "vLLM uses PagedAttention [2]; see also [2, 5].",
+            &[],
             &sources,
             &q,
         );
@@ -219,19 +210,19 @@ mod tests {
         // Citing the gold by its corpus path; no keywords listed; a Chinese
         // answer to an English question.
         let q = question("What is the answer?", &["corpus/web/a.md"], &[]);
-        let s = score_answer("答案见[1]。", &sources, &q);
+        let s = score_answer("答案见[1]。", &[], &sources, &q);
         assert_eq!(s.keyword_coverage, None);
         assert!(s.cites_gold && s.invalid_citations.is_empty());
         assert!(!s.in_question_language);
 
         // Full-width letters, case and spaces do not hide a keyword.
         let q = question("需要多少显存？", &["c.org/z"], &["6gb"]);
-        let s = score_answer("需要 ６ＧＢ 显存", &sources, &q);
+        let s = score_answer("需要 ６ＧＢ 显存", &[], &sources, &q);
         assert_eq!(s.keyword_coverage, Some(1.0));
         assert!(!s.gold_in_context && !s.cites_gold);
         assert!(s.in_question_language);
         // An empty answer is in no language.
-        assert!(!score_answer("  ", &sources, &q).in_question_language);
+        assert!(!score_answer("  ", &[], &sources, &q).in_question_language);
     }
 
     fn answered(

@@ -226,7 +226,7 @@ async fn answer(
             Some(e.to_string()),
         ),
     };
-    let scores = score_answer(&text, &prepared.prompt.sources, q).with_removed(&removed);
+    let scores = score_answer(&text, &removed, &prepared.prompt.sources, q);
     Ok(AnswerResult {
         text,
         error,

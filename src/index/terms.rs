@@ -195,7 +195,7 @@ fn without_version(term: &str) -> Option<String> {
 /// A word of an English sentence that is probably a name: a capital or a
 /// digit past its first letter ("FastGPT", "Qwen-7B", "GPU"), a leading
 /// digit ("7B"), or a capital that does not start the sentence ("Dify").
-fn looks_like_name(word: &str, starts_sentence: bool) -> bool {
+pub fn looks_like_name(word: &str, starts_sentence: bool) -> bool {
     let mut chars = word.chars();
     let first = chars.next();
     let inner = chars.any(|c| c.is_uppercase() || c.is_ascii_digit());
